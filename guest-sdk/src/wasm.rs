@@ -4,6 +4,9 @@ use crate::{Plugin, dispatch};
 use std::marker::PhantomData;
 
 #[doc(hidden)]
+// Generated code: the export glue of a WIT function with many record fields
+// takes them as separate arguments.
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
