@@ -33,13 +33,22 @@ pub fn render<P: Plugin>(db: &Database) -> Result<Rendered, RenderError> {
     out.finish().map_err(RenderError::Failed)
 }
 
-/// `status(db, observed)`: with an invalid config, nothing is ready.
+/// `status(db, observed)`: with an invalid config, nothing is ready. Like
+/// `render`, [`Plugin::status`] only sees a config that passed
+/// [`Plugin::check`], so it may rely on the ranges `check` enforces.
 pub fn status<P: Plugin>(db: &Database, observed: &[String]) -> StatusReport {
-    match parse_config::<P::Config>(db) {
+    match parsed::<P>(db) {
         Ok(config) => P::status(db, &config, &Observed::parse(observed)),
-        Err(violation) => StatusReport {
+        Err(violations) => StatusReport {
             ready_partitions: Vec::new(),
-            message: format!("invalid config: {violation}"),
+            message: format!(
+                "invalid config: {}",
+                violations
+                    .iter()
+                    .map(Violation::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         },
     }
 }
@@ -55,5 +64,57 @@ fn parsed<P: Plugin>(db: &Database) -> Result<P::Config, Vec<Violation>> {
         Ok(config)
     } else {
         Err(violations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, schemars::JsonSchema, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Cfg {
+        groups: u32,
+    }
+
+    /// Divides by `groups`, so it must never see a config `check` refused.
+    struct Divider;
+
+    impl Plugin for Divider {
+        type Config = Cfg;
+        const NAME: &'static str = "divider";
+        const VERSION: &'static str = "0.0.0";
+        const DESCRIPTION: &'static str = "test";
+
+        fn check(_: &Database, config: &Cfg) -> Vec<Violation> {
+            (config.groups == 0)
+                .then(|| Violation::config("groups", "must be at least 1"))
+                .into_iter()
+                .collect()
+        }
+
+        fn render(_: &Database, _: &Cfg, _: &mut Output) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn status(db: &Database, config: &Cfg, _: &Observed) -> StatusReport {
+            StatusReport {
+                ready_partitions: vec![db.partitions / config.groups],
+                message: String::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn status_never_sees_a_config_check_refuses() {
+        let db = Database::new("db", 2).with_config(serde_json::json!({"groups": 0}));
+        let report = status::<Divider>(&db, &[]);
+        assert!(report.ready_partitions.is_empty());
+        assert_eq!(
+            report.message,
+            "invalid config: spec.storage.config.groups: must be at least 1"
+        );
+        let db = Database::new("db", 2).with_config(serde_json::json!({"groups": 2}));
+        assert_eq!(status::<Divider>(&db, &[]).ready_partitions, [1]);
     }
 }

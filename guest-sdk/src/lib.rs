@@ -76,6 +76,7 @@ pub trait Plugin {
     fn render(db: &Database, config: &Self::Config, out: &mut Output) -> Result<(), String>;
 
     /// Which partitions are ready, judged from the observed objects.
+    /// Only called when [`Plugin::check`] returned nothing.
     fn status(db: &Database, config: &Self::Config, observed: &Observed) -> StatusReport;
 }
 
