@@ -117,8 +117,7 @@ impl Plugin for Cache {
     }
 
     fn status(db: &Database, config: &Config, observed: &Observed) -> StatusReport {
-        // status runs on configs that parsed but may not have passed `check`.
-        let per_node = config.partitions_per_node.max(1);
+        let per_node = config.partitions_per_node;
         let nodes = node_count(db.partitions, per_node);
         let ready_nodes: Vec<bool> = (1..=nodes)
             .map(|n| observed.statefulset_ready(&db.child(n), 1) >= 1)

@@ -235,10 +235,17 @@ fn status_message_stays_short_with_many_nodes() {
 }
 
 #[test]
-fn status_survives_a_config_that_failed_checks() {
+fn status_of_a_config_that_fails_checks_is_nothing_ready() {
     let db = db(2, json!({"partitionsPerNode": 0}));
     let report = testing::status::<Cache>(&db, &[]);
     assert!(report.ready_partitions.is_empty());
+    assert!(
+        report.message.starts_with(
+            "invalid config: spec.storage.config.partitionsPerNode: must be at least 1"
+        ),
+        "{}",
+        report.message
+    );
 }
 
 #[test]
