@@ -32,9 +32,58 @@ pub fn check(s: &str) -> Result<(), String> {
     }
 }
 
+/// The value of quantity `s` as a number, e.g. `64Mi` → 67108864, `500m` → 0.5,
+/// for comparing sizes given in different units. Errors as [`check`] does.
+pub fn value(s: &str) -> Result<f64, String> {
+    check(s)?;
+    const UNITS: [(&str, f64); 15] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let s = s.trim_start_matches('+');
+    let (number, multiplier) = UNITS
+        .iter()
+        .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
+        .unwrap_or((s, 1.0));
+    // `check` accepted it, so what is left is a decimal, possibly with an
+    // exponent (`1e3`), which Rust parses as is.
+    number
+        .parse::<f64>()
+        .map(|n| n * multiplier)
+        .map_err(|e| format!("`{s}`: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, value};
+
+    #[test]
+    fn values_compare_across_units() {
+        assert_eq!(value("64Mi"), Ok(67108864.0));
+        assert_eq!(value("1Gi"), Ok(1073741824.0));
+        assert_eq!(value("1G"), Ok(1e9));
+        assert_eq!(value("500m"), Ok(0.5));
+        assert_eq!(value("1.5Ki"), Ok(1536.0));
+        assert_eq!(value("1e3"), Ok(1000.0));
+        assert_eq!(value("2E6"), Ok(2e6));
+        assert_eq!(value("+1k"), Ok(1000.0));
+        assert_eq!(value("7"), Ok(7.0));
+        assert!(value("1Mi").unwrap() > value("1M").unwrap());
+        assert!(value("1GB").is_err());
+    }
 
     #[test]
     fn accepts_kubernetes_quantities() {
