@@ -1,0 +1,35 @@
+//! Without a control plane, tests fail with instructions instead of skipping.
+//! Its own test binary: it points the environment at an empty state directory,
+//! which must not leak into tests that need the real control plane.
+
+#[test]
+fn client_panics_with_instructions_when_no_control_plane_runs() {
+    let empty = std::env::temp_dir().join(format!("atoll-testenv-missing-{}", std::process::id()));
+    // SAFETY: this binary's only test, and no other thread exists yet.
+    unsafe {
+        std::env::set_var("ATOLL_TESTENV_DIR", &empty);
+        std::env::remove_var("KUBECONFIG");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(atoll_testenv::client());
+    }))
+    .expect_err("client() must panic when there is no control plane");
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(message.contains("cargo xtask cluster up"), "{message}");
+    assert!(
+        message.contains("eval \"$(cargo xtask cluster env)\""),
+        "{message}"
+    );
+    assert!(
+        message.contains(&empty.join("kubeconfig").display().to_string()),
+        "{message}"
+    );
+}

@@ -1,0 +1,169 @@
+//! `cargo xtask cluster up|down|env`: a real, local Kubernetes control plane.
+//!
+//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run
+//! as plain processes on 127.0.0.1, built from the Go module proxy on first use
+//! (see [`build`]). kwok plays the kubelet for three fake Nodes, so Pods are
+//! scheduled and turn Running and Ready without containers.
+//!
+//! Everything a running control plane owns lives in one state directory
+//! (`/tmp/atoll-testenv-$UID`, or `$ATOLL_TESTENV_DIR`): certificates, the
+//! admin kubeconfig, etcd's data, one log per process and the pids file that
+//! `down` uses to stop exactly what `up` started. `atoll-testenv` (the Rust
+//! test-support crate) finds the kubeconfig at the same well-known path.
+
+mod build;
+mod certs;
+mod processes;
+mod start;
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Build what is missing, start the control plane (or reuse a running one)
+    /// and print `export KUBECONFIG=...` on stdout.
+    Up,
+    /// Stop the processes `up` started, wait for them to exit and remove the state directory.
+    Down,
+    /// Print `export KUBECONFIG=...` for the running control plane; fails if none is running.
+    Env,
+}
+
+/// A control plane that answers `/readyz`.
+pub struct Cluster {
+    /// Admin kubeconfig (client certificate in group `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// True when this call started the processes; false when it reused running ones.
+    pub started_here: bool,
+}
+
+pub fn run(cmd: ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Up => {
+            let cluster = ensure_up()?;
+            println!("export KUBECONFIG={}", cluster.kubeconfig.display());
+        }
+        ClusterCmd::Down => down()?,
+        ClusterCmd::Env => {
+            let state = State::locate()?;
+            if !state.is_running() {
+                bail!(
+                    "no control plane is running in {} (start one with `cargo xtask cluster up`)",
+                    state.dir.display()
+                );
+            }
+            println!("export KUBECONFIG={}", state.kubeconfig().display());
+        }
+    }
+    Ok(())
+}
+
+/// Reuses the running control plane, or builds what is missing and starts one.
+pub fn ensure_up() -> Result<Cluster> {
+    let state = State::locate()?;
+    let _lock = state.lock()?;
+    if state.is_running() {
+        eprintln!("control plane already running in {}", state.dir.display());
+        return Ok(Cluster {
+            kubeconfig: state.kubeconfig(),
+            started_here: false,
+        });
+    }
+    // Leftovers of a crashed or half-started control plane: stop what is still
+    // ours and start from a clean directory.
+    if state.dir.exists() {
+        processes::stop_all(&state.pids_file())?;
+        fs::remove_dir_all(&state.dir)
+            .with_context(|| format!("removing stale state {}", state.dir.display()))?;
+    }
+    let bins = build::ensure_binaries()?;
+    let started = Instant::now();
+    if let Err(err) = start::start(&state, &bins) {
+        // Stop whatever did start but keep the directory: its logs explain the failure.
+        let _ = processes::stop_all(&state.pids_file());
+        return Err(err.context(format!(
+            "starting the control plane failed; logs are in {}",
+            state.dir.join("logs").display()
+        )));
+    }
+    eprintln!(
+        "control plane ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Cluster {
+        kubeconfig: state.kubeconfig(),
+        started_here: true,
+    })
+}
+
+/// Stops the processes `up` recorded, waits for them to exit and removes the
+/// state directory. Succeeds when nothing is running.
+pub fn down() -> Result<()> {
+    let state = State::locate()?;
+    let _lock = state.lock()?;
+    if !state.dir.exists() {
+        eprintln!("no control plane state in {}", state.dir.display());
+        return Ok(());
+    }
+    processes::stop_all(&state.pids_file())?;
+    fs::remove_dir_all(&state.dir).with_context(|| format!("removing {}", state.dir.display()))?;
+    eprintln!("control plane stopped; removed {}", state.dir.display());
+    Ok(())
+}
+
+/// The state directory and the files in it.
+struct State {
+    dir: PathBuf,
+}
+
+impl State {
+    /// `$ATOLL_TESTENV_DIR`, else `/tmp/atoll-testenv-$UID`. The per-user name
+    /// keeps users of a shared machine apart; `atoll-testenv` computes the same path.
+    fn locate() -> Result<Self> {
+        let dir = match std::env::var_os("ATOLL_TESTENV_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => {
+                let uid = fs::metadata("/proc/self")
+                    .context("reading /proc/self")?
+                    .uid();
+                std::env::temp_dir().join(format!("atoll-testenv-{uid}"))
+            }
+        };
+        // Kubeconfigs and pid records hold absolute paths.
+        let dir = std::env::current_dir()?.join(dir);
+        Ok(Self { dir })
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn pids_file(&self) -> PathBuf {
+        self.dir.join("pids")
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Serialises `up` and `down` across processes (two `cargo xtask test`
+    /// runs must not both start a control plane). The lock file sits beside
+    /// the state directory because `down` removes the directory.
+    fn lock(&self) -> Result<File> {
+        let mut name = self.dir.clone().into_os_string();
+        name.push(".lock");
+        let file = File::create(&name).with_context(|| format!("creating {name:?}"))?;
+        file.lock().with_context(|| format!("locking {name:?}"))?;
+        Ok(file)
+    }
+
+    /// Every recorded process is alive and the API server says it is ready.
+    fn is_running(&self) -> bool {
+        processes::all_alive(&self.pids_file()) && start::readyz(&self.kubeconfig()).is_ok()
+    }
+}

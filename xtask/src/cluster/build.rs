@@ -1,0 +1,307 @@
+//! Control-plane binaries, built from the Go module proxy and cached per version.
+//!
+//! - kube-apiserver, kube-controller-manager and kube-scheduler: one `go build`
+//!   of the wrapper module `testenv/k8s` (pins `k8s.io/kubernetes` and replaces
+//!   its staging modules with their published releases).
+//! - etcd: `go build` of the wrapper module `testenv/etcd` (etcd's own go.mod has
+//!   replace directives, which `go install module@version` refuses).
+//! - kwok: `go install` at [`KWOK_VERSION`], plus the stage definitions
+//!   (how fake Nodes and Pods progress) copied from that same kwok release.
+//!
+//! The versions come from the wrapper go.mod files, so bumping a version there
+//! builds into a new cache directory, `${XDG_CACHE_HOME:-~/.cache}/atoll/testenv/<name>-<version>/`.
+//! A directory is complete or absent: builds go to a scratch directory that is
+//! renamed into place at the end.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+const KWOK_VERSION: &str = "v0.8.0";
+
+/// kwok's "fast" stages: Nodes turn Ready and keep a Lease, Pods turn Running
+/// and Ready at once, Job Pods complete, and deleted Pods go away.
+const KWOK_STAGES: [&str; 5] = [
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+];
+
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub apiserver: PathBuf,
+    pub controller_manager: PathBuf,
+    pub scheduler: PathBuf,
+    pub kwok: PathBuf,
+    /// kwok `--config` file holding its Stage objects.
+    pub kwok_stages: PathBuf,
+}
+
+/// Returns the cached binaries, building whichever are missing.
+pub fn ensure_binaries() -> Result<Binaries> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace");
+    let cache = cache_dir()?;
+    let go = Go::find()?;
+
+    let k8s_module = root.join("testenv/k8s");
+    let k8s_version = required_version(&k8s_module, "k8s.io/kubernetes")?;
+    let k8s = cached(
+        &cache,
+        &format!("k8s-{k8s_version}"),
+        &[
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ],
+        |out| go.build_kubernetes(&k8s_module, &k8s_version, out),
+    )?;
+
+    let etcd_module = root.join("testenv/etcd");
+    let etcd_version = required_version(&etcd_module, "go.etcd.io/etcd/server/v3")?;
+    let etcd = cached(&cache, &format!("etcd-{etcd_version}"), &["etcd"], |out| {
+        go.run(
+            &etcd_module,
+            &["build", "-trimpath", "-ldflags=-s -w", "-o"],
+            out.join("etcd"),
+            &["go.etcd.io/etcd/server/v3"],
+        )
+    })?;
+
+    let kwok = cached(
+        &cache,
+        &format!("kwok-{KWOK_VERSION}"),
+        &["kwok", "stages.yaml"],
+        |out| go.install_kwok(out),
+    )?;
+
+    Ok(Binaries {
+        etcd: etcd.join("etcd"),
+        apiserver: k8s.join("kube-apiserver"),
+        controller_manager: k8s.join("kube-controller-manager"),
+        scheduler: k8s.join("kube-scheduler"),
+        kwok: kwok.join("kwok"),
+        kwok_stages: kwok.join("stages.yaml"),
+    })
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(
+            std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?,
+        )
+        .join(".cache"),
+    };
+    Ok(base.join("atoll/testenv"))
+}
+
+/// `<cache>/<key>` if it holds all `files`, else runs `build` into a scratch
+/// directory and moves that into place.
+fn cached(
+    cache: &Path,
+    key: &str,
+    files: &[&str],
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = cache.join(key);
+    if files.iter().all(|f| dir.join(f).is_file()) {
+        return Ok(dir);
+    }
+    let scratch = cache.join(format!("{key}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    eprintln!(
+        "building {key} into {} (first use only; Kubernetes takes many minutes on 2 cores)",
+        dir.display()
+    );
+    let started = Instant::now();
+    let built = build(&scratch).and_then(|()| {
+        for f in files {
+            anyhow::ensure!(
+                scratch.join(f).is_file(),
+                "the build of {key} did not produce {f}"
+            );
+        }
+        Ok(())
+    });
+    if let Err(err) = built {
+        let _ = fs::remove_dir_all(&scratch);
+        return Err(err.context(format!("building {key}")));
+    }
+    // An incomplete directory from an older layout would block the rename.
+    let _ = fs::remove_dir_all(&dir);
+    if let Err(err) = fs::rename(&scratch, &dir) {
+        // A concurrent build may have won the race; its result is as good as ours.
+        let _ = fs::remove_dir_all(&scratch);
+        if !files.iter().all(|f| dir.join(f).is_file()) {
+            return Err(err)
+                .with_context(|| format!("moving the build of {key} into {}", dir.display()));
+        }
+    }
+    eprintln!("built {key} in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(dir)
+}
+
+/// The version `module` is required at in `<wrapper>/go.mod`.
+fn required_version(wrapper: &Path, module: &str) -> Result<String> {
+    let go_mod = wrapper.join("go.mod");
+    let text =
+        fs::read_to_string(&go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
+    text.lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("require")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        })
+        .find(|words| words.first() == Some(&module))
+        .and_then(|words| words.get(1).map(|v| v.to_string()))
+        .with_context(|| format!("{} does not require {module}", go_mod.display()))
+}
+
+struct Go {
+    bin: PathBuf,
+}
+
+impl Go {
+    /// `go` from PATH, else the official tarball's usual location.
+    fn find() -> Result<Self> {
+        for bin in ["go", "/usr/local/go/bin/go"] {
+            if Command::new(bin)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(Self { bin: bin.into() });
+            }
+        }
+        bail!(
+            "the Go toolchain is needed to build the control plane: install Go >= 1.26 (go on PATH or /usr/local/go/bin/go)"
+        )
+    }
+
+    fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        // Static binaries: no C toolchain needed, as in Kubernetes' own release builds.
+        cmd.current_dir(dir).env("CGO_ENABLED", "0");
+        cmd
+    }
+
+    /// `go <args> <out> <rest>` in `dir`, with Go's output going to our stderr.
+    fn run(&self, dir: &Path, args: &[&str], out: PathBuf, rest: &[&str]) -> Result<()> {
+        let status = self
+            .command(dir)
+            .args(args)
+            .arg(out)
+            .args(rest)
+            .status()
+            .context("running go")?;
+        anyhow::ensure!(status.success(), "go {} failed ({status})", args[0]);
+        Ok(())
+    }
+
+    /// One `go build` for the three commands so they share compiled packages;
+    /// the `-X` flags give `--version` and `/version` the release's identity
+    /// (the same variables Kubernetes' hack/lib/version.sh sets).
+    fn build_kubernetes(&self, module: &Path, version: &str, out: &Path) -> Result<()> {
+        let mut parts = version.trim_start_matches('v').split('.');
+        let (major, minor) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let build_date = self.module_time(module, "k8s.io/kubernetes")?;
+        let mut ldflags = String::from("-s -w");
+        for pkg in [
+            "k8s.io/component-base/version",
+            "k8s.io/client-go/pkg/version",
+        ] {
+            for (var, value) in [
+                ("gitVersion", version),
+                ("gitMajor", major),
+                ("gitMinor", minor),
+                ("buildDate", &build_date),
+            ] {
+                ldflags.push_str(&format!(" -X {pkg}.{var}={value}"));
+            }
+        }
+        let out = format!("{}/", out.display()); // a directory: several main packages
+        self.run(
+            module,
+            &["build", "-trimpath", &format!("-ldflags={ldflags}"), "-o"],
+            out.into(),
+            &[
+                "k8s.io/kubernetes/cmd/kube-apiserver",
+                "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "k8s.io/kubernetes/cmd/kube-scheduler",
+            ],
+        )
+    }
+
+    /// The module version's publication time (RFC 3339), used as the build date
+    /// so that rebuilding the same version stamps the same date.
+    fn module_time(&self, module_dir: &Path, module: &str) -> Result<String> {
+        let json = self.output(module_dir, &["list", "-m", "-json", module])?;
+        json_string(&json, "Time")
+            .with_context(|| format!("no Time in `go list -m -json {module}`"))
+    }
+
+    fn install_kwok(&self, out: &Path) -> Result<()> {
+        let module = format!("sigs.k8s.io/kwok@{KWOK_VERSION}");
+        let status = self
+            .command(out)
+            .env("GOBIN", out)
+            .args([
+                "install",
+                "-trimpath",
+                "-ldflags=-s -w",
+                &format!("sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"),
+            ])
+            .status()
+            .context("running go install")?;
+        anyhow::ensure!(status.success(), "go install {module} failed ({status})");
+        // The stage files ship in the module kwok was just built from.
+        let json = self.output(out, &["mod", "download", "-json", &module])?;
+        let src =
+            PathBuf::from(json_string(&json, "Dir").context("no Dir in `go mod download -json`")?);
+        let mut stages = String::new();
+        for stage in KWOK_STAGES {
+            let path = src.join("kustomize/stage").join(stage);
+            stages += &fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            stages += "\n---\n";
+        }
+        fs::write(out.join("stages.yaml"), stages)?;
+        Ok(())
+    }
+
+    fn output(&self, dir: &Path, args: &[&str]) -> Result<String> {
+        let out = self
+            .command(dir)
+            .args(args)
+            .output()
+            .context("running go")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "go {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The value of the first `"key": "value"` in Go's indented JSON output; enough
+/// for the two plain strings read here without pulling a JSON parser into xtask.
+fn json_string(json: &str, key: &str) -> Option<String> {
+    let needle = format!("\"{key}\": \"");
+    let start = json.find(&needle)? + needle.len();
+    let len = json[start..].find('"')?;
+    Some(json[start..start + len].to_owned())
+}
