@@ -19,7 +19,7 @@ mod start;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -163,7 +163,21 @@ impl State {
     }
 
     /// Every recorded process is alive and the API server says it is ready.
+    /// A busy API server gets 30 seconds to answer before the control plane
+    /// counts as broken, since `ensure_up` replaces a broken one.
     fn is_running(&self) -> bool {
-        processes::all_alive(&self.pids_file()) && start::readyz(&self.kubeconfig()).is_ok()
+        if !processes::all_alive(&self.pids_file()) {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if start::readyz(&self.kubeconfig()).is_ok() {
+                return true;
+            }
+            if Instant::now() >= deadline || !processes::all_alive(&self.pids_file()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 }
