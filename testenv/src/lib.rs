@@ -13,7 +13,8 @@
 //! their own namespace and cluster-scoped objects they name uniquely (CRDs are
 //! the exception: installing the same CRD from several tests is idempotent).
 //! kwok fakes the kubelet, so Pods turn Running and Ready without running any
-//! container: nothing listens on Pod or Service IPs.
+//! container: nothing listens on Pod or Service IPs, and nothing is written to
+//! the PersistentVolumes it binds to claims of the default StorageClass.
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The local control plane behaves like a real cluster in the ways atoll relies
-//! on: it answers /readyz, runs StatefulSet Pods to Running and Ready,
+//! on: it answers /readyz, runs StatefulSet Pods (with volumes) to Running and Ready,
 //! garbage-collects dependents, issues ServiceAccount tokens and enforces RBAC
 //! on them. Needs `cargo xtask cluster up`; fails (never skips) without it.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use atoll_testenv::{
     TestNamespace, client, client_with_token, install_crds, kubectl, readyz, wait_for,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
@@ -70,6 +70,12 @@ spec:
         image: registry.k8s.io/pause:3.10
         resources:
           requests: {cpu: 100m, memory: 64Mi}
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
 "#;
 
 /// `name:phase:ready` for each Pod, and how many are Running and Ready.
@@ -164,6 +170,17 @@ async fn statefulset_applied_with_kubectl_runs_three_ready_pods_within_60s() {
         "readyReplicas; stderr: {}",
         out.stderr
     );
+    // Each Pod's claim from volumeClaimTemplates, provisioned and bound through
+    // the default StorageClass that `cluster up` installs.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns.name());
+    for pod in ["web-0", "web-1", "web-2"] {
+        let claim = claims
+            .get(&format!("data-{pod}"))
+            .await
+            .expect("the Pod's claim");
+        let phase = claim.status.and_then(|s| s.phase);
+        assert_eq!(phase.as_deref(), Some("Bound"), "claim data-{pod}");
+    }
 
     // The StatefulSet owns its Pods: deleting it lets the garbage collector remove them.
     let out = kubectl(

@@ -5,8 +5,8 @@
 //!   its staging modules with their published releases).
 //! - etcd: `go build` of the wrapper module `testenv/etcd` (etcd's own go.mod has
 //!   replace directives, which `go install module@version` refuses).
-//! - kwok: `go install` at [`KWOK_VERSION`], plus the stage definitions
-//!   (how fake Nodes and Pods progress) copied from that same kwok release.
+//! - kwok: `go install` at [`KWOK_VERSION`]. Its Stages (how fake Nodes, Pods
+//!   and volumes progress) are in `testenv/kwok/stages.yaml`, copied from that release.
 //!
 //! The versions come from the wrapper go.mod files, so bumping a version there
 //! builds into a new cache directory, `${XDG_CACHE_HOME:-~/.cache}/atoll/testenv/<name>-<version>/`.
@@ -22,23 +22,13 @@ use anyhow::{Context, Result, bail};
 
 const KWOK_VERSION: &str = "v0.8.0";
 
-/// kwok's "fast" stages: Nodes turn Ready and keep a Lease, Pods turn Running
-/// and Ready at once, Job Pods complete, and deleted Pods go away.
-const KWOK_STAGES: [&str; 5] = [
-    "node/fast/node-initialize.yaml",
-    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-    "pod/fast/pod-ready.yaml",
-    "pod/fast/pod-complete.yaml",
-    "pod/fast/pod-delete.yaml",
-];
-
 pub struct Binaries {
     pub etcd: PathBuf,
     pub apiserver: PathBuf,
     pub controller_manager: PathBuf,
     pub scheduler: PathBuf,
     pub kwok: PathBuf,
-    /// kwok `--config` file holding its Stage objects.
+    /// kwok `--config` file holding its Stage objects (in the repository).
     pub kwok_stages: PathBuf,
 }
 
@@ -74,12 +64,9 @@ pub fn ensure_binaries() -> Result<Binaries> {
         )
     })?;
 
-    let kwok = cached(
-        &cache,
-        &format!("kwok-{KWOK_VERSION}"),
-        &["kwok", "stages.yaml"],
-        |out| go.install_kwok(out),
-    )?;
+    let kwok = cached(&cache, &format!("kwok-{KWOK_VERSION}"), &["kwok"], |out| {
+        go.install_kwok(out)
+    })?;
 
     Ok(Binaries {
         etcd: etcd.join("etcd"),
@@ -87,7 +74,7 @@ pub fn ensure_binaries() -> Result<Binaries> {
         controller_manager: k8s.join("kube-controller-manager"),
         scheduler: k8s.join("kube-scheduler"),
         kwok: kwok.join("kwok"),
-        kwok_stages: kwok.join("stages.yaml"),
+        kwok_stages: root.join("testenv/kwok/stages.yaml"),
     })
 }
 
@@ -118,7 +105,7 @@ fn cached(
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     eprintln!(
-        "building {key} into {} (first use only; Kubernetes takes many minutes on 2 cores)",
+        "building {key} into {} (first use only; several minutes for Kubernetes)",
         dir.display()
     );
     let started = Instant::now();
@@ -266,18 +253,6 @@ impl Go {
             .status()
             .context("running go install")?;
         anyhow::ensure!(status.success(), "go install {module} failed ({status})");
-        // The stage files ship in the module kwok was just built from.
-        let json = self.output(out, &["mod", "download", "-json", &module])?;
-        let src =
-            PathBuf::from(json_string(&json, "Dir").context("no Dir in `go mod download -json`")?);
-        let mut stages = String::new();
-        for stage in KWOK_STAGES {
-            let path = src.join("kustomize/stage").join(stage);
-            stages += &fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            stages += "\n---\n";
-        }
-        fs::write(out.join("stages.yaml"), stages)?;
         Ok(())
     }
 
@@ -298,7 +273,7 @@ impl Go {
 }
 
 /// The value of the first `"key": "value"` in Go's indented JSON output; enough
-/// for the two plain strings read here without pulling a JSON parser into xtask.
+/// for the plain string read here without pulling a JSON parser into xtask.
 fn json_string(json: &str, key: &str) -> Option<String> {
     let needle = format!("\"{key}\": \"");
     let start = json.find(&needle)? + needle.len();

@@ -188,7 +188,11 @@ pub(super) fn start(state: &State, bins: &build::Binaries) -> Result<()> {
         )?;
     }
 
-    kubectl_stdin(&kubeconfig, &["apply", "-f", "-"], &nodes_yaml())?;
+    kubectl_stdin(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &(nodes_yaml() + STORAGE_CLASS),
+    )?;
     wait_until(
         &all,
         "kwok to mark the Nodes Ready",
@@ -237,6 +241,20 @@ pub(super) fn start(state: &State, bins: &build::Binaries) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// The default StorageClass; kwok's volume Stages provision and bind its claims
+/// (PersistentVolumes with no storage behind them), so StatefulSets with
+/// volumeClaimTemplates run too.
+const STORAGE_CLASS: &str = r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: kwok-volume
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kwok.x-k8s.io/volume
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+"#;
 
 /// Three kwok-managed Nodes in three zones, each large enough for hundreds of Pods.
 fn nodes_yaml() -> String {
