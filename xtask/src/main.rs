@@ -32,10 +32,31 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Plugins => wasm_build::report(),
+        Cmd::Plugins => plugins(),
         Cmd::Cluster(cmd) => cluster::run(cmd),
         Cmd::Test => test(),
     }
+}
+
+/// `cargo xtask plugins`: build the built-ins and print their sizes.
+fn plugins() -> anyhow::Result<()> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
+    let paths = wasm_build::build(workspace, &packages).map_err(anyhow::Error::msg)?;
+    println!("{:<16} {:>10}  {}", "PLUGIN", "BYTES", "PATH");
+    let mut too_big = Vec::new();
+    for ((name, _), path) in wasm_build::BUILTIN.iter().zip(&paths) {
+        let size = std::fs::metadata(path)?.len();
+        println!("{name:<16} {size:>10}  {}", path.display());
+        if size >= wasm_build::SIZE_LIMIT {
+            too_big.push(*name);
+        }
+    }
+    anyhow::ensure!(
+        too_big.is_empty(),
+        "plugins over the 1 MiB ConfigMap limit: {too_big:?}"
+    );
+    Ok(())
 }
 
 /// The README's test command. Stops the control plane afterwards only if this

@@ -95,7 +95,7 @@ impl Plugin for Raft {
 
     fn check(db: &Database, config: &Config) -> Vec<Violation> {
         let mut v = Vec::new();
-        if !(1..=9).contains(&config.replicas) || config.replicas % 2 == 0 {
+        if !(1..=9).contains(&config.replicas) || config.replicas.is_multiple_of(2) {
             v.push(Violation::config(
                 "replicas",
                 format!(

@@ -1,0 +1,36 @@
+//! Builds the built-in plugins (and the hostile test component) for
+//! wasm32-wasip2 and embeds the built-ins in the `atoll` binary, so it works
+//! with no plugin files.
+
+#[path = "../xtask/src/wasm_build.rs"]
+mod wasm_build;
+
+use std::fmt::Write;
+use std::path::Path;
+
+fn main() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest.parent().expect("host/ is inside the workspace");
+    for dir in ["plugins", "guest-sdk", "wit", "host/test-plugins", "xtask/src/wasm_build.rs"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    let mut packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
+    packages.extend(wasm_build::TEST_COMPONENTS);
+    let paths = match wasm_build::build(workspace, &packages) {
+        Ok(paths) => paths,
+        Err(e) => panic!("{e}"),
+    };
+
+    let mut src = String::from("/// Built-in plugins: (name, component bytes).\npub static BUILTIN: &[(&str, &[u8])] = &[\n");
+    for ((name, _), path) in wasm_build::BUILTIN.iter().zip(&paths) {
+        writeln!(src, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
+    }
+    src.push_str("];\n");
+    let out = std::env::var("OUT_DIR").unwrap();
+    std::fs::write(Path::new(&out).join("builtin.rs"), src).unwrap();
+
+    let hostile = &paths[wasm_build::BUILTIN.len()];
+    println!("cargo:rustc-env=ATOLL_TEST_HOSTILE_WASM={}", hostile.display());
+}

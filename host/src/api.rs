@@ -1,0 +1,301 @@
+//! The `atoll.dev/v1alpha1` API, as Rust types. The CustomResourceDefinitions
+//! (`atoll crds`, `deploy/crds/`) are generated from these.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every atoll resource.
+pub const GROUP: &str = "atoll.dev";
+/// `apiVersion` of every atoll resource.
+pub const API_VERSION: &str = "atoll.dev/v1alpha1";
+/// Kind of the Database resource.
+pub const KIND_DATABASE: &str = "Database";
+/// Most partitions a Database may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Annotation that allows changes which delete data (lowering partitions,
+/// removing a StatefulSet that holds volumes).
+pub const ALLOW_DATA_LOSS: &str = "atoll.dev/allow-data-loss";
+
+/// A partitioned database run by a storage plugin.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "atoll.dev",
+    version = "v1alpha1",
+    kind = "Database",
+    namespaced,
+    shortname = "db",
+    status = "DatabaseStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
+    printcolumn = r#"{"name":"Ready-Partitions","type":"integer","jsonPath":".status.readyPartitions","priority":1}"#,
+    printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.storage.plugin"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Number of partitions, 1..=1024. Partitions are numbered from 1. Lowering
+    /// it deletes data and is refused unless the Database is annotated
+    /// `atoll.dev/allow-data-loss: "true"`.
+    #[schemars(range(min = 1, max = 1024))]
+    pub partitions: u32,
+    /// Which storage plugin runs this Database, and how.
+    pub storage: StorageSpec,
+}
+
+/// The storage plugin and its configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Plugin name, e.g. raft, cache, redis, primary-backup or log
+    /// (`kubectl get storageplugins` lists what is loaded).
+    #[schemars(length(min = 1))]
+    pub plugin: String,
+    /// Semantic version requirement on the plugin, e.g. `^0.1`; when the
+    /// loaded plugin does not satisfy it the Database is Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Plugin-specific configuration, validated by the plugin against the
+    /// JSON schema it publishes (`atoll plugins inspect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<serde_json::Value>,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Observed state of a Database, written by atoll.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many partitions can serve requests.
+    #[serde(default)]
+    pub ready_partitions: u32,
+    /// Every partition, with where to reach it.
+    #[serde(default)]
+    pub partitions: Vec<PartitionStatus>,
+    /// The plugin that rendered this Database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+    /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message
+    /// saying what is wrong and how to fix it.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// One partition of a Database.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// Partition id, 1..=partitions.
+    pub id: u32,
+    /// Service serving the partition.
+    pub service: String,
+    /// `host:port` clients connect to.
+    pub endpoint: String,
+    pub ready: bool,
+}
+
+/// Which plugin (and which build of it) rendered a Database.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRef {
+    pub name: String,
+    pub version: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+}
+
+/// A status condition, as in `metav1.Condition`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Progressing` or `Degraded`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason, e.g. `InvalidConfig`.
+    pub reason: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One partition of a Database, created by atoll from the plugin's partition
+/// bindings and owned by the Database.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "atoll.dev",
+    version = "v1alpha1",
+    kind = "Partition",
+    namespaced,
+    shortname = "part",
+    status = "PartitionStatusFields",
+    printcolumn = r#"{"name":"Database","type":"string","jsonPath":".spec.database"}"#,
+    printcolumn = r#"{"name":"Partition","type":"integer","jsonPath":".spec.partitionId"}"#,
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.serviceName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.ready"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionSpec {
+    /// Name of the owning Database (same namespace).
+    pub database: String,
+    /// Partition id, 1..=partitions.
+    #[schemars(range(min = 1, max = 1024))]
+    pub partition_id: u32,
+    /// Service serving this partition.
+    pub service_name: String,
+    /// Port on that Service.
+    pub port: u16,
+}
+
+/// Observed state of a Partition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatusFields {
+    /// Whether the partition can serve requests.
+    #[serde(default)]
+    pub ready: bool,
+    /// `host:port` endpoints of the partition.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// A member of a membership group, recorded by the gRPC MembershipService
+/// while the member's JoinGroup stream is open.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "atoll.dev",
+    version = "v1alpha1",
+    kind = "Member",
+    namespaced,
+    printcolumn = r#"{"name":"Group","type":"string","jsonPath":".spec.group"}"#,
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host"}"#,
+    printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.port"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSpec {
+    /// Name of the group (in the member's namespace).
+    pub group: String,
+    /// Host the member is reachable at.
+    pub host: String,
+    /// Port the member is reachable at.
+    pub port: i32,
+}
+
+/// A primitive (counter, map, lock, ...) registered in a Database through the
+/// gRPC PrimitiveService.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "atoll.dev",
+    version = "v1alpha1",
+    kind = "Primitive",
+    namespaced,
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
+    printcolumn = r#"{"name":"Database","type":"string","jsonPath":".spec.database.name"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimitiveSpec {
+    /// The Database holding the primitive.
+    pub database: DatabaseRef,
+    /// Primitive type.
+    #[serde(rename = "type")]
+    pub type_: PrimitiveType,
+}
+
+/// A Database by name and namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct DatabaseRef {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// Primitive types of the Atomix API.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PrimitiveType {
+    Counter,
+    Election,
+    IndexedMap,
+    LeaderLatch,
+    List,
+    Lock,
+    Log,
+    Map,
+    Set,
+    Value,
+}
+
+/// A storage plugin known to atoll (cluster-scoped, written by atoll).
+/// `kubectl get storageplugins` shows what is loaded and from where.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "atoll.dev",
+    version = "v1alpha1",
+    kind = "StoragePlugin",
+    shortname = "sp",
+    status = "StoragePluginStatus",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".status.source"}"#,
+    printcolumn = r#"{"name":"Databases","type":"integer","jsonPath":".status.databases"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StoragePluginSpec {
+    /// One line describing the plugin, from its metadata.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Load state of a StoragePlugin.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoragePluginStatus {
+    /// `built-in` or `configmap/<namespace>/<name>`.
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub version: String,
+    /// `sha256:<hex>` of the component.
+    #[serde(default)]
+    pub digest: String,
+    /// `Loaded` or `Failed`.
+    #[serde(default)]
+    pub state: String,
+    /// Why the last load failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// How many Databases use this plugin.
+    #[serde(default)]
+    pub databases: u32,
+}
+
+/// Every CustomResourceDefinition atoll serves, in a stable order.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        Database::crd(),
+        Partition::crd(),
+        Member::crd(),
+        Primitive::crd(),
+        StoragePlugin::crd(),
+    ]
+}

@@ -1,0 +1,19 @@
+//! atoll: run databases on Kubernetes through WebAssembly storage plugins.
+//!
+//! The data flows through these modules in order:
+//! - [`runtime`]: sandboxed wasmtime components (compile once per digest,
+//!   fresh store per call, deadline and memory cap);
+//! - [`registry`]: loaded plugins by name, built-in or from files;
+//! - [`render`]: Database → plugin input → render → [`policy`] → objects;
+//! - [`api`]: the `atoll.dev/v1alpha1` resources and their CRDs.
+
+pub mod api;
+pub mod builtin;
+pub mod error;
+pub mod manifest;
+pub mod policy;
+pub mod registry;
+pub mod render;
+pub mod runtime;
+
+pub use error::{PluginError, PolicyError, RenderError};

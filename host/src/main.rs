@@ -1,0 +1,248 @@
+//! The `atoll` command.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::ResourceExt;
+
+use atoll::policy::{AllowedKind, OutputPolicy};
+use atoll::registry::Registry;
+use atoll::render::Renderer;
+use atoll::runtime::{Limits, Runtime};
+
+#[derive(Parser)]
+#[command(
+    name = "atoll",
+    version,
+    about = "Run databases on Kubernetes through WebAssembly storage plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the objects atoll would apply for Database manifests, without a cluster.
+    Render(RenderArgs),
+    /// List or inspect storage plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
+    /// Print the CustomResourceDefinitions of the atoll.dev API as YAML.
+    Crds,
+}
+
+#[derive(Subcommand)]
+enum PluginsCmd {
+    /// List loaded plugins: the built-ins plus any from --plugin-dir.
+    List(PluginArgs),
+    /// Load one .wasm file and print its metadata and config schema.
+    Inspect {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+/// Options for plugin calls.
+#[derive(Args, Clone)]
+struct SandboxArgs {
+    /// Deadline for each plugin call, e.g. 1s or 250ms; a call over it is stopped.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    plugin_timeout: Duration,
+    /// Memory cap for each plugin call, in MiB; a call growing past it is stopped.
+    #[arg(long, default_value_t = 64)]
+    plugin_memory_mib: usize,
+}
+
+impl SandboxArgs {
+    fn runtime(&self) -> Result<Arc<Runtime>> {
+        let limits = Limits {
+            call_timeout: self.plugin_timeout,
+            memory_bytes: self.plugin_memory_mib << 20,
+            ..Limits::default()
+        };
+        Ok(Arc::new(Runtime::new(limits)?))
+    }
+}
+
+/// Where plugins come from.
+#[derive(Args, Clone)]
+struct PluginArgs {
+    /// Directory of .wasm plugins loaded after the built-ins; a plugin with a
+    /// built-in's name replaces it.
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+impl PluginArgs {
+    fn registry(&self) -> Result<Arc<Registry>> {
+        let registry = Registry::with_builtins(self.sandbox.runtime()?)?;
+        if let Some(dir) = &self.plugin_dir {
+            registry.load_dir(dir)?;
+        }
+        Ok(Arc::new(registry))
+    }
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    /// Database manifest (YAML or JSON, several documents allowed); `-` reads
+    /// standard input. Repeat for several files.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    files: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
+    output: Format,
+    /// Cluster DNS domain used in host names and partition endpoints.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Kinds plugins may render, as <apiVersion>/<Kind>; repeat to list
+    /// several. Defaults to StatefulSet, Deployment, Service, ConfigMap,
+    /// PodDisruptionBudget, PersistentVolumeClaim, Secret and ServiceAccount.
+    #[arg(long = "allow-kind", value_name = "API_VERSION/KIND")]
+    allowed_kinds: Vec<AllowedKind>,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Multi-document YAML.
+    Yaml,
+    /// One JSON array.
+    Json,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Render(args) => render(args),
+        Cmd::Plugins(PluginsCmd::List(args)) => list(args),
+        Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => inspect(&file, sandbox),
+        Cmd::Crds => {
+            for crd in atoll::api::crds() {
+                print!("---\n{}", serde_saphyr::to_string(&crd)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A uid for offline renders, so owner references are complete; the
+/// operator uses the Database's real uid.
+const OFFLINE_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+fn render(args: RenderArgs) -> Result<()> {
+    let mut databases = Vec::new();
+    for file in &args.files {
+        let text = if file == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            s
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+        };
+        let origin = if file == "-" { "<stdin>" } else { file.as_str() };
+        for mut db in atoll::manifest::parse_databases(origin, &text)? {
+            db.metadata.uid.get_or_insert_with(|| OFFLINE_UID.into());
+            databases.push((origin.to_string(), db));
+        }
+    }
+
+    let mut policy = OutputPolicy::default();
+    if !args.allowed_kinds.is_empty() {
+        policy.allowed_kinds = args.allowed_kinds;
+    }
+    let renderer = Renderer {
+        registry: args.plugins.registry()?,
+        policy,
+        cluster_domain: args.cluster_domain,
+    };
+
+    let mut objects = Vec::new();
+    for (origin, db) in &databases {
+        let id = format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any());
+        let desired = renderer
+            .render(db)
+            .with_context(|| format!("{origin}: Database {id}"))?;
+        eprintln!(
+            "# Database {id}: plugin {} {}, {} objects, {} partitions",
+            desired.plugin.name,
+            desired.plugin.version,
+            desired.objects.len(),
+            desired.partitions.len()
+        );
+        for partition in renderer.partition_objects(db, &desired) {
+            objects.push(serde_json::to_value(partition)?);
+        }
+        objects.extend(desired.objects);
+    }
+
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
+        Format::Yaml => {
+            for object in &objects {
+                print!("---\n{}", serde_saphyr::to_string(object)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list(args: PluginArgs) -> Result<()> {
+    let registry = args.registry()?;
+    println!("{:<16} {:<9} {:>9}  {:<20} SOURCE", "NAME", "VERSION", "SIZE", "DIGEST");
+    for entry in registry.entries() {
+        let p = &entry.plugin;
+        let digest = p.digest().to_string();
+        println!(
+            "{:<16} {:<9} {:>9}  {:<20} {}",
+            p.metadata().name,
+            p.metadata().version,
+            p.size(),
+            &digest[..digest.len().min(19)],
+            entry.source
+        );
+    }
+    Ok(())
+}
+
+fn inspect(file: &Path, sandbox: SandboxArgs) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let plugin = sandbox.runtime()?.load(&file.display().to_string(), &bytes)?;
+    let m = plugin.metadata();
+    let Ok(schema) = serde_json::from_str::<serde_json::Value>(&m.config_schema) else {
+        bail!("{}: config schema is not JSON", file.display());
+    };
+    let info = serde_json::json!({
+        "name": m.name,
+        "version": m.version,
+        "description": m.description,
+        "digest": plugin.digest().to_string(),
+        "size": plugin.size(),
+        "configSchema": schema,
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}

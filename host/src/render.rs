@@ -1,0 +1,194 @@
+//! From a Database to the objects atoll applies: spec checks, plugin render,
+//! output policy, and the Partition objects derived from partition bindings.
+//!
+//! The operator and the offline `atoll render` command both go through
+//! [`Renderer::render`], so what the CLI prints is what atoll applies.
+
+use std::sync::Arc;
+
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+
+use crate::api::{Database, MAX_PARTITIONS, Partition, PartitionSpec, PluginRef};
+use crate::error::RenderError;
+use crate::policy::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN, OutputPolicy, Owner};
+use crate::registry::Registry;
+use crate::runtime::{LoadedPlugin, PartitionBinding, PluginDatabase, PluginRenderError, Violation};
+
+/// Everything that should exist for one Database.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub plugin: PluginRef,
+    /// Children after the output policy: namespaced, labelled, owned.
+    pub objects: Vec<Value>,
+    pub partitions: Vec<PartitionBinding>,
+}
+
+/// Renders Databases through the registry's plugins.
+pub struct Renderer {
+    pub registry: Arc<Registry>,
+    pub policy: OutputPolicy,
+    /// DNS domain of the cluster, for partition endpoints and pod host names.
+    pub cluster_domain: String,
+}
+
+impl Renderer {
+    /// Render `db`: check the spec, find its plugin, render, enforce the policy.
+    pub fn render(&self, db: &Database) -> Result<Desired, RenderError> {
+        let plugin = self.plugin_for(db)?;
+        let input = plugin_input(db, &self.cluster_domain);
+        let metadata = plugin.metadata();
+        let rendered = match plugin.render(&input)? {
+            Ok(rendered) => rendered,
+            Err(PluginRenderError::Invalid(v)) => return Err(RenderError::Invalid(v)),
+            Err(PluginRenderError::Failed(message)) => {
+                return Err(RenderError::Failed {
+                    plugin: metadata.name.clone(),
+                    message,
+                });
+            }
+        };
+        let owner = Owner {
+            name: &input.name,
+            namespace: &input.namespace,
+            uid: &input.uid,
+            plugin: &metadata.name,
+            partitions: input.partitions,
+        };
+        let objects = self
+            .policy
+            .enforce(&owner, &rendered)
+            .map_err(|error| RenderError::Policy {
+                plugin: metadata.name.clone(),
+                error,
+            })?;
+        Ok(Desired {
+            plugin: PluginRef {
+                name: metadata.name.clone(),
+                version: metadata.version.clone(),
+                digest: plugin.digest().to_string(),
+            },
+            objects,
+            partitions: rendered.partitions,
+        })
+    }
+
+    /// The plugin `db` asks for, after the checks atoll makes itself
+    /// (partition range, plugin name, version requirement).
+    pub fn plugin_for(&self, db: &Database) -> Result<Arc<LoadedPlugin>, RenderError> {
+        let mut violations = Vec::new();
+        if !(1..=MAX_PARTITIONS).contains(&db.spec.partitions) {
+            violations.push(violation(
+                "spec.partitions",
+                format!("must be between 1 and {MAX_PARTITIONS} (got {})", db.spec.partitions),
+            ));
+        }
+        let requirement = match db.spec.storage.version.as_deref().map(semver::VersionReq::parse) {
+            Some(Err(e)) => {
+                violations.push(violation(
+                    "spec.storage.version",
+                    format!("is not a semantic version requirement such as ^0.1 or >=0.1.2 ({e})"),
+                ));
+                None
+            }
+            Some(Ok(req)) => Some(req),
+            None => None,
+        };
+        if !violations.is_empty() {
+            return Err(RenderError::Invalid(violations));
+        }
+        let name = &db.spec.storage.plugin;
+        let plugin = self
+            .registry
+            .get(name)
+            .ok_or_else(|| RenderError::UnknownPlugin {
+                name: name.clone(),
+                available: self.registry.names().join(", "),
+            })?;
+        if let Some(req) = requirement {
+            let version = &plugin.metadata().version;
+            let satisfied = semver::Version::parse(version).is_ok_and(|v| req.matches(&v));
+            if !satisfied {
+                return Err(RenderError::VersionMismatch {
+                    plugin: name.clone(),
+                    required: req.to_string(),
+                    loaded: version.clone(),
+                });
+            }
+        }
+        Ok(plugin)
+    }
+
+    /// The `host:port` clients use for a partition.
+    pub fn endpoint(&self, namespace: &str, binding: &PartitionBinding) -> String {
+        format!(
+            "{}.{namespace}.svc.{}:{}",
+            binding.service, self.cluster_domain, binding.port
+        )
+    }
+
+    /// The Partition objects atoll keeps for `db`, one per binding, named
+    /// `<db>-<partition>` and owned by the Database like every child.
+    pub fn partition_objects(&self, db: &Database, desired: &Desired) -> Vec<Partition> {
+        let name = db.name_any();
+        let namespace = db.namespace().unwrap_or_else(|| "default".into());
+        let owner = db.controller_owner_ref(&()).map(|mut o| {
+            o.block_owner_deletion = Some(true);
+            o
+        });
+        desired
+            .partitions
+            .iter()
+            .map(|b| {
+                let mut p = Partition::new(
+                    &format!("{name}-{}", b.partition),
+                    PartitionSpec {
+                        database: name.clone(),
+                        partition_id: b.partition,
+                        service_name: b.service.clone(),
+                        port: b.port,
+                    },
+                );
+                p.metadata.namespace = Some(namespace.clone());
+                p.metadata.labels = Some(
+                    [
+                        (LABEL_MANAGED_BY, "atoll"),
+                        (LABEL_DATABASE, name.as_str()),
+                        (LABEL_PLUGIN, desired.plugin.name.as_str()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                );
+                p.metadata.owner_references = owner.clone().map(|o| vec![o]);
+                p
+            })
+            .collect()
+    }
+}
+
+/// The WIT `database` record for `db`.
+pub fn plugin_input(db: &Database, cluster_domain: &str) -> PluginDatabase {
+    PluginDatabase {
+        name: db.name_any(),
+        namespace: db.namespace().unwrap_or_else(|| "default".into()),
+        uid: db.uid().unwrap_or_default(),
+        generation: db.metadata.generation.unwrap_or(0),
+        labels: db.labels().clone().into_iter().collect(),
+        partitions: db.spec.partitions,
+        config: db
+            .spec
+            .storage
+            .config
+            .as_ref()
+            .map_or_else(|| "{}".to_string(), Value::to_string),
+        cluster_domain: cluster_domain.to_string(),
+    }
+}
+
+fn violation(field: &str, message: String) -> Violation {
+    Violation {
+        field: field.to_string(),
+        message,
+    }
+}

@@ -1,0 +1,413 @@
+//! The plugin runtime: sandboxed wasmtime components.
+//!
+//! - One [`Engine`] per [`Runtime`], with an epoch ticker thread for deadlines.
+//! - Each component is compiled once per sha256 digest and reused.
+//! - Each plugin gets an [`InstancePre`](wasmtime::component::InstancePre)
+//!   (linking done once); every call runs in a fresh [`Store`] and instance, so
+//!   no state leaks between Databases or calls.
+//! - WASI is linked with an empty context: no preopened directories, no
+//!   network, no environment, no arguments. Guest stdout/stderr go to bounded
+//!   in-memory pipes that are forwarded to `tracing` after the call.
+//! - Every call has a deadline (epoch interruption) and a memory cap (store
+//!   limits). Traps, deadlines and memory exhaustion come back as
+//!   [`PluginError`]s; the host keeps serving.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::error::PluginError;
+
+/// Generated from `wit/storage.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+    });
+}
+
+pub use bindings::atoll::storage::types::{
+    Database as PluginDatabase, Level, Metadata, PartitionBinding, RenderError as PluginRenderError,
+    Rendered, StatusReport, Violation,
+};
+use bindings::{Plugin, PluginPre};
+
+/// How often the epoch advances; deadlines are rounded up to this.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Log lines a plugin may send per call through the `log` import; more are
+/// dropped (and counted) so a chatty plugin cannot flood the host's logs.
+const LOG_LINES_PER_CALL: usize = 200;
+
+/// Sandbox limits applied to every plugin call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock deadline per call (default 1 s).
+    pub call_timeout: Duration,
+    /// Linear memory cap per call, in bytes (default 64 MiB).
+    pub memory_bytes: usize,
+    /// Bytes of guest stdout and of stderr kept per call (default 64 KiB).
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            output_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A sha256 digest of a component's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+/// Compiles and runs plugins. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+    compiled: Mutex<HashMap<Digest, Component>>,
+}
+
+impl Runtime {
+    /// A runtime with its own engine and epoch ticker (stopped when the
+    /// runtime is dropped).
+    pub fn new(limits: Limits) -> Result<Self, PluginError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(PluginError::engine)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("atoll-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile (or reuse) `bytes`, link it against the `atoll:storage/plugin`
+    /// world, and call `metadata()`. `origin` names where the bytes came from
+    /// in errors, e.g. a file path.
+    pub fn load(self: &Arc<Self>, origin: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
+        let digest = Digest::of(bytes);
+        let component = self.compile(origin, digest, bytes)?;
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            origin: origin.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = PluginPre::new(pre).map_err(wrong_world)?;
+        let mut plugin = LoadedPlugin {
+            runtime: Arc::clone(self),
+            pre,
+            name: Arc::from(origin),
+            metadata: Metadata {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                config_schema: String::new(),
+            },
+            digest,
+            size: bytes.len(),
+        };
+        let metadata = plugin.call("metadata", |p, s| p.call_metadata(s))?;
+        check_metadata(origin, &metadata)?;
+        plugin.name = Arc::from(metadata.name.as_str());
+        plugin.metadata = metadata;
+        Ok(plugin)
+    }
+
+    fn compile(&self, origin: &str, digest: Digest, bytes: &[u8]) -> Result<Component, PluginError> {
+        if let Some(c) = self.compiled.lock().unwrap().get(&digest) {
+            return Ok(c.clone());
+        }
+        let not_component = |reason: String| PluginError::NotAComponent {
+            origin: origin.to_string(),
+            reason,
+        };
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(not_component(
+                    "it is a core WebAssembly module; build the plugin for wasm32-wasip2, which produces a component".into(),
+                ));
+            }
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(not_component("it does not start with the WebAssembly magic bytes".into())),
+        }
+        // Compiling outside the lock: two different plugins compile in parallel;
+        // a duplicate compile of the same digest is harmless.
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| not_component(format!("{e:#}")))?;
+        self.compiled
+            .lock()
+            .unwrap()
+            .insert(digest, component.clone());
+        Ok(component)
+    }
+
+    fn store(&self, plugin: &Arc<str>) -> (Store<CallState>, [MemoryOutputPipe; 2]) {
+        let stdout = MemoryOutputPipe::new(self.limits.output_bytes);
+        let stderr = MemoryOutputPipe::new(self.limits.output_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let state = CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                denied: None,
+            },
+            plugin: Arc::clone(plugin),
+            log_budget: LOG_LINES_PER_CALL,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = self.limits.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        store.set_epoch_deadline(ticks.max(1) as u64);
+        (store, [stdout, stderr])
+    }
+}
+
+fn check_metadata(origin: &str, m: &Metadata) -> Result<(), PluginError> {
+    let bad = |reason: String| PluginError::BadMetadata {
+        origin: origin.to_string(),
+        reason,
+    };
+    let valid_name = !m.name.is_empty()
+        && m.name.len() <= 63
+        && m.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !m.name.starts_with('-')
+        && !m.name.ends_with('-');
+    if !valid_name {
+        return Err(bad(format!(
+            "name {:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters",
+            m.name
+        )));
+    }
+    semver::Version::parse(&m.version)
+        .map_err(|e| bad(format!("version {:?} is not semantic versioning: {e}", m.version)))?;
+    serde_json::from_str::<serde_json::Value>(&m.config_schema)
+        .map_err(|e| bad(format!("config schema is not JSON: {e}")))?;
+    Ok(())
+}
+
+/// A plugin ready to call: compiled, linked, and described by its metadata.
+pub struct LoadedPlugin {
+    runtime: Arc<Runtime>,
+    pre: PluginPre<CallState>,
+    name: Arc<str>,
+    metadata: Metadata,
+    digest: Digest,
+    size: usize,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.metadata.version)
+            .field("digest", &self.digest.to_string())
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// `validate(db)`.
+    pub fn validate(&self, db: &PluginDatabase) -> Result<Result<(), Vec<Violation>>, PluginError> {
+        self.call("validate", |p, s| p.call_validate(s, db))
+    }
+
+    /// `render(db)`, before the output policy.
+    pub fn render(
+        &self,
+        db: &PluginDatabase,
+    ) -> Result<Result<Rendered, PluginRenderError>, PluginError> {
+        self.call("render", |p, s| p.call_render(s, db))
+    }
+
+    /// `status(db, observed)`.
+    pub fn status(&self, db: &PluginDatabase, observed: &[String]) -> Result<StatusReport, PluginError> {
+        self.call("status", |p, s| p.call_status(s, db, observed))
+    }
+
+    /// Run `f` in a fresh store and instance, then forward captured output to
+    /// tracing and classify any failure.
+    fn call<R>(
+        &self,
+        function: &'static str,
+        f: impl FnOnce(&Plugin, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let (mut store, pipes) = self.runtime.store(&self.name);
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
+        let [stdout, stderr] = pipes;
+        let stderr_tail = forward_output(&self.name, "stdout", &stdout.contents())
+            .and(forward_output(&self.name, "stderr", &stderr.contents()));
+        let dropped = LOG_LINES_PER_CALL.saturating_sub(store.data().log_budget);
+        if dropped == LOG_LINES_PER_CALL {
+            tracing::warn!(plugin = %self.name, function, "plugin log lines over the per-call limit were dropped");
+        }
+        result.map_err(|err| {
+            let plugin = self.name.to_string();
+            let limits = &self.runtime.limits;
+            if let Some(requested) = store.data().limiter.denied {
+                PluginError::MemoryLimit {
+                    plugin,
+                    function,
+                    limit: limits.memory_bytes,
+                    requested,
+                }
+            } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                PluginError::Timeout {
+                    plugin,
+                    function,
+                    limit: limits.call_timeout,
+                }
+            } else {
+                let trap = err
+                    .downcast_ref::<Trap>()
+                    .map_or_else(|| format!("{err:#}"), Trap::to_string);
+                PluginError::Trap {
+                    plugin,
+                    function,
+                    message: match stderr_tail {
+                        Some(tail) => format!("{trap}; plugin stderr: {tail}"),
+                        None => trap,
+                    },
+                }
+            }
+        })
+    }
+}
+
+/// Forward captured guest output to tracing, one event per line; returns the
+/// last non-empty line (a panic message lands there).
+fn forward_output(plugin: &str, stream: &str, bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut last = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(plugin, stream, "{line}");
+        last = Some(line.to_string());
+    }
+    last
+}
+
+/// Per-call store data.
+struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    plugin: Arc<str>,
+    log_budget: usize,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::atoll::storage::types::Host for CallState {}
+
+impl bindings::atoll::storage::host::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// [`StoreLimits`] that remembers a denied memory growth, so the failure can be
+/// reported as memory exhaustion rather than a generic trap.
+struct Limiter {
+    inner: StoreLimits,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let result = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(result, Ok(true)) {
+            self.denied = Some(desired);
+        }
+        result
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+}

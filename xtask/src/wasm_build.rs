@@ -1,0 +1,69 @@
+//! Building plugin components for `wasm32-wasip2`.
+//!
+//! One copy of this logic, used twice: `host/build.rs` includes this file with
+//! `#[path]` so a plain `cargo build -p atoll` embeds fresh plugins, and
+//! `cargo xtask plugins` uses it to build and report sizes. Only `std` here:
+//! build scripts should not pull in dependencies.
+
+#![allow(dead_code)] // each includer uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The built-in plugins: (plugin name, cargo package).
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("raft", "atoll-plugin-raft"),
+    ("cache", "atoll-plugin-cache"),
+    ("redis", "atoll-plugin-redis"),
+    ("primary-backup", "atoll-plugin-primary-backup"),
+    ("log", "atoll-plugin-log"),
+];
+
+/// Test-only components, built with the plugins but never embedded.
+pub const TEST_COMPONENTS: &[&str] = &["atoll-test-hostile"];
+
+/// The size limit a plugin must fit: a ConfigMap's 1 MiB.
+pub const SIZE_LIMIT: u64 = 1024 * 1024;
+
+/// Build `packages` with the size-optimised `plugin` profile and return the
+/// path of each component, in order.
+///
+/// Uses its own target directory: the outer cargo (when called from a build
+/// script) holds the lock on the main one.
+pub fn build(workspace: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("wasm"),
+        None => workspace.join("target").join("wasm"),
+    };
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for p in packages {
+        cmd.args(["--package", p]);
+    }
+    // Flags meant for the host build (coverage, sanitizers, -D warnings via
+    // RUSTFLAGS in CI) must not leak into the guest build.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo to build plugins: {e}"))?;
+    if !status.success() {
+        return Err(
+            "building the plugins for wasm32-wasip2 failed (see above). If the target is missing, run `rustup target add wasm32-wasip2`."
+                .to_string(),
+        );
+    }
+    Ok(packages
+        .iter()
+        .map(|p| {
+            target_dir
+                .join("wasm32-wasip2/plugin")
+                .join(format!("{}.wasm", p.replace('-', "_")))
+        })
+        .collect())
+}
