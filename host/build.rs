@@ -11,7 +11,13 @@ use std::path::Path;
 fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest.parent().expect("host/ is inside the workspace");
-    for dir in ["plugins", "guest-sdk", "wit", "host/test-plugins", "xtask/src/wasm_build.rs"] {
+    for dir in [
+        "plugins",
+        "guest-sdk",
+        "wit",
+        "host/test-plugins",
+        "xtask/src/wasm_build.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
@@ -23,14 +29,24 @@ fn main() {
         Err(e) => panic!("{e}"),
     };
 
-    let mut src = String::from("/// Built-in plugins: (name, component bytes).\npub static BUILTIN: &[(&str, &[u8])] = &[\n");
+    let mut src = String::from(
+        "/// Built-in plugins: (name, component bytes).\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
     for ((name, _), path) in wasm_build::BUILTIN.iter().zip(&paths) {
-        writeln!(src, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            src,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     src.push_str("];\n");
     let out = std::env::var("OUT_DIR").unwrap();
     std::fs::write(Path::new(&out).join("builtin.rs"), src).unwrap();
 
     let hostile = &paths[wasm_build::BUILTIN.len()];
-    println!("cargo:rustc-env=ATOLL_TEST_HOSTILE_WASM={}", hostile.display());
+    println!(
+        "cargo:rustc-env=ATOLL_TEST_HOSTILE_WASM={}",
+        hostile.display()
+    );
 }

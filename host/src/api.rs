@@ -244,7 +244,9 @@ pub enum PrimitiveType {
 
 /// A storage plugin known to atoll (cluster-scoped, written by atoll).
 /// `kubectl get storageplugins` shows what is loaded and from where.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "atoll.dev",
     version = "v1alpha1",
@@ -288,7 +290,8 @@ pub struct StoragePluginStatus {
 }
 
 /// Every CustomResourceDefinition atoll serves, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
     vec![

@@ -22,7 +22,9 @@ pub enum PluginError {
     #[error("{origin} returned unusable metadata: {reason}")]
     BadMetadata { origin: String, reason: String },
 
-    #[error("plugin {plugin}: {function}() did not finish within its {limit:?} deadline and was stopped")]
+    #[error(
+        "plugin {plugin}: {function}() did not finish within its {limit:?} deadline and was stopped"
+    )]
     Timeout {
         plugin: String,
         function: &'static str,
@@ -65,7 +67,9 @@ pub enum PolicyError {
     #[error("plugin rendered {bytes} bytes of objects; at most {max} are allowed")]
     TooLarge { bytes: usize, max: usize },
 
-    #[error("object #{index} is not a JSON object with apiVersion, kind and metadata.name: {reason}")]
+    #[error(
+        "object #{index} is not a JSON object with apiVersion, kind and metadata.name: {reason}"
+    )]
     Malformed { index: usize, reason: String },
 
     #[error(
@@ -78,7 +82,9 @@ pub enum PolicyError {
         allowed: String,
     },
 
-    #[error("{kind} {name} is in namespace {namespace}; objects must be in the Database's namespace {expected}")]
+    #[error(
+        "{kind} {name} is in namespace {namespace}; objects must be in the Database's namespace {expected}"
+    )]
     WrongNamespace {
         kind: String,
         name: String,
@@ -86,7 +92,9 @@ pub enum PolicyError {
         expected: String,
     },
 
-    #[error("{kind} {name} does not start with the Database name; names must be {prefix} or start with {prefix}-")]
+    #[error(
+        "{kind} {name} does not start with the Database name; names must be {prefix} or start with {prefix}-"
+    )]
     NamePrefix {
         kind: String,
         name: String,

@@ -125,8 +125,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -141,10 +140,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Plugins(PluginsCmd::List(args)) => list(args),
         Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => inspect(&file, sandbox),
         Cmd::Crds => {
-            for crd in atoll::api::crds() {
-                print!("---\n{}", serde_saphyr::to_string(&crd)?);
-            }
-            Ok(())
+            let crds: Vec<serde_json::Value> = atoll::api::crds()
+                .into_iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?;
+            emit(&yaml_documents(&crds)?)
         }
     }
 }
@@ -158,12 +158,18 @@ fn render(args: RenderArgs) -> Result<()> {
     for file in &args.files {
         let text = if file == "-" {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
             s
         } else {
             std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
         };
-        let origin = if file == "-" { "<stdin>" } else { file.as_str() };
+        let origin = if file == "-" {
+            "<stdin>"
+        } else {
+            file.as_str()
+        };
         for mut db in atoll::manifest::parse_databases(origin, &text)? {
             db.metadata.uid.get_or_insert_with(|| OFFLINE_UID.into());
             databases.push((origin.to_string(), db));
@@ -199,20 +205,36 @@ fn render(args: RenderArgs) -> Result<()> {
         objects.extend(desired.objects);
     }
 
-    match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
-        Format::Yaml => {
-            for object in &objects {
-                print!("---\n{}", serde_saphyr::to_string(object)?);
-            }
-        }
+    emit(&match args.output {
+        Format::Json => serde_json::to_string_pretty(&objects)? + "\n",
+        Format::Yaml => yaml_documents(&objects)?,
+    })
+}
+
+fn yaml_documents(objects: &[serde_json::Value]) -> Result<String> {
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(object)?);
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Write to stdout; a closed pipe (`atoll render ... | head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn list(args: PluginArgs) -> Result<()> {
     let registry = args.registry()?;
-    println!("{:<16} {:<9} {:>9}  {:<20} SOURCE", "NAME", "VERSION", "SIZE", "DIGEST");
+    println!(
+        "{:<16} {:<9} {:>9}  {:<20} SOURCE",
+        "NAME", "VERSION", "SIZE", "DIGEST"
+    );
     for entry in registry.entries() {
         let p = &entry.plugin;
         let digest = p.digest().to_string();
@@ -230,7 +252,9 @@ fn list(args: PluginArgs) -> Result<()> {
 
 fn inspect(file: &Path, sandbox: SandboxArgs) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let plugin = sandbox.runtime()?.load(&file.display().to_string(), &bytes)?;
+    let plugin = sandbox
+        .runtime()?
+        .load(&file.display().to_string(), &bytes)?;
     let m = plugin.metadata();
     let Ok(schema) = serde_json::from_str::<serde_json::Value>(&m.config_schema) else {
         bail!("{}: config schema is not JSON", file.display());

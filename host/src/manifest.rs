@@ -68,7 +68,9 @@ fn parse_one(doc: Value) -> Result<Database, String> {
             format!("{path}: {inner}")
         }
     })?;
-    db.metadata.namespace.get_or_insert_with(|| "default".into());
+    db.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
     Ok(db)
 }
 
@@ -95,22 +97,34 @@ mod tests {
         let dbs = parse_databases("f.yaml", text).unwrap();
         assert_eq!(dbs.len(), 2);
         assert_eq!(dbs[0].metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(dbs[1].spec.storage.config.as_ref().unwrap()["partitionsPerNode"], 2);
+        assert_eq!(
+            dbs[1].spec.storage.config.as_ref().unwrap()["partitionsPerNode"],
+            2
+        );
     }
 
     #[test]
     fn errors_name_file_document_and_field() {
         let text = "apiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: a}\nspec: {partitions: many, storage: {plugin: raft}}\n";
         let e = parse_databases("f.yaml", text).unwrap_err().to_string();
-        assert!(e.starts_with("f.yaml: document 1 (Database default/a): spec.partitions:"), "{e}");
+        assert!(
+            e.starts_with("f.yaml: document 1 (Database default/a): spec.partitions:"),
+            "{e}"
+        );
 
         let text = "apiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: a}\nspec: {partitions: 1, storage: {plugin: raft, confg: {}}}\n";
         let e = parse_databases("f.yaml", text).unwrap_err().to_string();
         assert!(e.contains("spec.storage.confg: unknown field"), "{e}");
 
-        let e = parse_databases("f.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("v1/ConfigMap, not a atoll.dev/v1alpha1 Database"), "{e}");
+        let e = parse_databases(
+            "f.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("v1/ConfigMap, not a atoll.dev/v1alpha1 Database"),
+            "{e}"
+        );
     }
 }

@@ -117,14 +117,16 @@ impl OutputPolicy {
         let mut services = BTreeSet::new();
         let mut objects = Vec::with_capacity(count);
         for (index, text) in rendered.objects.iter().enumerate() {
-            let mut object: Value = serde_json::from_str(text).map_err(|e| PolicyError::Malformed {
-                index,
-                reason: e.to_string(),
-            })?;
-            let (api_version, kind, name) = identity(&object).ok_or_else(|| PolicyError::Malformed {
-                index,
-                reason: "apiVersion, kind or metadata.name is missing or not a string".into(),
-            })?;
+            let mut object: Value =
+                serde_json::from_str(text).map_err(|e| PolicyError::Malformed {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            let (api_version, kind, name) =
+                identity(&object).ok_or_else(|| PolicyError::Malformed {
+                    index,
+                    reason: "apiVersion, kind or metadata.name is missing or not a string".into(),
+                })?;
             if !self
                 .allowed_kinds
                 .iter()
@@ -159,7 +161,9 @@ impl OutputPolicy {
                     return Err(PolicyError::WrongNamespace {
                         kind,
                         name,
-                        namespace: other.as_str().map_or_else(|| other.to_string(), str::to_string),
+                        namespace: other
+                            .as_str()
+                            .map_or_else(|| other.to_string(), str::to_string),
                         expected: owner.namespace.to_string(),
                     });
                 }
@@ -229,7 +233,10 @@ fn check_bindings(
             )));
         }
         if !bound.insert(b.partition) {
-            return Err(PolicyError::Bindings(format!("partition {} is bound twice", b.partition)));
+            return Err(PolicyError::Bindings(format!(
+                "partition {} is bound twice",
+                b.partition
+            )));
         }
         if !services.contains(&b.service) {
             return Err(PolicyError::Bindings(format!(
@@ -238,12 +245,17 @@ fn check_bindings(
             )));
         }
         if b.port == 0 {
-            return Err(PolicyError::Bindings(format!("partition {} has port 0", b.partition)));
+            return Err(PolicyError::Bindings(format!(
+                "partition {} has port 0",
+                b.partition
+            )));
         }
     }
     if bound.len() as u32 != partitions {
         let missing: Vec<u32> = (1..=partitions).filter(|p| !bound.contains(p)).collect();
-        return Err(PolicyError::Bindings(format!("partitions {missing:?} are not bound")));
+        return Err(PolicyError::Bindings(format!(
+            "partitions {missing:?} are not bound"
+        )));
     }
     Ok(())
 }

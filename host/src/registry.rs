@@ -55,7 +55,9 @@ impl Registry {
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, PluginError> {
         let registry = Registry::new(runtime);
         for (name, bytes) in crate::builtin::BUILTIN {
-            let plugin = registry.runtime.load(&format!("built-in plugin {name}"), bytes)?;
+            let plugin = registry
+                .runtime
+                .load(&format!("built-in plugin {name}"), bytes)?;
             registry.insert(plugin, Source::Builtin);
         }
         Ok(registry)

@@ -13,7 +13,9 @@ use crate::api::{Database, MAX_PARTITIONS, Partition, PartitionSpec, PluginRef};
 use crate::error::RenderError;
 use crate::policy::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN, OutputPolicy, Owner};
 use crate::registry::Registry;
-use crate::runtime::{LoadedPlugin, PartitionBinding, PluginDatabase, PluginRenderError, Violation};
+use crate::runtime::{
+    LoadedPlugin, PartitionBinding, PluginDatabase, PluginRenderError, Violation,
+};
 
 /// Everything that should exist for one Database.
 #[derive(Debug, Clone)]
@@ -55,13 +57,13 @@ impl Renderer {
             plugin: &metadata.name,
             partitions: input.partitions,
         };
-        let objects = self
-            .policy
-            .enforce(&owner, &rendered)
-            .map_err(|error| RenderError::Policy {
-                plugin: metadata.name.clone(),
-                error,
-            })?;
+        let objects =
+            self.policy
+                .enforce(&owner, &rendered)
+                .map_err(|error| RenderError::Policy {
+                    plugin: metadata.name.clone(),
+                    error,
+                })?;
         Ok(Desired {
             plugin: PluginRef {
                 name: metadata.name.clone(),
@@ -80,10 +82,19 @@ impl Renderer {
         if !(1..=MAX_PARTITIONS).contains(&db.spec.partitions) {
             violations.push(violation(
                 "spec.partitions",
-                format!("must be between 1 and {MAX_PARTITIONS} (got {})", db.spec.partitions),
+                format!(
+                    "must be between 1 and {MAX_PARTITIONS} (got {})",
+                    db.spec.partitions
+                ),
             ));
         }
-        let requirement = match db.spec.storage.version.as_deref().map(semver::VersionReq::parse) {
+        let requirement = match db
+            .spec
+            .storage
+            .version
+            .as_deref()
+            .map(semver::VersionReq::parse)
+        {
             Some(Err(e)) => {
                 violations.push(violation(
                     "spec.storage.version",

@@ -33,8 +33,8 @@ pub mod bindings {
 }
 
 pub use bindings::atoll::storage::types::{
-    Database as PluginDatabase, Level, Metadata, PartitionBinding, RenderError as PluginRenderError,
-    Rendered, StatusReport, Violation,
+    Database as PluginDatabase, Level, Metadata, PartitionBinding,
+    RenderError as PluginRenderError, Rendered, StatusReport, Violation,
 };
 use bindings::{Plugin, PluginPre};
 
@@ -121,6 +121,11 @@ impl Runtime {
         })
     }
 
+    /// How many distinct components (by digest) have been compiled.
+    pub fn compiled_components(&self) -> usize {
+        self.compiled.lock().unwrap().len()
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -135,7 +140,10 @@ impl Runtime {
             origin: origin.to_string(),
             reason: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
         let pre = PluginPre::new(pre).map_err(wrong_world)?;
         let mut plugin = LoadedPlugin {
             runtime: Arc::clone(self),
@@ -157,7 +165,12 @@ impl Runtime {
         Ok(plugin)
     }
 
-    fn compile(&self, origin: &str, digest: Digest, bytes: &[u8]) -> Result<Component, PluginError> {
+    fn compile(
+        &self,
+        origin: &str,
+        digest: Digest,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
         if let Some(c) = self.compiled.lock().unwrap().get(&digest) {
             return Ok(c.clone());
         }
@@ -172,7 +185,11 @@ impl Runtime {
                 ));
             }
             Some([0, b'a', b's', b'm', ..]) => {}
-            _ => return Err(not_component("it does not start with the WebAssembly magic bytes".into())),
+            _ => {
+                return Err(not_component(
+                    "it does not start with the WebAssembly magic bytes".into(),
+                ));
+            }
         }
         // Compiling outside the lock: two different plugins compile in parallel;
         // a duplicate compile of the same digest is harmless.
@@ -207,7 +224,11 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = self.limits.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        let ticks = self
+            .limits
+            .call_timeout
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos());
         store.set_epoch_deadline(ticks.max(1) as u64);
         (store, [stdout, stderr])
     }
@@ -231,8 +252,12 @@ fn check_metadata(origin: &str, m: &Metadata) -> Result<(), PluginError> {
             m.name
         )));
     }
-    semver::Version::parse(&m.version)
-        .map_err(|e| bad(format!("version {:?} is not semantic versioning: {e}", m.version)))?;
+    semver::Version::parse(&m.version).map_err(|e| {
+        bad(format!(
+            "version {:?} is not semantic versioning: {e}",
+            m.version
+        ))
+    })?;
     serde_json::from_str::<serde_json::Value>(&m.config_schema)
         .map_err(|e| bad(format!("config schema is not JSON: {e}")))?;
     Ok(())
@@ -286,7 +311,11 @@ impl LoadedPlugin {
     }
 
     /// `status(db, observed)`.
-    pub fn status(&self, db: &PluginDatabase, observed: &[String]) -> Result<StatusReport, PluginError> {
+    pub fn status(
+        &self,
+        db: &PluginDatabase,
+        observed: &[String],
+    ) -> Result<StatusReport, PluginError> {
         self.call("status", |p, s| p.call_status(s, db, observed))
     }
 
@@ -303,8 +332,8 @@ impl LoadedPlugin {
             .instantiate(&mut store)
             .and_then(|instance| f(&instance, &mut store));
         let [stdout, stderr] = pipes;
-        let stderr_tail = forward_output(&self.name, "stdout", &stdout.contents())
-            .and(forward_output(&self.name, "stderr", &stderr.contents()));
+        forward_output(&self.name, "stdout", &stdout.contents());
+        let stderr_tail = forward_output(&self.name, "stderr", &stderr.contents());
         let dropped = LOG_LINES_PER_CALL.saturating_sub(store.data().log_budget);
         if dropped == LOG_LINES_PER_CALL {
             tracing::warn!(plugin = %self.name, function, "plugin log lines over the per-call limit were dropped");
@@ -343,15 +372,20 @@ impl LoadedPlugin {
 }
 
 /// Forward captured guest output to tracing, one event per line; returns the
-/// last non-empty line (a panic message lands there).
+/// last few meaningful lines (where a Rust panic message lands).
 fn forward_output(plugin: &str, stream: &str, bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    let mut last = None;
+    let mut tail = std::collections::VecDeque::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         tracing::info!(plugin, stream, "{line}");
-        last = Some(line.to_string());
+        if !line.starts_with("note: run with `RUST_BACKTRACE") {
+            if tail.len() == 2 {
+                tail.pop_front();
+            }
+            tail.push_back(line.trim());
+        }
     }
-    last
+    (!tail.is_empty()).then(|| Vec::from(tail).join(" "))
 }
 
 /// Per-call store data.
@@ -399,7 +433,12 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let result = self.inner.memory_growing(current, desired, maximum);
         if !matches!(result, Ok(true)) {
             self.denied = Some(desired);
@@ -407,7 +446,12 @@ impl ResourceLimiter for Limiter {
         result
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
 }

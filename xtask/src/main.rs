@@ -40,7 +40,9 @@ fn main() -> Result<()> {
 
 /// `cargo xtask plugins`: build the built-ins and print their sizes.
 fn plugins() -> anyhow::Result<()> {
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
     let packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
     let paths = wasm_build::build(workspace, &packages).map_err(anyhow::Error::msg)?;
     println!("{:<16} {:>10}  {}", "PLUGIN", "BYTES", "PATH");

@@ -30,7 +30,7 @@ pub enum Mode {
     OtherNamespace,
     /// Emit an object whose name lacks the Database prefix.
     BadName,
-    /// Emit 50 MB of ConfigMaps.
+    /// Emit 20 MB of ConfigMaps (over the 16 MiB policy bound, under the memory cap).
     Huge,
     /// Flood stdout and the log import.
     Noisy,
@@ -102,12 +102,14 @@ impl Plugin for Hostile {
                     ..Default::default()
                 }]),
             }),
-            Mode::OtherNamespace => {
-                out.push(config_map(db.child("x"), Some("kube-system"), "escape".into()))
-            }
+            Mode::OtherNamespace => out.push(config_map(
+                db.child("x"),
+                Some("kube-system"),
+                "escape".into(),
+            )),
             Mode::BadName => out.push(config_map("evil".into(), None, "squat".into())),
             Mode::Huge => {
-                for i in 0..50 {
+                for i in 0..20 {
                     out.push(config_map(db.child(i), None, "x".repeat(1_000_000)));
                 }
             }
@@ -115,7 +117,11 @@ impl Plugin for Hostile {
         let selector = k8s::labels([("atoll.dev/database", db.name.as_str())]);
         for p in db.partition_ids() {
             let name = db.child(format!("p{p}"));
-            out.push(ServiceBuilder::new(&name, &selector).port("api", 5678).build());
+            out.push(
+                ServiceBuilder::new(&name, &selector)
+                    .port("api", 5678)
+                    .build(),
+            );
             out.bind(p, name, 5678);
         }
         Ok(())

@@ -1,0 +1,214 @@
+//! The `atoll` command as a user runs it: render the examples, refuse bad input.
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn atoll(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn render_json(file: &str) -> Vec<Value> {
+    let out = atoll(&["render", "-f", file, "-o", "json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn names(objects: &[Value], kind: &str) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn raft_example_renders_what_the_brief_says() {
+    let objects = render_json("examples/raft.yaml");
+    assert_eq!(
+        names(&objects, "ConfigMap"),
+        ["orders-1", "orders-2", "orders-3"]
+    );
+    assert_eq!(
+        names(&objects, "StatefulSet"),
+        ["orders-1", "orders-2", "orders-3"]
+    );
+    assert_eq!(names(&objects, "PodDisruptionBudget").len(), 3);
+    let services = names(&objects, "Service");
+    for s in [
+        "orders-1-hs",
+        "orders-2-hs",
+        "orders-3-hs",
+        "orders-p1",
+        "orders-p6",
+    ] {
+        assert!(services.contains(&s.to_string()), "{s} in {services:?}");
+    }
+    assert_eq!(services.len(), 9);
+    assert_eq!(names(&objects, "Partition").len(), 6);
+
+    for o in &objects {
+        let m = &o["metadata"];
+        assert_eq!(m["namespace"], "default", "{}", m["name"]);
+        assert_eq!(m["labels"]["app.kubernetes.io/managed-by"], "atoll");
+        assert_eq!(m["labels"]["atoll.dev/database"], "orders");
+        assert_eq!(m["labels"]["atoll.dev/plugin"], "raft");
+        assert_eq!(m["ownerReferences"][0]["kind"], "Database");
+    }
+    for o in objects.iter().filter(|o| o["kind"] == "StatefulSet") {
+        assert_eq!(o["spec"]["replicas"], 3);
+    }
+    let cm2 = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "orders-2")
+        .unwrap();
+    let cluster: Value =
+        serde_json::from_str(cm2["data"]["cluster.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        cluster["partitions"],
+        serde_json::json!([{"partition": 1}, {"partition": 4}])
+    );
+    assert_eq!(
+        cluster["replicas"][0]["host"],
+        "orders-2-0.orders-2-hs.default.svc.cluster.local"
+    );
+}
+
+#[test]
+fn every_example_renders_as_yaml() {
+    for example in ["raft", "cache", "redis", "primary-backup", "log"] {
+        let file = format!("examples/{example}.yaml");
+        let out = atoll(&["render", "-f", &file], None);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with("---\n"), "{file}");
+        assert!(
+            text.matches("\n---\n").count() >= 4,
+            "{file} has several documents"
+        );
+    }
+}
+
+#[test]
+fn invalid_config_exits_non_zero_naming_file_and_field() {
+    let bad = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/raft.yaml"
+    ))
+    .unwrap()
+    .replace("      replicas: 3\n", "      replicas: 4\n");
+    let out = atoll(&["render", "-f", "-"], Some(&bad));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("<stdin>: Database default/orders"), "{err}");
+    assert!(
+        err.contains("spec.storage.config.replicas: must be odd"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is printed for a failed render"
+    );
+
+    let unknown = bad.replace(
+        "      replicas: 4\n",
+        "      replicas: 3\n      colour: blue\n",
+    );
+    let out = atoll(&["render", "-f", "-"], Some(&unknown));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.storage.config.colour: unknown field `colour`"),
+        "{err}"
+    );
+
+    let out = atoll(&["render", "-f", "examples/missing.yaml"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read examples/missing.yaml"));
+}
+
+#[test]
+fn plugin_dir_overrides_a_builtin_and_inspect_shows_the_schema() {
+    let dir = std::env::temp_dir().join(format!("atoll-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(env!("ATOLL_TEST_HOSTILE_WASM"), dir.join("hostile.wasm")).unwrap();
+    let out = atoll(
+        &["plugins", "list", "--plugin-dir", dir.to_str().unwrap()],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for name in ["raft", "cache", "redis", "primary-backup", "log"] {
+        assert!(text.contains(&format!("\n{name} ")), "{text}");
+    }
+    assert!(text.contains("hostile") && text.contains("file:"), "{text}");
+
+    let out = atoll(
+        &["plugins", "inspect", env!("ATOLL_TEST_HOSTILE_WASM")],
+        None,
+    );
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["name"], "hostile");
+    assert!(info["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        info["configSchema"]["properties"]["mode"].is_object(),
+        "{info}"
+    );
+
+    std::fs::write(dir.join("broken.wasm"), b"nope").unwrap();
+    let out = atoll(
+        &["plugins", "list", "--plugin-dir", dir.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.wasm is not a WebAssembly component")
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn crds_are_generated_for_every_kind() {
+    let out = atoll(&["crds"], None);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in [
+        "databases",
+        "partitions",
+        "members",
+        "primitives",
+        "storageplugins",
+    ] {
+        assert!(text.contains(&format!("name: {name}.atoll.dev")), "{name}");
+    }
+    assert!(text.contains("x-kubernetes-preserve-unknown-fields: true"));
+    assert!(text.contains("- db"), "short name");
+}

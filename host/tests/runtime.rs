@@ -1,0 +1,252 @@
+//! The plugin runtime against a deliberately hostile component (built by
+//! `host/build.rs` from `host/test-plugins/hostile`): every misbehaviour comes
+//! back as a typed error, and the same runtime keeps rendering good plugins.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use atoll::api::Database;
+use atoll::policy::OutputPolicy;
+use atoll::registry::{Registry, Source};
+use atoll::render::Renderer;
+use atoll::runtime::{Limits, Runtime};
+use atoll::{PluginError, PolicyError, RenderError};
+use serde_json::json;
+
+const HOSTILE: &str = env!("ATOLL_TEST_HOSTILE_WASM");
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+/// One registry for all tests (compiling six components per test would
+/// dominate the run); every test gets its own renderer over it.
+fn renderer() -> Renderer {
+    static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
+    let registry = REGISTRY.get_or_init(|| {
+        let runtime = Arc::new(
+            Runtime::new(Limits {
+                call_timeout: TIMEOUT,
+                ..Limits::default()
+            })
+            .unwrap(),
+        );
+        let registry = Registry::with_builtins(runtime).unwrap();
+        registry.load_file(HOSTILE.as_ref()).unwrap();
+        Arc::new(registry)
+    });
+    Renderer {
+        registry: Arc::clone(registry),
+        policy: OutputPolicy::default(),
+        cluster_domain: "cluster.local".into(),
+    }
+}
+
+fn database(plugin: &str, partitions: u32, config: serde_json::Value) -> Database {
+    serde_json::from_value(json!({
+        "apiVersion": "atoll.dev/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": "orders", "namespace": "shop", "uid": "0d1c4a8e-1111-2222-3333-444455556666"},
+        "spec": {"partitions": partitions, "storage": {"plugin": plugin, "config": config}},
+    }))
+    .unwrap()
+}
+
+fn hostile(mode: &str) -> Database {
+    database("hostile", 2, json!({"mode": mode}))
+}
+
+/// After any failure, the same renderer still renders raft correctly.
+fn assert_raft_still_renders(r: &Renderer) {
+    let desired = r
+        .render(&database("raft", 6, json!({"clusters": 3, "replicas": 3})))
+        .unwrap();
+    assert_eq!(desired.objects.len(), 3 * 4 + 6);
+    assert_eq!(desired.partitions.len(), 6);
+}
+
+#[test]
+fn well_behaved_hostile_mode_renders_and_is_stamped() {
+    let r = renderer();
+    let d = r.render(&hostile("ok")).unwrap();
+    let cm = &d.objects[0];
+    assert_eq!(cm["metadata"]["namespace"], "shop");
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "atoll"
+    );
+    assert_eq!(cm["metadata"]["labels"]["atoll.dev/plugin"], "hostile");
+    assert_eq!(
+        cm["metadata"]["ownerReferences"][0]["uid"],
+        "0d1c4a8e-1111-2222-3333-444455556666"
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_at_the_deadline() {
+    let r = renderer();
+    let start = Instant::now();
+    let err = r.render(&hostile("loop")).unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(err, RenderError::Plugin(PluginError::Timeout { function: "render", limit, .. }) if limit == TIMEOUT),
+        "{err}"
+    );
+    assert!(elapsed < TIMEOUT * 5, "stopped after {elapsed:?}");
+    assert!(err.to_string().contains("deadline"), "{err}");
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn one_gib_allocation_is_stopped_by_the_memory_cap() {
+    let r = renderer();
+    let err = r.render(&hostile("alloc")).unwrap_err();
+    match &err {
+        RenderError::Plugin(PluginError::MemoryLimit {
+            limit, requested, ..
+        }) => {
+            assert_eq!(*limit, 64 << 20);
+            assert!(*requested > *limit);
+        }
+        other => panic!("expected MemoryLimit, got {other}"),
+    }
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn a_trap_reports_the_panic_message() {
+    let r = renderer();
+    let err = r.render(&hostile("trap")).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Plugin(PluginError::Trap { message, .. }) if message.contains("panics on purpose")),
+        "{err}"
+    );
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn cluster_role_binding_is_not_an_allowed_kind() {
+    let r = renderer();
+    let err = r.render(&hostile("cluster-role-binding")).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Policy { error: PolicyError::KindNotAllowed { kind, .. }, .. } if kind == "ClusterRoleBinding"),
+        "{err}"
+    );
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn object_in_another_namespace_is_refused() {
+    let r = renderer();
+    let err = r.render(&hostile("other-namespace")).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Policy { error: PolicyError::WrongNamespace { namespace, expected, .. }, .. }
+            if namespace == "kube-system" && expected == "shop"),
+        "{err}"
+    );
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn name_without_database_prefix_is_refused() {
+    let r = renderer();
+    let err = r.render(&hostile("bad-name")).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Policy { error: PolicyError::NamePrefix { name, .. }, .. } if name == "evil"),
+        "{err}"
+    );
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn oversized_output_is_refused() {
+    let r = renderer();
+    let err = r.render(&hostile("huge")).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Policy { error: PolicyError::TooLarge { bytes, max }, .. } if bytes > max),
+        "{err}"
+    );
+    assert_raft_still_renders(&r);
+}
+
+/// Guest stdout is a bounded pipe (64 KiB per call): flooding it fails the
+/// guest's write, which std turns into a panic, so the flood ends the call
+/// instead of growing host memory.
+#[test]
+fn flooding_stdout_is_bounded_and_harmless() {
+    let r = renderer();
+    let start = Instant::now();
+    let err = r.render(&hostile("noisy")).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Plugin(PluginError::Trap { message, .. }) if message.contains("failed printing to stdout")),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_raft_still_renders(&r);
+}
+
+#[test]
+fn garbage_and_core_modules_are_not_components() {
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let err = runtime
+        .load("garbage.wasm", b"definitely not wasm")
+        .unwrap_err();
+    assert!(matches!(err, PluginError::NotAComponent { .. }), "{err}");
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = runtime.load("core.wasm", core_module).unwrap_err();
+    assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+}
+
+#[test]
+fn each_digest_compiles_once_and_calls_run_in_parallel() {
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let bytes = std::fs::read(HOSTILE).unwrap();
+    let start = Instant::now();
+    let first = runtime.load("a", &bytes).unwrap();
+    let cold = start.elapsed();
+    let start = Instant::now();
+    let second = runtime.load("b", &bytes).unwrap();
+    let warm = start.elapsed();
+    assert_eq!(first.digest(), second.digest());
+    assert_eq!(runtime.compiled_components(), 1);
+    assert!(
+        warm < cold,
+        "reuse ({warm:?}) should beat compiling ({cold:?})"
+    );
+
+    let registry = Registry::new(runtime);
+    registry.insert(first, Source::Builtin);
+    let r = Arc::new(Renderer {
+        registry: Arc::new(registry),
+        policy: OutputPolicy::default(),
+        cluster_domain: "cluster.local".into(),
+    });
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || r.render(&hostile("ok")).unwrap().objects.len())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 3);
+    }
+}
+
+#[test]
+fn unknown_plugin_and_version_mismatch_are_named() {
+    let r = renderer();
+    let err = r.render(&database("etcd", 1, json!({}))).unwrap_err();
+    assert!(
+        err.to_string().contains("no storage plugin named \"etcd\""),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("raft"),
+        "lists what is available: {err}"
+    );
+
+    let mut db = database("raft", 1, json!({}));
+    db.spec.storage.version = Some(">=2".into());
+    let err = r.render(&db).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::VersionMismatch { loaded, .. } if loaded == "0.1.0"),
+        "{err}"
+    );
+}
