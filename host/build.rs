@@ -11,7 +11,9 @@ use std::path::Path;
 fn main() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest.parent().expect("host/ is inside the workspace");
+    // Cargo.toml: the `plugin` profile lives there.
     for dir in [
+        "Cargo.toml",
         "plugins",
         "guest-sdk",
         "wit",

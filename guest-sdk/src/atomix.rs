@@ -14,7 +14,7 @@ use crate::k8s::{
     self, ContainerBuilder, Labels, PodBuilder, PullPolicy, Resources, ServiceBuilder,
     StatefulSetBuilder,
 };
-use crate::{Database, Output};
+use crate::{Database, Observed, Output, StatusReport, Violation};
 
 /// Port clients use (the Atomix API).
 pub const API_PORT: u16 = 5678;
@@ -191,6 +191,42 @@ pub fn partition_service(db: &Database, partition: u32, selector: &Labels, out: 
             .build(),
     );
     out.bind(partition, name, API_PORT);
+}
+
+/// Check a replica count for a majority-based group: odd, 1..=9, so a
+/// majority survives failures. `path` is the config field, e.g. `replicas`.
+pub fn check_quorum_replicas(path: &str, replicas: u32) -> Option<Violation> {
+    (!(1..=9).contains(&replicas) || replicas.is_multiple_of(2)).then(|| {
+        Violation::config(
+            path,
+            format!(
+                "must be odd and between 1 and 9 (got {replicas}): use 1, 3, 5, 7 or 9 so a majority survives failures"
+            ),
+        )
+    })
+}
+
+/// Readiness of a Database whose partitions are all served by one
+/// StatefulSet: every partition is ready once all `want` replicas are.
+pub fn single_group_status(
+    db: &Database,
+    observed: &Observed,
+    statefulset: &str,
+    want: u32,
+) -> StatusReport {
+    let want = want as i32;
+    let ready = observed.statefulset_ready(statefulset, want);
+    if ready >= want {
+        StatusReport {
+            ready_partitions: db.partition_ids().collect(),
+            message: format!("all {want} replicas ready"),
+        }
+    } else {
+        StatusReport {
+            ready_partitions: Vec::new(),
+            message: format!("{ready}/{want} replicas ready"),
+        }
+    }
 }
 
 /// Majority of `replicas`: what a consensus group needs to stay available.

@@ -1,1 +1,118 @@
-fn main() {}
+//! Render raft with 32 partitions through the WebAssembly component (a fresh
+//! instance per call) and through the same plugin code compiled natively.
+//!
+//! `cargo bench -p atoll --features native-plugins --bench render`
+//!
+//! Criterion prints each figure; the closing summary measures both paths
+//! interleaved in one run and prints the ratio, plus the split of the wasm
+//! call into instantiation, the call itself and JSON decoding.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll::native::{self, Raft};
+use atoll::registry::Registry;
+use atoll::runtime::{Limits, LoadedPlugin, PluginDatabase, Rendered, Runtime};
+use criterion::Criterion;
+use serde_json::Value;
+
+fn database() -> PluginDatabase {
+    PluginDatabase {
+        name: "orders".into(),
+        namespace: "bench".into(),
+        uid: "00000000-0000-0000-0000-000000000001".into(),
+        generation: 1,
+        labels: vec![],
+        partitions: 32,
+        config: r#"{"clusters":4,"replicas":3,"volumeClaimTemplate":{"size":"1Gi"}}"#.into(),
+        cluster_domain: "cluster.local".into(),
+    }
+}
+
+fn decode(r: &Rendered) -> Vec<Value> {
+    r.objects
+        .iter()
+        .map(|o| serde_json::from_str(o).unwrap())
+        .collect()
+}
+
+fn wasm(plugin: &LoadedPlugin, db: &PluginDatabase) -> Vec<Value> {
+    decode(&plugin.render(db).unwrap().unwrap())
+}
+
+fn native(db: &PluginDatabase) -> Vec<Value> {
+    decode(&native::render::<Raft>(db).unwrap())
+}
+
+fn per_call(iterations: u32, mut f: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    start.elapsed() / iterations
+}
+
+fn main() {
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let registry = Registry::with_builtins(runtime).unwrap();
+    let raft = registry.get("raft").unwrap();
+    let db = database();
+    assert_eq!(
+        wasm(&raft, &db),
+        native(&db),
+        "both paths render the same objects"
+    );
+
+    let mut c = Criterion::default().configure_from_args();
+    let mut group = c.benchmark_group("render_raft_32_partitions");
+    group.bench_function("wasm_fresh_instance", |b| {
+        b.iter(|| wasm(&raft, black_box(&db)))
+    });
+    group.bench_function("native", |b| b.iter(|| native(black_box(&db))));
+    group.bench_function("wasm_instantiate_only", |b| {
+        b.iter(|| raft.instantiate_only().unwrap())
+    });
+    let rendered = raft.render(&db).unwrap().unwrap();
+    group.bench_function("json_decode_only", |b| {
+        b.iter(|| decode(black_box(&rendered)))
+    });
+    group.finish();
+    c.final_summary();
+
+    // Interleaved rounds in one run, so machine noise hits both paths alike.
+    let iterations = if std::env::args().any(|a| a == "--test") {
+        3
+    } else {
+        300
+    };
+    let (mut w, mut n, mut inst, mut dec) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    for _ in 0..5 {
+        w += per_call(iterations, || drop(black_box(wasm(&raft, &db))));
+        n += per_call(iterations, || drop(black_box(native(&db))));
+        inst += per_call(iterations, || raft.instantiate_only().unwrap());
+        dec += per_call(iterations, || drop(black_box(decode(&rendered))));
+    }
+    let (w, n, inst, dec) = (w / 5, n / 5, inst / 5, dec / 5);
+    println!(
+        "\nraft, 32 partitions, {} objects per render:",
+        rendered.objects.len()
+    );
+    println!("  wasm, fresh instance per call: {w:>10.1?} per call");
+    println!("    instantiation:               {inst:>10.1?}");
+    println!(
+        "    render call (guest work):    {:>10.1?}",
+        w.saturating_sub(inst + dec)
+    );
+    println!("    JSON decoding (host):        {dec:>10.1?}");
+    println!("  native (same plugin code):     {n:>10.1?} per call");
+    println!(
+        "  ratio wasm / native:           {:>10.2}",
+        w.as_secs_f64() / n.as_secs_f64()
+    );
+}

@@ -133,7 +133,20 @@ pub enum RenderError {
     Plugin(#[from] PluginError),
 
     #[error("plugin {plugin} broke the output policy: {error}")]
-    Policy { plugin: String, error: PolicyError },
+    Policy {
+        plugin: String,
+        error: Box<PolicyError>,
+    },
+}
+
+impl RenderError {
+    /// The output-policy violation, if that is why the render failed.
+    pub fn policy(&self) -> Option<&PolicyError> {
+        match self {
+            RenderError::Policy { error, .. } => Some(error),
+            _ => None,
+        }
+    }
 }
 
 fn format_violations(v: &[Violation]) -> String {

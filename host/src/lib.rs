@@ -11,6 +11,8 @@ pub mod api;
 pub mod builtin;
 pub mod error;
 pub mod manifest;
+#[cfg(feature = "native-plugins")]
+pub mod native;
 pub mod policy;
 pub mod registry;
 pub mod render;

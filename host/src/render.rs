@@ -62,7 +62,7 @@ impl Renderer {
                 .enforce(&owner, &rendered)
                 .map_err(|error| RenderError::Policy {
                     plugin: metadata.name.clone(),
-                    error,
+                    error: Box::new(error),
                 })?;
         Ok(Desired {
             plugin: PluginRef {

@@ -297,6 +297,13 @@ impl LoadedPlugin {
         self.size
     }
 
+    /// Instantiate in a fresh store without calling anything: the fixed cost
+    /// every call pays. For benchmarks.
+    #[doc(hidden)]
+    pub fn instantiate_only(&self) -> Result<(), PluginError> {
+        self.call("instantiate", |_, _| Ok(()))
+    }
+
     /// `validate(db)`.
     pub fn validate(&self, db: &PluginDatabase) -> Result<Result<(), Vec<Violation>>, PluginError> {
         self.call("validate", |p, s| p.call_validate(s, db))

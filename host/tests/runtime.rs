@@ -126,7 +126,7 @@ fn cluster_role_binding_is_not_an_allowed_kind() {
     let r = renderer();
     let err = r.render(&hostile("cluster-role-binding")).unwrap_err();
     assert!(
-        matches!(&err, RenderError::Policy { error: PolicyError::KindNotAllowed { kind, .. }, .. } if kind == "ClusterRoleBinding"),
+        matches!(err.policy(), Some(PolicyError::KindNotAllowed { kind, .. }) if kind == "ClusterRoleBinding"),
         "{err}"
     );
     assert_raft_still_renders(&r);
@@ -137,7 +137,7 @@ fn object_in_another_namespace_is_refused() {
     let r = renderer();
     let err = r.render(&hostile("other-namespace")).unwrap_err();
     assert!(
-        matches!(&err, RenderError::Policy { error: PolicyError::WrongNamespace { namespace, expected, .. }, .. }
+        matches!(err.policy(), Some(PolicyError::WrongNamespace { namespace, expected, .. })
             if namespace == "kube-system" && expected == "shop"),
         "{err}"
     );
@@ -149,7 +149,7 @@ fn name_without_database_prefix_is_refused() {
     let r = renderer();
     let err = r.render(&hostile("bad-name")).unwrap_err();
     assert!(
-        matches!(&err, RenderError::Policy { error: PolicyError::NamePrefix { name, .. }, .. } if name == "evil"),
+        matches!(err.policy(), Some(PolicyError::NamePrefix { name, .. }) if name == "evil"),
         "{err}"
     );
     assert_raft_still_renders(&r);
@@ -160,7 +160,7 @@ fn oversized_output_is_refused() {
     let r = renderer();
     let err = r.render(&hostile("huge")).unwrap_err();
     assert!(
-        matches!(&err, RenderError::Policy { error: PolicyError::TooLarge { bytes, max }, .. } if bytes > max),
+        matches!(err.policy(), Some(PolicyError::TooLarge { bytes, max }) if bytes > max),
         "{err}"
     );
     assert_raft_still_renders(&r);

@@ -45,7 +45,7 @@ fn plugins() -> anyhow::Result<()> {
         .unwrap();
     let packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
     let paths = wasm_build::build(workspace, &packages).map_err(anyhow::Error::msg)?;
-    println!("{:<16} {:>10}  {}", "PLUGIN", "BYTES", "PATH");
+    println!("{:<16} {:>10}  PATH", "PLUGIN", "BYTES");
     let mut too_big = Vec::new();
     for ((name, _), path) in wasm_build::BUILTIN.iter().zip(&paths) {
         let size = std::fs::metadata(path)?.len();
@@ -66,7 +66,7 @@ fn plugins() -> anyhow::Result<()> {
 fn test() -> Result<()> {
     let cluster = cluster::ensure_up()?;
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["test", "--workspace", "--all-targets"])
+        .args(["test", "--workspace"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .status();
     if cluster.started_here {

@@ -171,15 +171,7 @@ impl Plugin for Log {
 
     fn check(_db: &Database, config: &Config) -> Vec<Violation> {
         let mut v = Vec::new();
-        if !(1..=9).contains(&config.replicas) || config.replicas.is_multiple_of(2) {
-            v.push(Violation::config(
-                "replicas",
-                format!(
-                    "must be odd and between 1 and 9 (got {}): use 1, 3, 5, 7 or 9 so a majority survives failures",
-                    config.replicas
-                ),
-            ));
-        }
+        v.extend(atomix::check_quorum_replicas("replicas", config.replicas));
         if config.image.trim().is_empty() {
             v.push(Violation::config("image", "must name a container image"));
         }
@@ -198,19 +190,7 @@ impl Plugin for Log {
     }
 
     fn status(db: &Database, config: &Config, observed: &Observed) -> StatusReport {
-        let want = config.replicas as i32;
-        let ready = observed.statefulset_ready(&db.name, want);
-        if ready >= want {
-            StatusReport {
-                ready_partitions: db.partition_ids().collect(),
-                message: format!("all {want} replicas ready"),
-            }
-        } else {
-            StatusReport {
-                ready_partitions: Vec::new(),
-                message: format!("{ready}/{want} replicas ready"),
-            }
-        }
+        atomix::single_group_status(db, observed, &db.name, config.replicas)
     }
 }
 

@@ -147,19 +147,7 @@ impl Plugin for PrimaryBackup {
     }
 
     fn status(db: &Database, config: &Config, observed: &Observed) -> StatusReport {
-        let want = (config.backups + 1) as i32;
-        let ready = observed.statefulset_ready(&db.name, want);
-        if ready >= want {
-            StatusReport {
-                ready_partitions: db.partition_ids().collect(),
-                message: format!("all {want} replicas ready"),
-            }
-        } else {
-            StatusReport {
-                ready_partitions: Vec::new(),
-                message: format!("{ready}/{want} replicas ready"),
-            }
-        }
+        atomix::single_group_status(db, observed, &db.name, config.backups + 1)
     }
 }
 

@@ -95,15 +95,7 @@ impl Plugin for Raft {
 
     fn check(db: &Database, config: &Config) -> Vec<Violation> {
         let mut v = Vec::new();
-        if !(1..=9).contains(&config.replicas) || config.replicas.is_multiple_of(2) {
-            v.push(Violation::config(
-                "replicas",
-                format!(
-                    "must be odd and between 1 and 9 (got {}): use 1, 3, 5, 7 or 9 so a majority survives failures",
-                    config.replicas
-                ),
-            ));
-        }
+        v.extend(atomix::check_quorum_replicas("replicas", config.replicas));
         if config.clusters == 0 || config.clusters > db.partitions {
             v.push(Violation::config(
                 "clusters",
