@@ -5,10 +5,15 @@
 //!   fresh store per call, deadline and memory cap);
 //! - [`registry`]: loaded plugins by name, built-in or from files;
 //! - [`render`]: Database → plugin input → render → [`policy`] → objects;
+//! - [`apply`]: observe owned children, apply what drifted, prune the rest;
+//! - [`status`]: conditions and readiness;
+//! - [`controller`]: the Database controller tying these together;
 //! - [`api`]: the `atoll.dev/v1alpha1` resources and their CRDs.
 
 pub mod api;
+pub mod apply;
 pub mod builtin;
+pub mod controller;
 pub mod error;
 pub mod manifest;
 #[cfg(feature = "native-plugins")]
@@ -17,5 +22,6 @@ pub mod policy;
 pub mod registry;
 pub mod render;
 pub mod runtime;
+pub mod status;
 
 pub use error::{PluginError, PolicyError, RenderError};

@@ -34,6 +34,24 @@ enum Cmd {
     Plugins(PluginsCmd),
     /// Print the CustomResourceDefinitions of the atoll.dev API as YAML.
     Crds,
+    /// Run the operator: reconcile Databases against the cluster in KUBECONFIG
+    /// (or the in-cluster service account) until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Reconcile only Databases in this namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Cluster DNS domain used in host names and partition endpoints.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    #[command(flatten)]
+    plugins: PluginArgs,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +157,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Render(args) => render(args),
         Cmd::Plugins(PluginsCmd::List(args)) => list(args),
         Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => inspect(&file, sandbox),
+        Cmd::Run(args) => operate(args),
         Cmd::Crds => {
             let crds: Vec<serde_json::Value> = atoll::api::crds()
                 .into_iter()
@@ -226,6 +245,34 @@ fn emit(text: &str) -> Result<()> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+fn operate(args: RunArgs) -> Result<()> {
+    let renderer = Arc::new(Renderer {
+        registry: args.plugins.registry()?,
+        policy: OutputPolicy::default(),
+        cluster_domain: args.cluster_domain,
+    });
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API (set KUBECONFIG, or run in a pod)")?;
+        let ctx = Arc::new(atoll::controller::Context::new(client, renderer));
+        tracing::info!(namespace = ?args.namespace, "atoll is reconciling Databases");
+        atoll::controller::run(ctx, args.namespace.as_deref(), shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

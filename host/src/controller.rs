@@ -1,0 +1,335 @@
+//! The Database controller: render through the plugin, guard against data
+//! loss, apply and prune children, keep Partitions, and write honest status.
+//!
+//! One reconcile:
+//! 1. render (plugin call on a blocking thread) and observe owned children;
+//! 2. on a render error: status `Degraded` with the reason, an Event, no
+//!    change to children;
+//! 3. refuse (Degraded + Event) if pruning would destroy data — fewer
+//!    partitions, a StatefulSet with volumes, a PVC — unless the Database is
+//!    annotated `atoll.dev/allow-data-loss: "true"`;
+//! 4. apply what drifted, prune what is no longer rendered;
+//! 5. readiness from the plugin's `status` over the observed children;
+//!    Partition and Database status written only when they change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::api::{ALLOW_DATA_LOSS, API_VERSION, Database, Partition, PartitionStatus};
+use crate::apply::{self, FIELD_MANAGER, Key, Kind, Live};
+use crate::error::RenderError;
+use crate::policy::LABEL_MANAGED_BY;
+use crate::render::{Renderer, plugin_input};
+use crate::status::{self, Outcome};
+
+/// How often an unchanged Database is reconciled anyway (a resync).
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// A reconcile that could not finish; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("a plugin call panicked the worker thread: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub renderer: Arc<Renderer>,
+    pub recorder: Recorder,
+    /// Kinds atoll observes and prunes: the policy's allowed kinds and Partition.
+    pub kinds: Vec<Kind>,
+}
+
+impl Context {
+    pub fn new(client: Client, renderer: Arc<Renderer>) -> Self {
+        let mut kinds: Vec<Kind> = renderer
+            .policy
+            .allowed_kinds
+            .iter()
+            .map(|k| Kind::new(&k.api_version, &k.kind))
+            .collect();
+        kinds.push(Kind::new(API_VERSION, "Partition"));
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "atoll".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            renderer,
+            recorder,
+            kinds,
+        }
+    }
+}
+
+/// Run the controller over Databases in `namespace` (all when `None`) until
+/// `shutdown` resolves; reconciles in flight finish first.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let databases: Api<Database> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=atoll"));
+    let mut controller = Controller::new(databases, watcher::Config::default());
+    for kind in &ctx.kinds {
+        let api: Api<kube::api::DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
+            None => Api::all_with(client.clone(), &kind.resource),
+        };
+        controller = controller.owns_with(api, kind.resource.clone(), owned.clone());
+    }
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(database = %object, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn error_policy(db: Arc<Database>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(database = %db.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Reconcile one Database.
+pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = db.namespace().unwrap_or_default();
+    let name = db.name_any();
+    let uid = db.uid().unwrap_or_default();
+    let live = apply::observe(&ctx.client, &namespace, &name, &uid, &ctx.kinds).await?;
+
+    let rendered = {
+        let (renderer, db) = (Arc::clone(&ctx.renderer), Arc::clone(&db));
+        tokio::task::spawn_blocking(move || renderer.render(&db)).await?
+    };
+    let desired = match rendered {
+        Ok(desired) => desired,
+        Err(e) => {
+            let reason = render_reason(&e);
+            degrade(&db, &ctx, reason, e.to_string(), None).await?;
+            // Invalid specs wait for the user; plugin trouble may pass.
+            let retry = matches!(
+                e,
+                RenderError::Plugin(_) | RenderError::UnknownPlugin { .. }
+            );
+            return Ok(Action::requeue(if retry {
+                Duration::from_secs(30)
+            } else {
+                RESYNC
+            }));
+        }
+    };
+
+    let mut wanted: Vec<Value> = ctx
+        .renderer
+        .partition_objects(&db, &desired)
+        .into_iter()
+        .map(|p| serde_json::to_value(p).expect("a Partition serialises"))
+        .collect();
+    wanted.extend(desired.objects.iter().cloned());
+    let wanted_keys: BTreeSet<Key> = wanted.iter().map(apply::key).collect();
+    let prune: Vec<&Live> = live
+        .iter()
+        .filter(|(key, _)| !wanted_keys.contains(*key))
+        .map(|(_, l)| l)
+        .collect();
+
+    let allow_loss = db.annotations().get(ALLOW_DATA_LOSS).map(String::as_str) == Some("true");
+    let losing: Vec<String> = prune
+        .iter()
+        .filter(|l| apply::holds_data(l))
+        .map(|l| {
+            format!(
+                "{} {}",
+                l.kind.resource.kind,
+                l.object["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !losing.is_empty() && !allow_loss {
+        let message = format!(
+            "refusing to delete {} (data would be lost); restore the previous spec, or annotate the Database {ALLOW_DATA_LOSS}=\"true\" to allow it",
+            losing.join(", ")
+        );
+        degrade(&db, &ctx, "DataLossRefused", message, Some(desired.plugin)).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    for object in &wanted {
+        let drifted = live
+            .get(&apply::key(object))
+            .is_none_or(|l| !apply::contains(&l.object, object));
+        if drifted && let Err(e) = apply::apply(&ctx.client, &namespace, object).await {
+            let (kind, obj) = apply::key(object);
+            let message = format!("applying {kind} {obj} failed: {e}");
+            degrade(&db, &ctx, "ApplyFailed", message, Some(desired.plugin)).await?;
+            return Err(e.into());
+        }
+    }
+    for l in &prune {
+        apply::delete(&ctx.client, &namespace, l).await?;
+    }
+
+    // Readiness from the children as observed (this reconcile's applies show
+    // up through the watches and trigger the next one).
+    let plugin = ctx
+        .renderer
+        .registry
+        .get(&desired.plugin.name)
+        .expect("render just found this plugin");
+    let observed: Vec<String> = live
+        .values()
+        .filter(|l| l.kind.resource.kind != "Partition")
+        .map(|l| l.object.to_string())
+        .collect();
+    let input = plugin_input(&db, &ctx.renderer.cluster_domain);
+    let report = tokio::task::spawn_blocking(move || plugin.status(&input, &observed)).await?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            degrade(
+                &db,
+                &ctx,
+                "PluginError",
+                e.to_string(),
+                Some(desired.plugin),
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let ready: BTreeSet<u32> = report.ready_partitions.into_iter().collect();
+    let partitions: Vec<PartitionStatus> = desired
+        .partitions
+        .iter()
+        .map(|b| PartitionStatus {
+            id: b.partition,
+            service: b.service.clone(),
+            endpoint: ctx.renderer.endpoint(&namespace, b),
+            ready: ready.contains(&b.partition),
+        })
+        .collect();
+    write_partition_status(&ctx, &namespace, &name, &live, &partitions).await?;
+    let outcome = Outcome::Converged {
+        plugin: desired.plugin,
+        partitions,
+        message: report.message,
+    };
+    write_status(&db, &ctx, outcome).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+fn render_reason(e: &RenderError) -> &'static str {
+    match e {
+        RenderError::Invalid(_) => "InvalidSpec",
+        RenderError::UnknownPlugin { .. } => "UnknownPlugin",
+        RenderError::VersionMismatch { .. } => "PluginVersionMismatch",
+        RenderError::Failed { .. } => "RenderFailed",
+        RenderError::Plugin(_) => "PluginError",
+        RenderError::Policy { .. } => "PolicyViolation",
+    }
+}
+
+/// Record a problem: an Event (when the status changes) and a Degraded status.
+async fn degrade(
+    db: &Database,
+    ctx: &Context,
+    reason: &str,
+    message: String,
+    plugin: Option<crate::api::PluginRef>,
+) -> Result<(), Error> {
+    let outcome = Outcome::Degraded {
+        reason: reason.to_string(),
+        message: message.clone(),
+        plugin,
+    };
+    if write_status(db, ctx, outcome).await? {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &db.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
+
+/// Write Database status if it changed; returns whether it did.
+async fn write_status(db: &Database, ctx: &Context, outcome: Outcome) -> Result<bool, Error> {
+    let next = status::database_status(
+        db.status.as_ref(),
+        db.metadata.generation,
+        db.spec.partitions,
+        outcome,
+    );
+    if !status::differs(db.status.as_ref(), &next) {
+        return Ok(false);
+    }
+    let api: Api<Database> =
+        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": API_VERSION, "kind": "Database", "status": next});
+    api.patch_status(
+        &db.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Write each Partition's status if it changed.
+async fn write_partition_status(
+    ctx: &Context,
+    namespace: &str,
+    database: &str,
+    live: &BTreeMap<Key, Live>,
+    partitions: &[PartitionStatus],
+) -> Result<(), Error> {
+    let api: Api<Partition> = Api::namespaced(ctx.client.clone(), namespace);
+    for p in partitions {
+        let name = format!("{database}-{}", p.id);
+        let status = json!({"ready": p.ready, "endpoints": [p.endpoint]});
+        let current = live
+            .get(&("Partition".to_string(), name.clone()))
+            .map(|l| &l.object["status"]);
+        if current == Some(&status) {
+            continue;
+        }
+        let patch = json!({"apiVersion": API_VERSION, "kind": "Partition", "status": status});
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    Ok(())
+}
