@@ -117,6 +117,11 @@ fn error_policy(db: Arc<Database>, error: &Error, _: Arc<Context>) -> Action {
 
 /// Reconcile one Database.
 pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if db.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the children through their owner
+        // references; applying now would recreate what it just deleted.
+        return Ok(Action::await_change());
+    }
     let namespace = db.namespace().unwrap_or_default();
     let name = db.name_any();
     let uid = db.uid().unwrap_or_default();

@@ -1,0 +1,175 @@
+//! Shared by the operator tests: an in-process controller scoped to one test
+//! namespace, and helpers to apply examples and wait for conditions.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use atoll::api::{self, Database};
+use atoll::controller::{self, Context};
+use atoll::policy::OutputPolicy;
+use atoll::registry::Registry;
+use atoll::render::Renderer;
+use atoll::runtime::{Limits, Runtime};
+use atoll_testenv::{kubectl, wait_for};
+use kube::Client;
+use kube::api::Api;
+
+/// Built-ins compiled once per test binary.
+pub fn renderer() -> Arc<Renderer> {
+    static RENDERER: OnceLock<Arc<Renderer>> = OnceLock::new();
+    Arc::clone(RENDERER.get_or_init(|| {
+        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+        Arc::new(Renderer {
+            registry: Arc::new(Registry::with_builtins(runtime).unwrap()),
+            policy: OutputPolicy::default(),
+            cluster_domain: "cluster.local".into(),
+        })
+    }))
+}
+
+/// A controller reconciling only `namespace`, stopped on drop.
+pub struct Operator {
+    pub ctx: Arc<Context>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    pub async fn start(client: &Client, namespace: &str) -> Self {
+        atoll_testenv::install_crds(client, api::crds()).await;
+        let ctx = Arc::new(Context::new(client.clone(), renderer()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ns = namespace.to_string();
+        let run_ctx = Arc::clone(&ctx);
+        let task = tokio::spawn(async move {
+            controller::run(run_ctx, Some(&ns), async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Operator {
+            ctx,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stop gracefully and wait until in-flight reconciles finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("controller stops within 30s")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// `examples/<name>.yaml`, as text.
+pub fn example(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../examples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// `kubectl <args> -n <ns>` that must succeed; returns stdout.
+pub async fn k(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-n", ns]);
+    let out = kubectl(&all, stdin).await;
+    assert!(out.success, "kubectl {all:?} failed: {}", out.stderr);
+    out.stdout
+}
+
+/// Wait until Database `name` is Ready with every partition ready.
+pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Database {
+    let api: Api<Database> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("Database {ns}/{name} to be Ready"),
+        Duration::from_secs(90),
+        || {
+            let api = api.clone();
+            async move {
+                let db = api.get(name).await.map_err(|e| e.to_string())?;
+                let status = db.status.clone().unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                if ready && status.ready_partitions == db.spec.partitions {
+                    Ok(db)
+                } else {
+                    Err(format!("{:?}", status.conditions))
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Wait until condition `type_` of Database `name` is True with `reason`;
+/// returns its message.
+pub async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> String {
+    let api: Api<Database> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("Database {ns}/{name} condition {type_}=True ({reason})"),
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let db = api.get(name).await.map_err(|e| e.to_string())?;
+                let conditions = db.status.map(|s| s.conditions).unwrap_or_default();
+                conditions
+                    .iter()
+                    .find(|c| c.type_ == type_ && c.status == "True" && c.reason == reason)
+                    .map(|c| c.message.clone())
+                    .ok_or_else(|| format!("{conditions:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// Names of `kind` objects labelled for Database `db` in `ns`, sorted.
+pub async fn children(ns: &str, kind: &str, db: &str) -> Vec<String> {
+    let out = k(
+        ns,
+        &[
+            "get",
+            kind,
+            "-l",
+            &format!("atoll.dev/database={db}"),
+            "-o",
+            "name",
+        ],
+        None,
+    )
+    .await;
+    let mut names: Vec<String> = out
+        .lines()
+        .map(|l| l.rsplit('/').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
