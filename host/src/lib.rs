@@ -16,6 +16,7 @@ pub mod builtin;
 pub mod controller;
 pub mod error;
 pub mod manifest;
+pub mod metrics;
 #[cfg(feature = "native-plugins")]
 pub mod native;
 pub mod policy;
