@@ -23,6 +23,7 @@ pub mod policy;
 pub mod registry;
 pub mod render;
 pub mod runtime;
+pub mod serve;
 pub mod status;
 
 pub use error::{PluginError, PolicyError, RenderError};
