@@ -15,6 +15,7 @@ pub mod apply;
 pub mod builtin;
 pub mod controller;
 pub mod error;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 #[cfg(feature = "native-plugins")]
