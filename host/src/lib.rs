@@ -18,6 +18,7 @@ pub mod error;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;
+pub mod plugin_records;
 #[cfg(feature = "native-plugins")]
 pub mod native;
 pub mod policy;
