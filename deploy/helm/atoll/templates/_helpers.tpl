@@ -1,0 +1,105 @@
+{{/* Name of every object: the release name, or `<release>-atoll` when the release name lacks "atoll". */}}
+{{- define "atoll.fullname" -}}
+{{- if contains "atoll" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-atoll" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "atoll.selectorLabels" -}}
+app.kubernetes.io/name: atoll
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "atoll.labels" -}}
+{{ include "atoll.selectorLabels" . }}
+app.kubernetes.io/part-of: atoll
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "atoll.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Rules for Databases and their children. Cluster-wide in a ClusterRole, or in
+a Role in `watchNamespace` when atoll watches one namespace. Keep in step with
+deploy/rbac.yaml (the deploy test compares them).
+*/}}
+{{- define "atoll.namespacedRules" -}}
+# The controller's primary resource: watch every Database.
+- apiGroups: [atoll.dev]
+  resources: [databases]
+  verbs: [get, list, watch]
+# Status (conditions, partitions, plugin) is written by server-side apply to
+# the status subresource; the spec is the user's and is never written.
+- apiGroups: [atoll.dev]
+  resources: [databases/status]
+  verbs: [patch]
+# Children carry a controller ownerReference with blockOwnerDeletion=true;
+# where the OwnerReferencesPermissionEnforcement admission plugin is on
+# (OpenShift, hardened clusters) that needs update on the owner's finalizers.
+- apiGroups: [atoll.dev]
+  resources: [databases/finalizers]
+  verbs: [update]
+# One Partition record per partition: applied (create on first apply),
+# observed, and pruned when the partition count falls.
+- apiGroups: [atoll.dev]
+  resources: [partitions]
+  verbs: [get, list, watch, create, patch, delete]
+# Partition readiness and endpoints.
+- apiGroups: [atoll.dev]
+  resources: [partitions/status]
+  verbs: [patch]
+# Membership groups and primitives of the gRPC API (Atomix-compatible) are
+# stored as these records; a member's record is deleted when its stream ends.
+- apiGroups: [atoll.dev]
+  resources: [members, primitives]
+  verbs: [get, list, watch, create, patch, delete]
+{{- end -}}
+
+{{- define "atoll.storagePluginRules" -}}
+# One cluster-scoped StoragePlugin per plugin atoll knows, kept up to date:
+# the only cluster-scoped objects atoll writes.
+- apiGroups: [atoll.dev]
+  resources: [storageplugins]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [atoll.dev]
+  resources: [storageplugins/status]
+  verbs: [get, patch]
+{{- end -}}
+
+{{- define "atoll.childRules" -}}
+# What plugins render (the output policy's allowed kinds), in the Databases'
+# namespaces: applied with server-side apply (patch, plus create when the
+# object is new), observed through watches, pruned when no longer rendered.
+# Secrets are included because plugins may render them (e.g. passwords);
+# atoll only ever touches objects it owns, but RBAC cannot say "only owned".
+# ConfigMaps labelled atoll.dev/plugin are also read as plugin sources.
+- apiGroups: [""]
+  resources: [configmaps, secrets, services, serviceaccounts, persistentvolumeclaims]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [statefulsets, deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
+# Events on Databases (applied, pruned, refused...): created, then patched
+# to count repeats. kube-rs records through events.k8s.io; the same events
+# are also served by the core API, which other event libraries write to.
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
