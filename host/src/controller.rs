@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use crate::api::{ALLOW_DATA_LOSS, API_VERSION, Database, Partition, PartitionStatus};
 use crate::apply::{self, FIELD_MANAGER, Key, Kind, Live};
 use crate::error::RenderError;
+use crate::metrics::Metrics;
 use crate::policy::LABEL_MANAGED_BY;
 use crate::render::{Renderer, plugin_input};
 use crate::status::{self, Outcome};
@@ -50,6 +51,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Kinds atoll observes and prunes: the policy's allowed kinds and Partition.
     pub kinds: Vec<Kind>,
+    pub metrics: Metrics,
 }
 
 impl Context {
@@ -73,6 +75,7 @@ impl Context {
             renderer,
             recorder,
             kinds,
+            metrics: Metrics::default(),
         }
     }
 }
@@ -115,8 +118,19 @@ fn error_policy(db: Arc<Database>, error: &Error, _: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Reconcile one Database.
+/// Reconcile one Database, recording duration and errors per plugin.
 pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let plugin = db.spec.storage.plugin.clone();
+    let result = reconcile_inner(db, Arc::clone(&ctx)).await;
+    ctx.metrics.reconciled(&plugin, started.elapsed());
+    if result.is_err() {
+        ctx.metrics.reconcile_error(&plugin, "ApiError");
+    }
+    result
+}
+
+async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
     if db.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children through their owner
         // references; applying now would recreate what it just deleted.
@@ -129,12 +143,17 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
 
     let rendered = {
         let (renderer, db) = (Arc::clone(&ctx.renderer), Arc::clone(&db));
-        tokio::task::spawn_blocking(move || renderer.render(&db)).await?
+        let started = std::time::Instant::now();
+        let rendered = tokio::task::spawn_blocking(move || renderer.render(&db)).await?;
+        let plugin = &rendered.as_ref().map_or("", |d| d.plugin.name.as_str());
+        ctx.metrics.plugin_call(plugin, "render", started.elapsed());
+        rendered
     };
     let desired = match rendered {
         Ok(desired) => desired,
         Err(e) => {
             let reason = render_reason(&e);
+            ctx.metrics.reconcile_error(&db.spec.storage.plugin, reason);
             degrade(&db, &ctx, reason, e.to_string(), None).await?;
             // Invalid specs wait for the user; plugin trouble may pass.
             let retry = matches!(
@@ -180,6 +199,8 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
             "refusing to delete {} (data would be lost); restore the previous spec, or annotate the Database {ALLOW_DATA_LOSS}=\"true\" to allow it",
             losing.join(", ")
         );
+        ctx.metrics
+            .reconcile_error(&desired.plugin.name, "DataLossRefused");
         degrade(&db, &ctx, "DataLossRefused", message, Some(desired.plugin)).await?;
         return Ok(Action::requeue(RESYNC));
     }
@@ -194,9 +215,13 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
             degrade(&db, &ctx, "ApplyFailed", message, Some(desired.plugin)).await?;
             return Err(e.into());
         }
+        if drifted {
+            ctx.metrics.applied(&apply::key(object).0);
+        }
     }
     for l in &prune {
         apply::delete(&ctx.client, &namespace, l).await?;
+        ctx.metrics.pruned(&l.kind.resource.kind);
     }
 
     // Readiness from the children as observed (this reconcile's applies show
@@ -212,7 +237,10 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
         .map(|l| l.object.to_string())
         .collect();
     let input = plugin_input(&db, &ctx.renderer.cluster_domain);
+    let started = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || plugin.status(&input, &observed)).await?;
+    ctx.metrics
+        .plugin_call(&desired.plugin.name, "status", started.elapsed());
     let report = match report {
         Ok(report) => report,
         Err(e) => {

@@ -50,6 +50,25 @@ struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Address serving /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "ATOLL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Run several replicas safely: only the holder of a coordination.k8s.io
+    /// Lease reconciles; the others wait to take over.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the Lease (atoll's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "atoll-system")]
+    leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "atoll")]
+    leader_election_lease: String,
+    /// How long a Lease holder stays leader without renewing, e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How often the holder renews, e.g. 5s (less than half the lease duration).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    renew_period: Duration,
     #[command(flatten)]
     plugins: PluginArgs,
 }
@@ -252,18 +271,124 @@ fn operate(args: RunArgs) -> Result<()> {
     let renderer = Arc::new(Renderer {
         registry: args.plugins.registry()?,
         policy: OutputPolicy::default(),
-        cluster_domain: args.cluster_domain,
+        cluster_domain: args.cluster_domain.clone(),
     });
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        let client = kube::Client::try_default()
-            .await
-            .context("cannot reach the Kubernetes API (set KUBECONFIG, or run in a pod)")?;
-        let ctx = Arc::new(atoll::controller::Context::new(client, renderer));
-        tracing::info!(namespace = ?args.namespace, "atoll is reconciling Databases");
-        atoll::controller::run(ctx, args.namespace.as_deref(), shutdown_signal()).await;
-        tracing::info!("stopped");
-        Ok(())
-    })
+    tokio::runtime::Runtime::new()?.block_on(operate_async(args, renderer))
+}
+
+async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
+    use atoll::{controller, leader::LeaderElection, serve};
+    use tokio::sync::watch;
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (set KUBECONFIG, or run in a pod)")?;
+    client
+        .apiserver_version()
+        .await
+        .context("the Kubernetes API does not answer")?;
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        Arc::clone(&renderer),
+    ));
+
+    // One signal fans out to the HTTP server, the elector and the controller.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Ready means able to serve: plugins loaded and the API reachable, on
+    // standby replicas too (or rollouts would stall on them).
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let http = tokio::spawn(serve::serve(
+        args.metrics_addr,
+        ctx.metrics.clone(),
+        ready_rx,
+        stopped(stop_rx.clone()),
+    ));
+
+    let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
+    let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
+    let elector = args.leader_elect.then(|| {
+        let mut election = LeaderElection::new(
+            client.clone(),
+            &args.leader_election_namespace,
+            &args.leader_election_lease,
+            atoll::leader::default_identity(),
+        );
+        election.lease_duration = args.lease_duration;
+        election.renew_period = args.renew_period;
+        tokio::spawn(election.run(leader_tx, stopped(elector_stop_rx)))
+    });
+
+    let mut stop = stop_rx.clone();
+    tokio::select! {
+        _ = leader_rx.wait_for(|l| *l) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    let mut lost = false;
+    if *leader_rx.borrow() && !*stop_rx.borrow() {
+        tracing::info!(namespace = ?args.namespace, "leading: reconciling Databases");
+        let records = tokio::spawn(publish_records(Arc::clone(&ctx), args.namespace.clone()));
+        let mut leader = leader_rx.clone();
+        let mut stop = stop_rx.clone();
+        let (lost_tx, mut lost_rx) = watch::channel(false);
+        controller::run(Arc::clone(&ctx), args.namespace.as_deref(), async move {
+            tokio::select! {
+                _ = leader.wait_for(|l| !*l) => { let _ = lost_tx.send(true); }
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        })
+        .await;
+        records.abort();
+        lost = *lost_rx.borrow_and_update();
+    }
+    let _ = ready_tx.send(false);
+    // Release the Lease only after the controller stopped writing.
+    let _ = elector_stop_tx.send(true);
+    if let Some(elector) = elector {
+        elector.await??;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    if lost {
+        // Like client-go: a replica that lost the Lease exits, so it can never
+        // write alongside the new leader; Kubernetes restarts it as a candidate.
+        bail!("lost the leader Lease; exiting so only the new leader writes");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keep one StoragePlugin record per loaded plugin, with how many Databases
+/// use it (the leader only; a steady state writes nothing).
+async fn publish_records(ctx: Arc<atoll::controller::Context>, namespace: Option<String>) {
+    use atoll::api::Database;
+    loop {
+        let databases: kube::Api<Database> = match &namespace {
+            Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+            None => kube::Api::all(ctx.client.clone()),
+        };
+        let mut counts = std::collections::BTreeMap::new();
+        match databases.list(&Default::default()).await {
+            Ok(list) => {
+                for db in list {
+                    *counts.entry(db.spec.storage.plugin.clone()).or_insert(0u32) += 1;
+                }
+                let registry = &ctx.renderer.registry;
+                if let Err(e) = atoll::plugin_records::publish(&ctx.client, registry, &counts).await
+                {
+                    tracing::warn!(error = %e, "could not publish StoragePlugin records");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list Databases"),
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends before killing a pod).

@@ -1,0 +1,144 @@
+//! Two `atoll run` replicas with leader election: only the Lease holder
+//! reconciles; SIGKILL it and the other takes over and converges.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atoll_testenv::{TestNamespace, wait_for};
+use common::{children, example, k, wait_ready};
+
+struct Replica {
+    name: &'static str,
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    fn start(name: &'static str, ns: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("atoll-failover-{ns}-{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--leader-elect",
+                "--leader-election-namespace",
+                ns,
+            ])
+            .args([
+                "--lease-duration",
+                "4s",
+                "--renew-period",
+                "1s",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "atoll=info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Replica { name, child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn leading(&self) -> bool {
+        self.log().contains("leading: reconciling Databases")
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn holder(ns: &str) -> String {
+    k(
+        ns,
+        &[
+            "get",
+            "lease",
+            "atoll",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
+    let client = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&client, atoll::api::crds()).await;
+    let ns = TestNamespace::new(&client, "failover").await;
+    let n = ns.name();
+    let mut replicas = [
+        Replica::start("replica-a", n),
+        Replica::start("replica-b", n),
+    ];
+    k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
+    wait_ready(&client, n, "orders").await;
+
+    let leader = holder(n).await;
+    let (lead, standby) = if leader.starts_with("replica-a_") {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    assert!(
+        leader.starts_with(replicas[lead].name),
+        "lease held by {leader:?}"
+    );
+    assert!(replicas[lead].leading(), "{}", replicas[lead].log());
+    assert!(
+        !replicas[standby].leading(),
+        "the standby never reconciles:\n{}",
+        replicas[standby].log()
+    );
+
+    replicas[lead].child.kill().unwrap(); // SIGKILL: no release, the Lease must expire
+    let killed = Instant::now();
+    k(
+        n,
+        &[
+            "patch",
+            "db",
+            "orders",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"partitions":8}}"#,
+        ],
+        None,
+    )
+    .await;
+    wait_for(
+        "the standby to take over and converge",
+        Duration::from_secs(20),
+        || async {
+            let partitions = children(n, "partitions", "orders").await.len();
+            (partitions == 8).then_some(()).ok_or(format!(
+                "{partitions} partitions; holder {}",
+                holder(n).await
+            ))
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(holder(n).await.starts_with(replicas[standby].name));
+    assert!(replicas[standby].leading());
+    wait_ready(&client, n, "orders").await;
+    eprintln!("failover: converged {took:?} after SIGKILL of the leader");
+    ns.cleanup().await;
+}

@@ -1,0 +1,70 @@
+//! atoll reconciles with its own ServiceAccount token and the RBAC from
+//! `deploy/`, not the admin credential: least privilege is enough for the job.
+
+mod common;
+
+use std::sync::Arc;
+
+use atoll::controller::{self, Context};
+use atoll_testenv::{TestNamespace, kubectl};
+use common::{example, k, wait_condition, wait_ready};
+
+fn deploy(file: &str) -> String {
+    std::fs::read_to_string(format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[tokio::test]
+async fn reconciles_with_the_service_account_from_deploy() {
+    let admin = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&admin, atoll::api::crds()).await;
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        let out = kubectl(&["apply", "--server-side", "-f", "-"], Some(&deploy(file))).await;
+        assert!(out.success, "{file}: {}", out.stderr);
+    }
+    let token = kubectl(&["create", "token", "atoll", "-n", "atoll-system"], None).await;
+    assert!(token.success, "{}", token.stderr);
+    let sa = atoll_testenv::client_with_token(token.stdout.trim()).await;
+
+    let ns = TestNamespace::new(&admin, "least-privilege").await;
+    let n = ns.name();
+    let ctx = Arc::new(Context::new(sa, common::renderer()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ns_name = n.to_string();
+    let task = tokio::spawn(async move {
+        controller::run(ctx, Some(&ns_name), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
+    wait_ready(&admin, n, "orders").await;
+    // Data-loss refusal writes status and an Event: both allowed.
+    k(
+        n,
+        &[
+            "patch",
+            "db",
+            "orders",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"partitions":4}}"#,
+        ],
+        None,
+    )
+    .await;
+    wait_condition(&admin, n, "orders", "Degraded", "DataLossRefused").await;
+    // And pruning (delete) is allowed once the user agrees.
+    k(
+        n,
+        &["annotate", "db", "orders", "atoll.dev/allow-data-loss=true"],
+        None,
+    )
+    .await;
+    wait_ready(&admin, n, "orders").await;
+
+    let _ = stop.send(());
+    task.await.unwrap();
+    ns.cleanup().await;
+}
