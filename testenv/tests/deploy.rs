@@ -210,18 +210,32 @@ const fn no(args: &'static [&'static str], why: &'static str) -> Can {
     }
 }
 
-/// Asks `kubectl auth can-i` each question as `user`, replacing `NS` in the
-/// arguments with `namespace` (atoll's own) and `WATCHED` with `watched` (a
-/// namespace holding Databases). Collects every wrong answer, then panics
-/// with all of them.
-async fn check_access(user: &str, namespace: &str, watched: &str, groups: &[&[Can]]) {
+/// Whose permissions [`check_access`] checks, and the names its questions use.
+struct Subject<'a> {
+    /// The user, e.g. `system:serviceaccount:atoll-system:atoll`.
+    user: &'a str,
+    /// atoll's own namespace: `NS` in the questions.
+    namespace: &'a str,
+    /// A namespace holding Databases: `WATCHED` in the questions.
+    watched: &'a str,
+    /// The leader election Lease: `LEASE` in the questions.
+    lease: &'a str,
+}
+
+/// Asks `kubectl auth can-i` each question as `subject`. Collects every
+/// wrong answer, then panics with all of them.
+async fn check_access(subject: &Subject<'_>, groups: &[&[Can]]) {
+    let user = subject.user;
     let expectations: Vec<&Can> = groups.iter().flat_map(|g| g.iter()).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, can) in expectations.iter().enumerate() {
         let mut args: Vec<String> = vec!["auth".into(), "can-i".into()];
         args.extend(can.args.iter().map(|a| match *a {
-            "NS" => namespace.to_owned(),
-            "WATCHED" => watched.to_owned(),
+            "NS" => subject.namespace.to_owned(),
+            "WATCHED" => subject.watched.to_owned(),
+            "leases.coordination.k8s.io/LEASE" => {
+                format!("leases.coordination.k8s.io/{}", subject.lease)
+            }
             other => other.to_owned(),
         }));
         args.push(format!("--as={user}"));
@@ -374,11 +388,11 @@ const NEEDED: &[Can] = &[
         "create the leader Lease",
     ),
     yes(
-        &["update", "leases.coordination.k8s.io/atoll", "-n", "NS"],
+        &["update", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
         "renew the leader Lease",
     ),
     yes(
-        &["get", "leases.coordination.k8s.io/atoll", "-n", "NS"],
+        &["get", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
         "read the leader Lease",
     ),
 ];
@@ -535,7 +549,10 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
     }
     let container = &plain_pod["containers"][0];
     assert_eq!(container["image"], "ghcr.io/atoll-dev/atoll:0.1.0");
-    assert_eq!(args_of(plain_deploy), ["run", "--log-json"]);
+    assert_eq!(
+        args_of(plain_deploy),
+        ["run", "--log-json", "--leader-elect"]
+    );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(plain_pod["securityContext"]["runAsUser"], 65532);
     for name in ["atoll-grpc", "atoll-metrics"] {
@@ -575,6 +592,8 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
         args_of(deployment),
         [
             "run",
+            "--leader-elect",
+            "--leader-election-lease=my-atoll",
             "--namespace=shop",
             "--cluster-domain=corp.local",
             "--plugin-timeout=2s"
@@ -674,7 +693,13 @@ async fn plain_manifests_apply_run_and_grant_least_privilege() {
         "the anti-affinity should spread the replicas over nodes: {pods:?}"
     );
 
-    check_access(SERVICE_ACCOUNT, NAMESPACE, "default", &[NEEDED, FORBIDDEN]).await;
+    let subject = Subject {
+        user: SERVICE_ACCOUNT,
+        namespace: NAMESPACE,
+        watched: "default",
+        lease: "atoll",
+    };
+    check_access(&subject, &[NEEDED, FORBIDDEN]).await;
     drop(client);
 }
 
@@ -796,16 +821,25 @@ async fn chart_applies_runs_and_grants_least_privilege() {
     .await;
 
     let user = format!("system:serviceaccount:{}:{release}", ns.name());
-    check_access(&user, ns.name(), "default", &[NEEDED, FORBIDDEN]).await;
-    // Another release's service account gets nothing from this one.
+    // The Lease is named like the release.
+    let subject = Subject {
+        user: &user,
+        namespace: ns.name(),
+        watched: "default",
+        lease: &release,
+    };
+    check_access(&subject, &[NEEDED, FORBIDDEN]).await;
+    // Another service account gets nothing from this release.
+    let other = format!("system:serviceaccount:{}:other", ns.name());
     check_access(
-        &format!("system:serviceaccount:{}:other", ns.name()),
-        ns.name(),
-        "default",
+        &Subject {
+            user: &other,
+            ..subject
+        },
         &[&[
             no(&["list", "databases.atoll.dev", "-A"], "not bound"),
             no(
-                &["update", "leases.coordination.k8s.io/atoll", "-n", "NS"],
+                &["update", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
                 "not bound",
             ),
         ]],
@@ -831,10 +865,14 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
     apply(&rendered, &[]).await;
 
     let user = format!("system:serviceaccount:{}:{release}", home.name());
+    let subject = Subject {
+        user: &user,
+        namespace: home.name(),
+        watched: watched.name(),
+        lease: &release,
+    };
     check_access(
-        &user,
-        home.name(),
-        watched.name(),
+        &subject,
         &[
             FORBIDDEN,
             &[
@@ -866,7 +904,7 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
                     "cluster-scoped, always",
                 ),
                 yes(
-                    &["update", "leases.coordination.k8s.io/atoll", "-n", "NS"],
+                    &["update", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
                     "leader election",
                 ),
                 no(
