@@ -8,6 +8,9 @@
 //! - [`apply`]: observe owned children, apply what drifted, prune the rest;
 //! - [`status`]: conditions and readiness;
 //! - [`controller`]: the Database controller tying these together;
+//! - [`leader`], [`metrics`], [`serve`], [`plugin_records`]: running it as a
+//!   service (Lease election, Prometheus metrics, health endpoints,
+//!   StoragePlugin records);
 //! - [`api`]: the `atoll.dev/v1alpha1` resources and their CRDs.
 
 pub mod api;
@@ -18,9 +21,9 @@ pub mod error;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;
-pub mod plugin_records;
 #[cfg(feature = "native-plugins")]
 pub mod native;
+pub mod plugin_records;
 pub mod policy;
 pub mod registry;
 pub mod render;
