@@ -159,13 +159,23 @@ enum Format {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    // The operator logs its work; one-shot commands only warn.
+    let (json, default_level) = match &cli.cmd {
+        Cmd::Run(args) => (args.log_json, "info"),
+        _ => (false, "warn"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+        .with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -314,6 +324,9 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
 
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
     let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
+    // Without election this process leads for its whole life: keep the
+    // sender, or watchers would see it closed and stop at once.
+    let _always_leader = (!args.leader_elect).then(|| leader_tx.clone());
     let elector = args.leader_elect.then(|| {
         let mut election = LeaderElection::new(
             client.clone(),
@@ -340,7 +353,7 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
         let (lost_tx, mut lost_rx) = watch::channel(false);
         controller::run(Arc::clone(&ctx), args.namespace.as_deref(), async move {
             tokio::select! {
-                _ = leader.wait_for(|l| !*l) => { let _ = lost_tx.send(true); }
+                Ok(_) = leader.wait_for(|l| !*l) => { let _ = lost_tx.send(true); }
                 _ = stop.wait_for(|s| *s) => {}
             }
         })

@@ -142,3 +142,59 @@ async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
     eprintln!("failover: converged {took:?} after SIGKILL of the leader");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_single_replica_without_election_reconciles_and_stops_on_sigterm() {
+    let client = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&client, atoll::api::crds()).await;
+    let ns = TestNamespace::new(&client, "single-replica").await;
+    let n = ns.name();
+    let log = std::env::temp_dir().join(format!("atoll-single-{n}.log"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args([
+            "run",
+            "--namespace",
+            n,
+            "--log-json",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    k(n, &["apply", "-f", "-"], Some(&example("cache"))).await;
+    wait_ready(&client, n, "sessions").await;
+
+    // SIGTERM: a graceful stop, exit status 0.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "atoll did not stop within 15s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+    }
+    ns.cleanup().await;
+}

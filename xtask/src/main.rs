@@ -7,6 +7,7 @@
 //! - `cargo xtask test` runs the whole test suite against that control plane.
 
 mod cluster;
+mod demo;
 mod wasm_build;
 
 use anyhow::Result;
@@ -28,6 +29,10 @@ enum Cmd {
     Cluster(cluster::ClusterCmd),
     /// Start (or reuse) the control plane and run every test in the workspace against it.
     Test,
+    /// Run atoll on the local control plane: build it, install the CRDs, start
+    /// `atoll run` in the background, apply examples/ and wait until every
+    /// Database is Ready.
+    Demo,
 }
 
 fn main() -> Result<()> {
@@ -35,6 +40,7 @@ fn main() -> Result<()> {
         Cmd::Plugins => plugins(),
         Cmd::Cluster(cmd) => cluster::run(cmd),
         Cmd::Test => test(),
+        Cmd::Demo => demo::run(),
     }
 }
 
