@@ -96,6 +96,16 @@ pub async fn k(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
     out.stdout
 }
 
+/// Merge-patch Database `name` with `patch` (JSON).
+pub async fn patch_database(ns: &str, name: &str, patch: &str) {
+    k(
+        ns,
+        &["patch", "db", name, "--type", "merge", "-p", patch],
+        None,
+    )
+    .await;
+}
+
 /// Wait until Database `name` is Ready with every partition ready.
 pub async fn wait_ready(client: &Client, ns: &str, name: &str) -> Database {
     let api: Api<Database> = Api::namespaced(client.clone(), ns);
