@@ -110,7 +110,10 @@ fn requeues(
                 match rx.recv().await {
                     Ok(db) => return Some((db, (rx, lagged))),
                     Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "requeue requests overflowed; reconciling every Database");
+                        tracing::warn!(
+                            missed,
+                            "requeue requests overflowed; reconciling every Database"
+                        );
                         let _ = lagged.send(());
                     }
                     Err(RecvError::Closed) => return None,

@@ -183,7 +183,9 @@ impl Registry {
             name.to_string(),
             Failure {
                 source: source.clone(),
-                error: format!("removed: {source} was deleted and there is no built-in plugin {name:?}"),
+                error: format!(
+                    "removed: {source} was deleted and there is no built-in plugin {name:?}"
+                ),
             },
         );
         Removal::Gone

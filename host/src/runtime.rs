@@ -13,9 +13,9 @@
 //!   [`PluginError`]s; the host keeps serving.
 //! - Optionally ([`Runtime::with_disk_cache`]) compiled components are kept on
 //!   disk, keyed by digest and the engine's compatibility hash, so a restart
-//!   does not recompile. Each file carries a sha256 of its contents: a corrupt,
-//!   truncated or foreign file is never deserialized; atoll compiles instead
-//!   and rewrites it.
+//!   does not recompile. Each file is sealed with a sha256 over the
+//!   component's digest and the file's contents: a corrupt, truncated or
+//!   foreign file is never deserialized; atoll compiles instead and rewrites it.
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -100,8 +100,11 @@ pub struct Runtime {
     compilations: AtomicUsize,
 }
 
-/// Compiled components on disk: `<dir>/<digest>-<engine hash>.cwasm`, each the
-/// sha256 of the serialized component followed by the component.
+/// Compiled components on disk: `<dir>/<digest>-<engine hash>.cwasm`, each a
+/// seal (sha256 of the component's digest and the serialized component)
+/// followed by the serialized component. The seal binds a file to the
+/// component it was compiled from: a file renamed or copied from another
+/// component is as unusable as a corrupt one.
 struct DiskCache {
     dir: PathBuf,
     /// Identifies the engine's configuration and wasmtime version; a file
@@ -124,15 +127,15 @@ impl DiskCache {
         let bytes = std::fs::read(&path).ok()?;
         let checked = bytes
             .split_at_checked(32)
-            .filter(|(sum, body)| Sha256::digest(body).as_slice() == *sum);
+            .filter(|(seal, body)| Self::seal(digest, body).as_slice() == *seal);
         let Some((_, body)) = checked else {
             tracing::warn!(path = %path.display(), "ignoring a corrupt compiled-plugin cache file");
             return None;
         };
         // SAFETY: wasmtime requires the bytes to come from `serialize` of a
-        // compatible engine. The checksum proves these are exactly the bytes
-        // atoll wrote under this engine hash, and wasmtime checks version and
-        // configuration again itself.
+        // compatible engine. The seal proves these are exactly the bytes atoll
+        // wrote for this component under this engine hash, and wasmtime checks
+        // version and configuration again itself.
         match unsafe { Component::deserialize(engine, body) } {
             Ok(component) => Some(component),
             Err(e) => {
@@ -140,6 +143,13 @@ impl DiskCache {
                 None
             }
         }
+    }
+
+    fn seal(digest: Digest, body: &[u8]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(digest.0);
+        hasher.update(body);
+        hasher.finalize().into()
     }
 
     /// Write atomically (temporary file, then rename), so a crash mid-write
@@ -151,7 +161,7 @@ impl DiskCache {
             let path = self.path(digest);
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             let mut bytes = Vec::with_capacity(32 + body.len());
-            bytes.extend_from_slice(&Sha256::digest(&body));
+            bytes.extend_from_slice(&Self::seal(digest, &body));
             bytes.extend_from_slice(&body);
             std::fs::write(&tmp, &bytes)?;
             std::fs::rename(&tmp, &path)
@@ -201,7 +211,9 @@ impl Runtime {
     /// another wasmtime build or configuration is ignored and replaced.
     pub fn with_disk_cache(mut self, dir: impl Into<PathBuf>) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         self.disk_cache = Some(DiskCache {
             dir: dir.into(),
             engine_hash: format!("{:016x}", hasher.finish()),

@@ -482,7 +482,10 @@ mod tests {
 
     #[test]
     fn decodes_plain_and_gzip_components() {
-        assert_eq!(decode(&configmap(&[(KEY_WASM, b"\0asm".to_vec())])).unwrap(), b"\0asm");
+        assert_eq!(
+            decode(&configmap(&[(KEY_WASM, b"\0asm".to_vec())])).unwrap(),
+            b"\0asm"
+        );
         let gz = gzip(b"\0asm component");
         assert_eq!(
             decode(&configmap(&[(KEY_WASM_GZ, gz)])).unwrap(),
@@ -493,7 +496,10 @@ mod tests {
     #[test]
     fn explains_missing_or_misplaced_components() {
         let err = decode(&configmap(&[("other", vec![1])])).unwrap_err();
-        assert!(err.contains("configmap/ns/p") && err.contains("--from-file=plugin.wasm="), "{err}");
+        assert!(
+            err.contains("configmap/ns/p") && err.contains("--from-file=plugin.wasm="),
+            "{err}"
+        );
         let mut cm = configmap(&[]);
         cm.data = Some([(KEY_WASM.to_string(), "text".to_string())].into());
         assert!(decode(&cm).unwrap_err().contains("under binaryData"));

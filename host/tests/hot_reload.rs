@@ -89,7 +89,10 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
     .await;
     let error = record.last_error.unwrap_or_default();
     assert!(error.contains("not a WebAssembly component"), "{error}");
-    assert_eq!(record.version, "0.1.1", "the last good version still serves");
+    assert_eq!(
+        record.version, "0.1.1",
+        "the last good version still serves"
+    );
     event(n, "raft-garbage", "PluginRejected").await;
 
     load_configmap(n, "raft-other", "plugin.wasm", Path::new(OTHER_WORLD)).await;
@@ -104,7 +107,12 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
     // Nothing changed for the Databases meanwhile.
     wait_ready(&client, n, "orders").await;
     assert_labelled(n, true).await;
-    k(n, &["delete", "configmap", "raft-garbage", "raft-other"], None).await;
+    k(
+        n,
+        &["delete", "configmap", "raft-garbage", "raft-other"],
+        None,
+    )
+    .await;
     wait_record(&client, "raft loaded again", |s| {
         s.state == "Loaded" && s.version == "0.1.1"
     })
@@ -121,8 +129,7 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
 
     // The same release, gzip-compressed.
     let gz = dir.join("raft.wasm.gz");
-    let mut encoder =
-        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(&labelled).unwrap();
     std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
     load_configmap(n, "raft-gz", "plugin.wasm.gz", &gz).await;
@@ -133,7 +140,10 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
     .await;
     k(n, &["delete", "configmap", "raft-gz"], None).await;
     wait_labelled(n, false).await;
-    wait_record(&client, "the built-in raft again", |s| s.source == "built-in").await;
+    wait_record(&client, "the built-in raft again", |s| {
+        s.source == "built-in"
+    })
+    .await;
 
     operator.stop().await;
     ns.cleanup().await;
@@ -184,7 +194,15 @@ async fn load_plugin_configmap(ns: &str, name: &str, plugin: &str, key: &str, fi
     let from = format!("--from-file={key}={}", file.display());
     let yaml = k(
         ns,
-        &["create", "configmap", name, &from, "--dry-run=client", "-o", "yaml"],
+        &[
+            "create",
+            "configmap",
+            name,
+            &from,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
         None,
     )
     .await;
