@@ -170,12 +170,14 @@ impl PluginSource {
                 self.withdraw(&previous.plugin, &source).await;
             }
         }
+        let started = std::time::Instant::now();
         let result = match bytes {
             Ok(bytes) => self.load(&source, &plugin, bytes).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(loaded) => {
+                let load_ms = started.elapsed().as_millis();
                 let shadow = self.shadow_render(&plugin, &loaded).await;
                 let m = loaded.metadata();
                 let note = format!(
@@ -187,7 +189,12 @@ impl PluginSource {
                     shadow.databases,
                     shadow.failed
                 );
-                tracing::info!(configmap = %source, "{note}");
+                tracing::info!(
+                    configmap = %source,
+                    load_ms,
+                    shadow_render_ms = started.elapsed().as_millis() - load_ms,
+                    "{note}"
+                );
                 self.ctx
                     .renderer
                     .registry

@@ -5,9 +5,12 @@
 //! - `cargo xtask cluster up|down|env` manages the local Kubernetes control plane
 //!   (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok).
 //! - `cargo xtask test` runs the whole test suite against that control plane.
+//! - `cargo xtask demo` runs atoll on it with the examples.
+//! - `cargo xtask bench-startup` times `atoll run` to ready, cold and warm.
 
 mod cluster;
 mod demo;
+mod startup;
 mod wasm_build;
 
 use anyhow::Result;
@@ -33,6 +36,9 @@ enum Cmd {
     /// `atoll run` in the background, apply examples/ and wait until every
     /// Database is Ready.
     Demo,
+    /// Time `atoll run` from start to /readyz, with a cold and a warm
+    /// compiled-plugin cache (release build, local control plane).
+    BenchStartup,
 }
 
 fn main() -> Result<()> {
@@ -41,6 +47,7 @@ fn main() -> Result<()> {
         Cmd::Cluster(cmd) => cluster::run(cmd),
         Cmd::Test => test(),
         Cmd::Demo => demo::run(),
+        Cmd::BenchStartup => startup::run(),
     }
 }
 

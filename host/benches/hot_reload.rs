@@ -1,0 +1,220 @@
+//! Hot reload at scale, on the local control plane: create N raft Databases
+//! (default 200, 3 partitions each), wait until all are Ready, then load a new
+//! raft release from a ConfigMap and time, per Database, from the ConfigMap
+//! create until every one of its children carries the new release's label.
+//!
+//! ```sh
+//! cargo xtask cluster up && export KUBECONFIG=...
+//! cargo bench -p atoll --bench hot_reload            # ATOLL_BENCH_DATABASES=N to change N
+//! ```
+//!
+//! Prints the time to converge, then p50, p99 and max of the reload latency.
+//! The controller runs in this process (release build), like `atoll run`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use atoll::api::Database;
+use atoll_testenv::{TestNamespace, client};
+use futures::{StreamExt, stream};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+const LABELLED: &str = env!("ATOLL_TEST_RAFT_LABELLED_WASM");
+const RELEASE: &str = "atoll.dev/test-release=labelled";
+
+fn database(i: usize) -> Database {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "atoll.dev/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": format!("db-{i:04}")},
+        "spec": {"partitions": 3, "storage": {"plugin": "raft",
+            "config": {"clusters": 1, "replicas": 1}}},
+    }))
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let count: usize = std::env::var("ATOLL_BENCH_DATABASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "atoll::source=info".into()),
+        )
+        .init();
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "bench-reload").await;
+    let n = ns.name().to_string();
+    let operator = common::Operator::start_with_plugin_source(&client, &n).await;
+    let dbs: Api<Database> = Api::namespaced(client.clone(), &n);
+
+    let started = Instant::now();
+    stream::iter(0..count)
+        .for_each_concurrent(16, |i| {
+            let dbs = dbs.clone();
+            async move {
+                dbs.create(&PostParams::default(), &database(i))
+                    .await
+                    .expect("create Database");
+            }
+        })
+        .await;
+    loop {
+        let ready = dbs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|db| {
+                db.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "converge: {count} raft Databases x 3 partitions Ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Children per Database, to know when each is fully re-applied.
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=atoll");
+    let mut children: HashMap<String, usize> = HashMap::new();
+    for names in [
+        names_by_db(
+            &Api::<StatefulSet>::namespaced(client.clone(), &n),
+            &managed,
+        )
+        .await,
+        names_by_db(&Api::<Service>::namespaced(client.clone(), &n), &managed).await,
+        names_by_db(&Api::<ConfigMap>::namespaced(client.clone(), &n), &managed).await,
+    ] {
+        for db in names {
+            *children.entry(db).or_default() += 1;
+        }
+    }
+
+    // Watch for the new release's label before loading it.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let config = watcher::Config::default().labels(RELEASE);
+    spawn_watch(
+        Api::<StatefulSet>::namespaced(client.clone(), &n),
+        &config,
+        &seen_tx,
+    );
+    spawn_watch(
+        Api::<Service>::namespaced(client.clone(), &n),
+        &config,
+        &seen_tx,
+    );
+    spawn_watch(
+        Api::<ConfigMap>::namespaced(client.clone(), &n),
+        &config,
+        &seen_tx,
+    );
+
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("raft-next".into());
+    cm.metadata.labels = Some([("atoll.dev/plugin".to_string(), "raft".to_string())].into());
+    cm.binary_data = Some(
+        [(
+            "plugin.wasm".to_string(),
+            ByteString(std::fs::read(LABELLED).unwrap()),
+        )]
+        .into(),
+    );
+    let t0 = Instant::now();
+    Api::<ConfigMap>::namespaced(client.clone(), &n)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    let mut labelled: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+    let mut seen_objects = std::collections::HashSet::new();
+    let mut done = 0;
+    let deadline = tokio::time::sleep(Duration::from_secs(300));
+    tokio::pin!(deadline);
+    while done < children.len() {
+        tokio::select! {
+            Some((db, object)) = seen_rx.recv() => {
+                if !seen_objects.insert(object) { continue; }
+                let entry = labelled.entry(db.clone()).or_insert((0, Duration::ZERO));
+                entry.0 += 1;
+                entry.1 = t0.elapsed();
+                if Some(&entry.0) == children.get(&db) { done += 1; }
+            }
+            _ = &mut deadline => panic!("only {done} of {} Databases re-applied in 300s", children.len()),
+        }
+    }
+    let mut latencies: Vec<Duration> = labelled.values().map(|(_, t)| *t).collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+    println!(
+        "hot reload: ConfigMap create -> {} Databases re-applied: p50 {:.0}ms, p99 {:.0}ms, max {:.0}ms",
+        latencies.len(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3,
+    );
+
+    operator.stop().await;
+    ns.cleanup().await;
+}
+
+/// The `atoll.dev/database` label of every listed object.
+async fn names_by_db<K>(api: &Api<K>, params: &ListParams) -> Vec<String>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(params)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|o| o.labels().get("atoll.dev/database").cloned())
+        .collect()
+}
+
+/// Send `(database, kind/name)` for every object the watch shows.
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: &watcher::Config,
+    tx: &tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let tx = tx.clone();
+    let stream = watcher(api, config.clone()).applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(object)) = stream.next().await {
+            if let Some(db) = object.labels().get("atoll.dev/database") {
+                let key = format!("{}/{}", K::kind(&()), object.name_any());
+                let _ = tx.send((db.clone(), key));
+            }
+        }
+    });
+}
