@@ -110,7 +110,10 @@ impl Server {
             // Notice clients that vanished without closing the connection,
             // so their JoinGroup streams end and their members leave.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(tower::util::MapResponseLayer::new(
+                oversized_is_resource_exhausted,
+            ));
         if let Some(tls) = &self.tls {
             let read = |what, path: &PathBuf| {
                 std::fs::read(path).map_err(|source| ServeError::TlsFile {
@@ -134,11 +137,15 @@ impl Server {
         report_health(&reporter, ready_now).await;
         tokio::spawn(follow_readiness(reporter, self.ready.clone()));
 
-        let reflection = || {
+        // Each reflection version lists the services of the descriptors it
+        // knows; register the other version's so both list everything.
+        let reflection = |other: &'static [u8]| {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(other)
         };
+        use tonic_reflection::pb::{v1, v1alpha};
         let domain = self.renderer.cluster_domain.clone();
         let router = builder
             .add_service(
@@ -159,12 +166,12 @@ impl Server {
             )
             .add_service(health.max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(
-                reflection()
+                reflection(v1alpha::FILE_DESCRIPTOR_SET)
                     .build_v1()?
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                reflection()
+                reflection(v1::FILE_DESCRIPTOR_SET)
                     .build_v1alpha()?
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
@@ -178,6 +185,24 @@ impl Server {
             .await?;
         Ok(())
     }
+}
+
+/// tonic refuses a request over the size limit with OUT_OF_RANGE; the gRPC
+/// spec (and every other gRPC server) says RESOURCE_EXHAUSTED, which is what
+/// clients retry and alert on. Such refusals are trailers-only responses, so
+/// the status is in the headers.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|s| s == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        // Percent-encoded on the wire (tonic encodes spaces).
+        .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Mirror readiness into health until the readiness sender goes away (the
@@ -214,5 +239,67 @@ fn namespace_or_default(namespace: &str) -> &str {
         "default"
     } else {
         namespace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: &'static str, message: &'static str) -> http::Response<()> {
+        http::Response::builder()
+            .header("grpc-status", status)
+            .header("grpc-message", message)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_oversized_requests_become_resource_exhausted() {
+        let oversized = response(
+            "11",
+            "Error,%20decoded%20message%20length%20too%20large:%20found%205242880%20bytes",
+        );
+        let fixed = oversized_is_resource_exhausted(oversized);
+        assert_eq!(fixed.headers()["grpc-status"], "8");
+        let other = oversized_is_resource_exhausted(response("11", "partition out of range"));
+        assert_eq!(other.headers()["grpc-status"], "11");
+        let not_found = oversized_is_resource_exhausted(response("5", "message length too large"));
+        assert_eq!(not_found.headers()["grpc-status"], "5");
+    }
+
+    #[test]
+    fn the_descriptor_set_holds_every_proto() {
+        use prost::Message;
+        let set = tonic_prost_build_free_decode(FILE_DESCRIPTOR_SET);
+        for package in [
+            "atomix.database",
+            "atomix.membership",
+            "atomix.primitive",
+            "atoll.v1alpha1",
+        ] {
+            assert!(set.iter().any(|p| p == package), "{package} in {set:?}");
+        }
+
+        /// Package names in an encoded FileDescriptorSet (field 1: files;
+        /// field 2 of each file: package), read with prost's own decoder.
+        fn tonic_prost_build_free_decode(bytes: &[u8]) -> Vec<String> {
+            #[derive(Clone, PartialEq, Message)]
+            struct Set {
+                #[prost(message, repeated, tag = "1")]
+                file: Vec<File>,
+            }
+            #[derive(Clone, PartialEq, Message)]
+            struct File {
+                #[prost(string, tag = "2")]
+                package: String,
+            }
+            Set::decode(bytes)
+                .unwrap()
+                .file
+                .into_iter()
+                .map(|f| f.package)
+                .collect()
+        }
     }
 }
