@@ -853,3 +853,118 @@ async fn plugins_are_listed_and_render_dry_runs() {
     // The server is still answering.
     call(grpc.addr, &format!("{PLUGINS}/ListPlugins"), json!({})).await;
 }
+
+/// `atoll run` serves the API over TLS on `--grpc-addr`, health follows its
+/// readiness, and SIGTERM stops it cleanly.
+#[tokio::test]
+async fn atoll_run_serves_grpc_over_tls_and_stops_on_sigterm() {
+    let client = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&client, atoll::api::crds()).await;
+    let ns = TestNamespace::new(&client, "grpc-run-tls").await;
+    let dir = std::env::temp_dir().join(format!("atoll-grpc-tls-{}", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    // A free port: bind, note it, release it for atoll.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.join("atoll.log");
+    let mut atoll = tokio::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args([
+            "run",
+            "--namespace",
+            ns.name(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--grpc-addr", &addr, "--grpc-tls-cert"])
+        .arg(&cert)
+        .arg("--grpc-tls-key")
+        .arg(&key)
+        .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let grpcurl = tokio::task::spawn_blocking(atoll_testenv::grpcurl)
+        .await
+        .unwrap();
+    let health = |tls: bool| {
+        let mut cmd = tokio::process::Command::new(&grpcurl);
+        if tls {
+            cmd.arg("-cacert").arg(&cert);
+        } else {
+            cmd.arg("-plaintext");
+        }
+        cmd.args([
+            "-d",
+            r#"{"service": ""}"#,
+            &addr,
+            "grpc.health.v1.Health/Check",
+        ]);
+        async move {
+            let out = cmd.output().await.expect("running grpcurl");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.success(), text)
+        }
+    };
+    wait_for(
+        "atoll run to serve gRPC health over TLS",
+        Duration::from_secs(60),
+        || async {
+            match health(true).await {
+                (true, out) if out.contains("\"SERVING\"") => Ok(()),
+                (_, out) => Err(format!(
+                    "{out}\nlog: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )),
+            }
+        },
+    )
+    .await;
+    let (ok, out) = health(false).await;
+    assert!(!ok, "plaintext must not work on a TLS port: {out}");
+
+    let pid = atoll.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), atoll.wait())
+        .await
+        .expect("atoll stops within 30s of SIGTERM")
+        .unwrap();
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    ns.cleanup().await;
+}
