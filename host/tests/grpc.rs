@@ -33,6 +33,11 @@ impl Drop for Grpc {
 
 async fn start_grpc(client: &kube::Client, ready: bool) -> Grpc {
     atoll_testenv::install_crds(client, atoll::api::crds()).await;
+    serve_as(client, ready).await
+}
+
+/// The server calling Kubernetes as `client` (CRDs already installed).
+async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (ready_tx, ready_rx) = watch::channel(ready);
@@ -966,5 +971,64 @@ async fn atoll_run_serves_grpc_over_tls_and_stops_on_sigterm() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let _ = std::fs::remove_dir_all(&dir);
+    ns.cleanup().await;
+}
+
+/// The RBAC in `deploy/rbac.yaml` grants what the gRPC services use: every
+/// service works with atoll's own ServiceAccount token.
+#[tokio::test]
+async fn every_service_works_under_the_deploy_service_account() {
+    let admin = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&admin, atoll::api::crds()).await;
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let out = atoll_testenv::kubectl(&["apply", "--server-side", "-f", "-"], Some(&text)).await;
+        assert!(out.success, "{file}: {}", out.stderr);
+    }
+    let token =
+        atoll_testenv::kubectl(&["create", "token", "atoll", "-n", "atoll-system"], None).await;
+    assert!(token.success, "{}", token.stderr);
+    let sa = atoll_testenv::client_with_token(token.stdout.trim()).await;
+    let ns = TestNamespace::new(&admin, "grpc-least-privilege").await;
+    let n = ns.name();
+    k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
+    let grpc = serve_as(&sa, true).await;
+
+    listed_databases(grpc.addr, "").await;
+    listed_databases(grpc.addr, n).await;
+    let prim =
+        json!({ "database": { "name": "orders", "namespace": n }, "primitive": { "name": "p" } });
+    let mut create = prim.clone();
+    create["type"] = json!("LOCK");
+    call(grpc.addr, &format!("{PRIMS}/CreatePrimitive"), create).await;
+    call(grpc.addr, &format!("{PRIMS}/GetPrimitive"), prim.clone()).await;
+    call(grpc.addr, &format!("{PRIMS}/GetPrimitives"), json!({})).await;
+    call(grpc.addr, &format!("{PRIMS}/DeletePrimitive"), prim).await;
+
+    let mut member = MembershipServiceClient::connect(format!("http://{}", grpc.addr))
+        .await
+        .unwrap();
+    let mut stream = member
+        .join_group(join(n, "m", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&next(&mut stream).await), ["m"]);
+    drop(stream);
+    drop(member);
+    wait_for(
+        "the Member to be deleted",
+        Duration::from_secs(30),
+        || async {
+            let left = member_records(n, "workers").await;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .await;
     ns.cleanup().await;
 }
