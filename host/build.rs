@@ -1,4 +1,4 @@
-//! Builds the built-in plugins (and the hostile test component) for
+//! Builds the built-in plugins (and the test components) for
 //! wasm32-wasip2 and embeds the built-ins in the `atoll` binary, so it works
 //! with no plugin files.
 
@@ -25,12 +25,8 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
-    let mut packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
-    packages.extend(wasm_build::TEST_COMPONENTS);
-    let paths = match wasm_build::build(workspace, &packages) {
-        Ok(paths) => paths,
-        Err(e) => panic!("{e}"),
-    };
+    let packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
+    let paths = wasm_build::build(workspace, &packages).unwrap_or_else(|e| panic!("{e}"));
 
     let mut src = String::from(
         "/// Built-in plugins: (name, component bytes).\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
@@ -47,11 +43,10 @@ fn main() {
     let out = std::env::var("OUT_DIR").unwrap();
     std::fs::write(Path::new(&out).join("builtin.rs"), src).unwrap();
 
-    let hostile = &paths[wasm_build::BUILTIN.len()];
-    println!(
-        "cargo:rustc-env=ATOLL_TEST_HOSTILE_WASM={}",
-        hostile.display()
-    );
+    let test_paths = wasm_build::build_test_components(workspace).unwrap_or_else(|e| panic!("{e}"));
+    for ((_, var), path) in wasm_build::TEST_COMPONENTS.iter().zip(&test_paths) {
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
 }
 
 /// Generates the gRPC messages and services from `host/proto` (into

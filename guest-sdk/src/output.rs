@@ -24,6 +24,18 @@ impl Output {
         }
     }
 
+    /// Set label `key=value` on every object pushed so far, for example a
+    /// marker that a wrapping plugin adds to another plugin's output.
+    pub fn label_all(&mut self, key: &str, value: &str) {
+        for json in &mut self.objects {
+            let Ok(mut object) = serde_json::from_str::<serde_json::Value>(json) else {
+                continue; // push() only stores what it encoded
+            };
+            object["metadata"]["labels"][key] = value.into();
+            *json = object.to_string();
+        }
+    }
+
     /// Say where clients reach `partition`.
     pub fn bind(&mut self, partition: u32, service: impl Into<String>, port: u16) {
         self.partitions.push(PartitionBinding {

@@ -287,6 +287,29 @@ pub struct StoragePluginStatus {
     /// How many Databases use this plugin.
     #[serde(default)]
     pub databases: u32,
+    /// What the latest hot reload of this plugin would change, measured by
+    /// rendering every Database that uses it with the old and the new version
+    /// before the swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_render: Option<ShadowRender>,
+}
+
+/// The result of a shadow render: old and new version side by side.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowRender {
+    /// Version and digest that served before the reload (`<version> <digest>`).
+    #[serde(default)]
+    pub from: String,
+    /// Databases rendered with both versions.
+    #[serde(default)]
+    pub databases: u32,
+    /// Databases whose rendered objects or partitions differ.
+    #[serde(default)]
+    pub changed: u32,
+    /// Databases the new version fails to render (the old one rendered).
+    #[serde(default)]
+    pub failed: u32,
 }
 
 /// Every CustomResourceDefinition atoll serves, in a stable order.

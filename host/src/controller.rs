@@ -20,6 +20,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -52,6 +53,9 @@ pub struct Context {
     /// Kinds atoll observes and prunes: the policy's allowed kinds and Partition.
     pub kinds: Vec<Kind>,
     pub metrics: Metrics,
+    /// Databases to reconcile now (a hot-reloaded plugin, for example); see
+    /// [`Context::requeue`].
+    requeue: tokio::sync::broadcast::Sender<ObjectRef<Database>>,
 }
 
 impl Context {
@@ -76,8 +80,51 @@ impl Context {
             recorder,
             kinds,
             metrics: Metrics::default(),
+            // Sized for a hot reload touching thousands of Databases at once;
+            // a lagging controller falls back to reconciling every Database.
+            requeue: tokio::sync::broadcast::channel(16_384).0,
         }
     }
+
+    /// Reconcile `db` as soon as possible, whatever its resync time. A no-op
+    /// while no controller runs.
+    pub fn requeue(&self, db: ObjectRef<Database>) {
+        let _ = self.requeue.send(db);
+    }
+}
+
+/// The requests of [`Context::requeue`] as a stream of reconcile triggers for
+/// one controller, plus one "reconcile everything" trigger after any lag.
+fn requeues(
+    ctx: &Context,
+) -> (
+    impl futures::Stream<Item = ObjectRef<Database>> + Send + 'static,
+    impl futures::Stream<Item = ()> + Send + 'static,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let (lagged_tx, lagged_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let triggers = futures::stream::unfold(
+        (ctx.requeue.subscribe(), lagged_tx),
+        |(mut rx, lagged)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(db) => return Some((db, (rx, lagged))),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "requeue requests overflowed; reconciling every Database"
+                        );
+                        let _ = lagged.send(());
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let all = futures::stream::unfold(lagged_rx, |mut rx| async move {
+        rx.recv().await.map(|()| ((), rx))
+    });
+    (triggers, all)
 }
 
 /// Run the controller over Databases in `namespace` (all when `None`) until
@@ -93,7 +140,10 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=atoll"));
-    let mut controller = Controller::new(databases, watcher::Config::default());
+    let (requeues, reconcile_all) = requeues(&ctx);
+    let mut controller = Controller::new(databases, watcher::Config::default())
+        .reconcile_on(requeues)
+        .reconcile_all_on(reconcile_all);
     for kind in &ctx.kinds {
         let api: Api<kube::api::DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
@@ -226,11 +276,7 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
 
     // Readiness from the children as observed (this reconcile's applies show
     // up through the watches and trigger the next one).
-    let plugin = ctx
-        .renderer
-        .registry
-        .get(&desired.plugin.name)
-        .expect("render just found this plugin");
+    let plugin = Arc::clone(&desired.component);
     let observed: Vec<String> = live
         .values()
         .filter(|l| l.kind.resource.kind != "Partition")

@@ -114,8 +114,13 @@ pub enum RenderError {
     #[error("{}", format_violations(.0))]
     Invalid(Vec<Violation>),
 
-    #[error("no storage plugin named {name:?} is loaded; available: {available}")]
-    UnknownPlugin { name: String, available: String },
+    #[error("no storage plugin named {name:?} is loaded{why}; available: {available}")]
+    UnknownPlugin {
+        name: String,
+        /// Why, when atoll knows (a removed or failed plugin), as ` (...)`.
+        why: String,
+        available: String,
+    },
 
     #[error(
         "spec.storage.version requires {plugin} {required}, but the loaded {plugin} is version {loaded}; change the requirement or load a matching plugin"

@@ -3,7 +3,9 @@
 //! The data flows through these modules in order:
 //! - [`runtime`]: sandboxed wasmtime components (compile once per digest,
 //!   fresh store per call, deadline and memory cap);
-//! - [`registry`]: loaded plugins by name, built-in or from files;
+//! - [`source`]: plugins from ConfigMaps, hot-reloaded (shadow render, atomic
+//!   swap, last good version kept);
+//! - [`registry`]: loaded plugins by name, built-in, from files or ConfigMaps;
 //! - [`render`]: Database → plugin input → render → [`policy`] → objects;
 //! - [`apply`]: observe owned children, apply what drifted, prune the rest;
 //! - [`status`]: conditions and readiness;
@@ -32,6 +34,7 @@ pub mod registry;
 pub mod render;
 pub mod runtime;
 pub mod serve;
+pub mod source;
 pub mod status;
 
 pub use error::{PluginError, PolicyError, RenderError};

@@ -69,6 +69,15 @@ struct RunArgs {
     /// How often the holder renews, e.g. 5s (less than half the lease duration).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     renew_period: Duration,
+    /// Namespace watched for plugin ConfigMaps (labelled atoll.dev/plugin=<name>,
+    /// binaryData plugin.wasm or plugin.wasm.gz); default: atoll's own
+    /// namespace, as for the Lease.
+    #[arg(long, value_name = "NAMESPACE")]
+    plugin_namespace: Option<String>,
+    /// Watch plugin ConfigMaps in every namespace (needs cluster-wide
+    /// ConfigMap read access).
+    #[arg(long, conflicts_with = "plugin_namespace")]
+    plugin_all_namespaces: bool,
     #[command(flatten)]
     grpc: GrpcArgs,
     #[command(flatten)]
@@ -112,6 +121,14 @@ struct SandboxArgs {
     /// Memory cap for each plugin call, in MiB; a call growing past it is stopped.
     #[arg(long, default_value_t = 64)]
     plugin_memory_mib: usize,
+    /// Directory keeping compiled plugins across restarts (keyed by digest and
+    /// wasmtime build); default $XDG_CACHE_HOME/atoll/components or
+    /// ~/.cache/atoll/components. A corrupt file there is ignored.
+    #[arg(long, env = "ATOLL_PLUGIN_CACHE_DIR", value_name = "DIR")]
+    plugin_cache_dir: Option<PathBuf>,
+    /// Compile plugins at every start instead of keeping them on disk.
+    #[arg(long, conflicts_with = "plugin_cache_dir")]
+    no_plugin_cache: bool,
 }
 
 impl SandboxArgs {
@@ -121,7 +138,19 @@ impl SandboxArgs {
             memory_bytes: self.plugin_memory_mib << 20,
             ..Limits::default()
         };
-        Ok(Arc::new(Runtime::new(limits)?))
+        let mut runtime = Runtime::new(limits)?;
+        let default_dir = || {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("atoll").join("components"))
+        };
+        if !self.no_plugin_cache {
+            if let Some(dir) = self.plugin_cache_dir.clone().or_else(default_dir) {
+                runtime = runtime.with_disk_cache(dir);
+            }
+        }
+        Ok(Arc::new(runtime))
     }
 }
 
@@ -329,9 +358,9 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // Ready means able to serve: plugins loaded and the API reachable, on
-    // standby replicas too (or rollouts would stall on them).
-    let (ready_tx, ready_rx) = watch::channel(true);
+    // Ready means able to serve: plugins loaded (ConfigMaps included) and the
+    // API reachable, on standby replicas too (or rollouts would stall on them).
+    let (ready_tx, ready_rx) = watch::channel(false);
     let http = tokio::spawn(serve::serve(
         args.metrics_addr,
         ctx.metrics.clone(),
@@ -355,6 +384,32 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
     // Without election this process leads for its whole life: keep the
     // sender, or watchers would see it closed and stop at once.
     let _always_leader = (!args.leader_elect).then(|| leader_tx.clone());
+    // Every replica loads plugin ConfigMaps, so a new leader serves the same
+    // plugins at once; only the leader reports (Events, StoragePlugins).
+    let plugin_namespace = match (&args.plugin_namespace, args.plugin_all_namespaces) {
+        (_, true) => None,
+        (Some(ns), false) => Some(ns.clone()),
+        (None, false) => Some(args.leader_election_namespace.clone()),
+    };
+    tracing::info!(namespace = ?plugin_namespace, "watching plugin ConfigMaps");
+    let (synced_tx, mut synced_rx) = watch::channel(false);
+    let source = atoll::source::PluginSource::new(
+        Arc::clone(&ctx),
+        plugin_namespace,
+        args.namespace.clone(),
+        leader_rx.clone(),
+    );
+    tokio::spawn(source.run(synced_tx));
+    {
+        let ready_tx = ready_tx.clone();
+        let mut synced_rx = synced_rx.clone();
+        tokio::spawn(async move {
+            if synced_rx.wait_for(|s| *s).await.is_ok() {
+                let _ = ready_tx.send(true);
+            }
+        });
+    }
+
     let elector = args.leader_elect.then(|| {
         let mut election = LeaderElection::new(
             client.clone(),
@@ -369,7 +424,7 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
 
     let mut stop = stop_rx.clone();
     tokio::select! {
-        _ = leader_rx.wait_for(|l| *l) => {}
+        _ = async { let _ = synced_rx.wait_for(|s| *s).await; let _ = leader_rx.wait_for(|l| *l).await; } => {}
         _ = stop.wait_for(|s| *s) => {}
     }
     let mut lost = false;
@@ -437,28 +492,17 @@ async fn serve_grpc<F: std::future::Future<Output = ()> + Send + 'static>(
     Ok(server.serve(listener, shutdown))
 }
 
-/// Keep one StoragePlugin record per loaded plugin, with how many Databases
-/// use it (the leader only; a steady state writes nothing).
+/// Keep one StoragePlugin record per plugin, with how many Databases use it
+/// (the leader only; a steady state writes nothing). Hot reloads publish at
+/// once; this catches Database counts and lost writes.
 async fn publish_records(ctx: Arc<atoll::controller::Context>, namespace: Option<String>) {
-    use atoll::api::Database;
     loop {
-        let databases: kube::Api<Database> = match &namespace {
-            Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
-            None => kube::Api::all(ctx.client.clone()),
-        };
-        let mut counts = std::collections::BTreeMap::new();
-        match databases.list(&Default::default()).await {
-            Ok(list) => {
-                for db in list {
-                    *counts.entry(db.spec.storage.plugin.clone()).or_insert(0u32) += 1;
-                }
-                let registry = &ctx.renderer.registry;
-                if let Err(e) = atoll::plugin_records::publish(&ctx.client, registry, &counts).await
-                {
-                    tracing::warn!(error = %e, "could not publish StoragePlugin records");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not list Databases"),
+        let registry = &ctx.renderer.registry;
+        let result =
+            atoll::plugin_records::publish_registry(&ctx.client, registry, namespace.as_deref())
+                .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not publish StoragePlugin records");
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
     }

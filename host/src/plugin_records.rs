@@ -27,7 +27,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-use crate::api::{StoragePlugin, StoragePluginStatus};
+use crate::api::{Database, StoragePlugin, StoragePluginStatus};
 use crate::apply::FIELD_MANAGER;
 use crate::policy::LABEL_MANAGED_BY;
 use crate::registry::{Entry, Registry, Source};
@@ -37,13 +37,24 @@ pub const STATE_LOADED: &str = "Loaded";
 /// `status.state` of a plugin whose last load failed.
 pub const STATE_FAILED: &str = "Failed";
 
-/// A plugin whose latest load failed (see [`publish_with_failures`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Where the component that failed came from.
-    pub source: Source,
-    /// Why it failed, for `status.lastError`.
-    pub error: String,
+pub use crate::registry::Failure;
+
+/// Publishes every plugin of `registry` and its recorded failures, counting
+/// the Databases in `namespace` (all when `None`) that use each.
+pub async fn publish_registry(
+    client: &Client,
+    registry: &Registry,
+    namespace: Option<&str>,
+) -> Result<(), kube::Error> {
+    let databases: Api<Database> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut counts = BTreeMap::new();
+    for db in databases.list(&Default::default()).await? {
+        *counts.entry(db.spec.storage.plugin).or_insert(0u32) += 1;
+    }
+    publish_with_failures(client, registry, &counts, &registry.failures()).await
 }
 
 /// Publishes a `Loaded` record for every plugin in `registry`: description,
@@ -200,6 +211,7 @@ fn desired_status(
             state: STATE_FAILED.to_owned(),
             last_error: Some(f.error.clone()),
             databases,
+            shadow_render: entry.and_then(|e| e.shadow_render.clone()),
         },
         None => StoragePluginStatus {
             source: entry.map(|e| e.source.to_string()).unwrap_or(live.source),
@@ -208,6 +220,7 @@ fn desired_status(
             state: STATE_LOADED.to_owned(),
             last_error: None,
             databases,
+            shadow_render: entry.and_then(|e| e.shadow_render.clone()),
         },
     }
 }
@@ -228,6 +241,7 @@ mod tests {
         Entry {
             plugin: Arc::new(runtime.load("cache", bytes).unwrap()),
             source: Source::Builtin,
+            shadow_render: None,
         }
     }
 
@@ -253,6 +267,7 @@ mod tests {
             state: STATE_FAILED.into(),
             last_error: Some("old trouble".into()),
             databases: 9,
+            shadow_render: None,
         };
 
         // Loaded: everything from the entry, the error cleared.
@@ -266,6 +281,7 @@ mod tests {
                 state: STATE_LOADED.into(),
                 last_error: None,
                 databases: 2,
+                shadow_render: None,
             }
         );
 
@@ -288,6 +304,7 @@ mod tests {
                 state: STATE_FAILED.into(),
                 last_error: Some("worse".into()),
                 databases: 9,
+                shadow_render: None,
             }
         );
         let never_loaded = desired_status(None, Some(&failure("x")), None, None);

@@ -21,6 +21,11 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_DATABASE: &str = "atoll.dev/database";
 /// Label naming the plugin that rendered the object.
 pub const LABEL_PLUGIN: &str = "atoll.dev/plugin";
+/// Annotation holding a hash of the object as rendered. Comparing a live
+/// object with the desired one only finds fields that differ; a field the
+/// plugin stopped rendering (a label a new plugin version drops) changes this
+/// hash, so the controller re-applies and server-side apply removes it.
+pub const ANNOTATION_RENDERED: &str = "atoll.dev/rendered";
 
 /// A kind plugins may render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +180,7 @@ impl OutputPolicy {
                 services.insert(name.clone());
             }
             stamp(metadata, owner);
+            fingerprint(&mut object);
             objects.push(object);
         }
         check_bindings(owner.partitions, &rendered.partitions, &services)?;
@@ -216,6 +222,27 @@ fn stamp(metadata: &mut Map<String, Value>, owner: &Owner) {
             "blockOwnerDeletion": true,
         }]),
     );
+}
+
+/// Set [`ANNOTATION_RENDERED`] to a hash of the object without it.
+fn fingerprint(object: &mut Value) {
+    use sha2::{Digest as _, Sha256};
+    let Some(metadata) = object["metadata"].as_object_mut() else {
+        return;
+    };
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !annotations.is_object() {
+        *annotations = Value::Object(Map::new());
+    }
+    annotations
+        .as_object_mut()
+        .expect("just made an object")
+        .remove(ANNOTATION_RENDERED);
+    let hash = Sha256::digest(object.to_string().as_bytes());
+    let value = hex::encode(&hash[..8]);
+    object["metadata"]["annotations"][ANNOTATION_RENDERED] = value.into();
 }
 
 /// Every partition 1..=partitions bound exactly once, to a rendered Service.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::api::ShadowRender;
 use crate::error::PluginError;
 use crate::runtime::{LoadedPlugin, Runtime};
 
@@ -33,13 +34,43 @@ impl std::fmt::Display for Source {
 pub struct Entry {
     pub plugin: Arc<LoadedPlugin>,
     pub source: Source,
+    /// The shadow render made before this plugin replaced the previous one
+    /// (hot reloads only).
+    pub shadow_render: Option<ShadowRender>,
+}
+
+/// A plugin whose latest load failed, or that was removed: what the
+/// StoragePlugin record and error messages report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Where the component that failed (or was removed) came from.
+    pub source: Source,
+    /// Why it failed, for `status.lastError`.
+    pub error: String,
 }
 
 /// Plugins by name. A later registration under the same name replaces the
 /// earlier one atomically: callers holding the old `Arc` finish on it.
+///
+/// Besides the serving plugins the registry remembers the built-ins (to fall
+/// back to when an override is removed) and, per plugin name, the latest
+/// failed or removed load, until a load of that name succeeds.
 pub struct Registry {
     runtime: Arc<Runtime>,
     plugins: RwLock<BTreeMap<String, Entry>>,
+    builtins: RwLock<BTreeMap<String, Arc<LoadedPlugin>>>,
+    failures: RwLock<BTreeMap<String, Failure>>,
+}
+
+/// What [`Registry::remove`] did.
+#[derive(Debug, Clone)]
+pub enum Removal {
+    /// The plugin was not served from that source; nothing changed.
+    NotServing,
+    /// The built-in plugin of that name serves again.
+    FellBack(Arc<LoadedPlugin>),
+    /// No plugin of that name is left.
+    Gone,
 }
 
 impl Registry {
@@ -48,6 +79,8 @@ impl Registry {
         Registry {
             runtime,
             plugins: RwLock::new(BTreeMap::new()),
+            builtins: RwLock::new(BTreeMap::new()),
+            failures: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -58,7 +91,12 @@ impl Registry {
             let plugin = registry
                 .runtime
                 .load(&format!("built-in plugin {name}"), bytes)?;
-            registry.insert(plugin, Source::Builtin);
+            let plugin = registry.insert(plugin, Source::Builtin);
+            registry
+                .builtins
+                .write()
+                .unwrap()
+                .insert(plugin.metadata().name.clone(), plugin);
         }
         Ok(registry)
     }
@@ -95,18 +133,95 @@ impl Registry {
         files.iter().map(|f| self.load_file(f)).collect()
     }
 
-    /// Register `plugin` under its metadata name; returns it.
+    /// Register `plugin` under its metadata name, replacing any plugin of that
+    /// name and clearing its recorded failure; returns it.
     pub fn insert(&self, plugin: LoadedPlugin, source: Source) -> Arc<LoadedPlugin> {
         let plugin = Arc::new(plugin);
+        self.insert_arc(Arc::clone(&plugin), source, None);
+        plugin
+    }
+
+    /// [`insert`](Self::insert) for a plugin already shared, with the shadow
+    /// render that justified a hot reload.
+    pub fn insert_arc(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        source: Source,
+        shadow_render: Option<ShadowRender>,
+    ) {
+        let name = plugin.metadata().name.clone();
+        self.failures.write().unwrap().remove(&name);
         let entry = Entry {
-            plugin: Arc::clone(&plugin),
+            plugin,
             source,
+            shadow_render,
         };
-        self.plugins
+        self.plugins.write().unwrap().insert(name, entry);
+    }
+
+    /// Stop serving plugin `name` from `source` (its ConfigMap was deleted):
+    /// the built-in of that name takes over, or the name is recorded as
+    /// removed so Databases using it say why. A plugin of that name served
+    /// from another source is left alone.
+    pub fn remove(&self, name: &str, source: &Source) -> Removal {
+        let mut plugins = self.plugins.write().unwrap();
+        if plugins.get(name).is_none_or(|e| &e.source != source) {
+            return Removal::NotServing;
+        }
+        if let Some(builtin) = self.builtins.read().unwrap().get(name) {
+            let entry = Entry {
+                plugin: Arc::clone(builtin),
+                source: Source::Builtin,
+                shadow_render: None,
+            };
+            plugins.insert(name.to_string(), entry);
+            self.failures.write().unwrap().remove(name);
+            return Removal::FellBack(Arc::clone(builtin));
+        }
+        plugins.remove(name);
+        self.failures.write().unwrap().insert(
+            name.to_string(),
+            Failure {
+                source: source.clone(),
+                error: format!(
+                    "removed: {source} was deleted and there is no built-in plugin {name:?}"
+                ),
+            },
+        );
+        Removal::Gone
+    }
+
+    /// Record that the latest load of plugin `name` failed; whatever serves
+    /// under that name keeps serving.
+    pub fn record_failure(&self, name: &str, failure: Failure) {
+        self.failures
             .write()
             .unwrap()
-            .insert(plugin.metadata().name.clone(), entry);
-        plugin
+            .insert(name.to_string(), failure);
+    }
+
+    /// Forget a recorded failure of `name` whose source is `source` (the
+    /// failing ConfigMap was deleted or fixed).
+    pub fn clear_failure(&self, name: &str, source: &Source) {
+        let mut failures = self.failures.write().unwrap();
+        if failures.get(name).is_some_and(|f| &f.source == source) {
+            failures.remove(name);
+        }
+    }
+
+    /// Failed or removed plugins by name (see [`Failure`]).
+    pub fn failures(&self) -> BTreeMap<String, Failure> {
+        self.failures.read().unwrap().clone()
+    }
+
+    /// The recorded failure of plugin `name`, if any.
+    pub fn failure(&self, name: &str) -> Option<Failure> {
+        self.failures.read().unwrap().get(name).cloned()
+    }
+
+    /// The plugin registered as `name` and where it came from.
+    pub fn entry(&self, name: &str) -> Option<Entry> {
+        self.plugins.read().unwrap().get(name).cloned()
     }
 
     /// The plugin registered as `name`.

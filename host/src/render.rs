@@ -21,6 +21,9 @@ use crate::runtime::{
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub plugin: PluginRef,
+    /// The component that rendered, so the status call of the same
+    /// reconcile uses the same version even if a hot reload swaps it.
+    pub component: Arc<LoadedPlugin>,
     /// Children after the output policy: namespaced, labelled, owned.
     pub objects: Vec<Value>,
     pub partitions: Vec<PartitionBinding>,
@@ -38,6 +41,18 @@ impl Renderer {
     /// Render `db`: check the spec, find its plugin, render, enforce the policy.
     pub fn render(&self, db: &Database) -> Result<Desired, RenderError> {
         let plugin = self.plugin_for(db)?;
+        self.render_with(db, &plugin)
+    }
+
+    /// Render `db` with `plugin` rather than the one registered under its
+    /// name (a shadow render compares two versions this way). Checks the
+    /// spec's version requirement against `plugin`.
+    pub fn render_with(
+        &self,
+        db: &Database,
+        plugin: &Arc<LoadedPlugin>,
+    ) -> Result<Desired, RenderError> {
+        check_requirement(db, plugin)?;
         let input = plugin_input(db, &self.cluster_domain);
         let metadata = plugin.metadata();
         let rendered = match plugin.render(&input)? {
@@ -70,13 +85,14 @@ impl Renderer {
                 version: metadata.version.clone(),
                 digest: plugin.digest().to_string(),
             },
+            component: Arc::clone(plugin),
             objects,
             partitions: rendered.partitions,
         })
     }
 
     /// The plugin `db` asks for, after the checks atoll makes itself
-    /// (partition range, plugin name, version requirement).
+    /// (partition range, plugin name, version requirement syntax).
     pub fn plugin_for(&self, db: &Database) -> Result<Arc<LoadedPlugin>, RenderError> {
         let mut violations = Vec::new();
         if !(1..=MAX_PARTITIONS).contains(&db.spec.partitions) {
@@ -88,46 +104,24 @@ impl Renderer {
                 ),
             ));
         }
-        let requirement = match db
-            .spec
-            .storage
-            .version
-            .as_deref()
-            .map(semver::VersionReq::parse)
-        {
-            Some(Err(e)) => {
-                violations.push(violation(
-                    "spec.storage.version",
-                    format!("is not a semantic version requirement such as ^0.1 or >=0.1.2 ({e})"),
-                ));
-                None
-            }
-            Some(Ok(req)) => Some(req),
-            None => None,
-        };
+        if let Err(e) = requirement(db) {
+            violations.push(e);
+        }
         if !violations.is_empty() {
             return Err(RenderError::Invalid(violations));
         }
         let name = &db.spec.storage.plugin;
-        let plugin = self
-            .registry
+        self.registry
             .get(name)
             .ok_or_else(|| RenderError::UnknownPlugin {
                 name: name.clone(),
+                why: self
+                    .registry
+                    .failure(name)
+                    .map(|f| format!(" ({})", f.error))
+                    .unwrap_or_default(),
                 available: self.registry.names().join(", "),
-            })?;
-        if let Some(req) = requirement {
-            let version = &plugin.metadata().version;
-            let satisfied = semver::Version::parse(version).is_ok_and(|v| req.matches(&v));
-            if !satisfied {
-                return Err(RenderError::VersionMismatch {
-                    plugin: name.clone(),
-                    required: req.to_string(),
-                    loaded: version.clone(),
-                });
-            }
-        }
-        Ok(plugin)
+            })
     }
 
     /// The `host:port` clients use for a partition.
@@ -195,6 +189,35 @@ pub fn plugin_input(db: &Database, cluster_domain: &str) -> PluginDatabase {
             .map_or_else(|| "{}".to_string(), Value::to_string),
         cluster_domain: cluster_domain.to_string(),
     }
+}
+
+/// `spec.storage.version` parsed, if set.
+fn requirement(db: &Database) -> Result<Option<semver::VersionReq>, Violation> {
+    match db.spec.storage.version.as_deref() {
+        None => Ok(None),
+        Some(text) => semver::VersionReq::parse(text).map(Some).map_err(|e| {
+            violation(
+                "spec.storage.version",
+                format!("is not a semantic version requirement such as ^0.1 or >=0.1.2 ({e})"),
+            )
+        }),
+    }
+}
+
+/// `plugin`'s version satisfies `db`'s requirement, if it has one.
+fn check_requirement(db: &Database, plugin: &LoadedPlugin) -> Result<(), RenderError> {
+    let Some(req) = requirement(db).map_err(|v| RenderError::Invalid(vec![v]))? else {
+        return Ok(());
+    };
+    let version = &plugin.metadata().version;
+    if semver::Version::parse(version).is_ok_and(|v| req.matches(&v)) {
+        return Ok(());
+    }
+    Err(RenderError::VersionMismatch {
+        plugin: plugin.metadata().name.clone(),
+        required: req.to_string(),
+        loaded: version.clone(),
+    })
 }
 
 fn violation(field: &str, message: String) -> Violation {

@@ -11,8 +11,16 @@
 //! - Every call has a deadline (epoch interruption) and a memory cap (store
 //!   limits). Traps, deadlines and memory exhaustion come back as
 //!   [`PluginError`]s; the host keeps serving.
+//! - Optionally ([`Runtime::with_disk_cache`]) compiled components are kept on
+//!   disk, keyed by digest and the engine's compatibility hash, so a restart
+//!   does not recompile. Each file is sealed with a sha256 over the
+//!   component's digest and the file's contents: a corrupt, truncated or
+//!   foreign file is never deserialized; atoll compiles instead and rewrites it.
 
 use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +95,81 @@ pub struct Runtime {
     linker: Linker<CallState>,
     limits: Limits,
     compiled: Mutex<HashMap<Digest, Component>>,
+    disk_cache: Option<DiskCache>,
+    /// Components compiled by Cranelift (not found in memory or on disk).
+    compilations: AtomicUsize,
+}
+
+/// Compiled components on disk: `<dir>/<digest>-<engine hash>.cwasm`, each a
+/// seal (sha256 of the component's digest and the serialized component)
+/// followed by the serialized component. The seal binds a file to the
+/// component it was compiled from: a file renamed or copied from another
+/// component is as unusable as a corrupt one.
+struct DiskCache {
+    dir: PathBuf,
+    /// Identifies the engine's configuration and wasmtime version; a file
+    /// written by another build is simply never looked up.
+    engine_hash: String,
+}
+
+impl DiskCache {
+    fn path(&self, digest: Digest) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.cwasm",
+            hex::encode(digest.0),
+            self.engine_hash
+        ))
+    }
+
+    /// The component cached for `digest`, if a sound file exists.
+    fn load(&self, engine: &Engine, digest: Digest) -> Option<Component> {
+        let path = self.path(digest);
+        let bytes = std::fs::read(&path).ok()?;
+        let checked = bytes
+            .split_at_checked(32)
+            .filter(|(seal, body)| Self::seal(digest, body).as_slice() == *seal);
+        let Some((_, body)) = checked else {
+            tracing::warn!(path = %path.display(), "ignoring a corrupt compiled-plugin cache file");
+            return None;
+        };
+        // SAFETY: wasmtime requires the bytes to come from `serialize` of a
+        // compatible engine. The seal proves these are exactly the bytes atoll
+        // wrote for this component under this engine hash, and wasmtime checks
+        // version and configuration again itself.
+        match unsafe { Component::deserialize(engine, body) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled-plugin cache file");
+                None
+            }
+        }
+    }
+
+    fn seal(digest: Digest, body: &[u8]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(digest.0);
+        hasher.update(body);
+        hasher.finalize().into()
+    }
+
+    /// Write atomically (temporary file, then rename), so a crash mid-write
+    /// leaves no half file. Failures only cost a recompile later.
+    fn store(&self, digest: Digest, component: &Component) {
+        let result = (|| -> std::io::Result<()> {
+            let body = component.serialize().map_err(std::io::Error::other)?;
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.path(digest);
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let mut bytes = Vec::with_capacity(32 + body.len());
+            bytes.extend_from_slice(&Self::seal(digest, &body));
+            bytes.extend_from_slice(&body);
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the compiled-plugin cache");
+        }
+    }
 }
 
 impl Runtime {
@@ -118,7 +201,35 @@ impl Runtime {
             linker,
             limits,
             compiled: Mutex::new(HashMap::new()),
+            disk_cache: None,
+            compilations: AtomicUsize::new(0),
         })
+    }
+
+    /// Keep compiled components in `dir` (created when first written) and
+    /// reuse them across restarts. A file that is corrupt or was written by
+    /// another wasmtime build or configuration is ignored and replaced.
+    pub fn with_disk_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        self.disk_cache = Some(DiskCache {
+            dir: dir.into(),
+            engine_hash: format!("{:016x}", hasher.finish()),
+        });
+        self
+    }
+
+    /// The directory of the on-disk cache, if any.
+    pub fn disk_cache_dir(&self) -> Option<&Path> {
+        self.disk_cache.as_ref().map(|c| c.dir.as_path())
+    }
+
+    /// How many components were compiled rather than found in memory or in
+    /// the disk cache.
+    pub fn compilations(&self) -> usize {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// How many distinct components (by digest) have been compiled.
@@ -193,8 +304,22 @@ impl Runtime {
         }
         // Compiling outside the lock: two different plugins compile in parallel;
         // a duplicate compile of the same digest is harmless.
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| not_component(format!("{e:#}")))?;
+        let cached = self
+            .disk_cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, digest));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| not_component(format!("{e:#}")))?;
+                self.compilations.fetch_add(1, Ordering::Relaxed);
+                if let Some(cache) = &self.disk_cache {
+                    cache.store(digest, &component);
+                }
+                component
+            }
+        };
         self.compiled
             .lock()
             .unwrap()

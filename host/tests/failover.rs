@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atoll_testenv::{TestNamespace, wait_for};
-use common::{children, example, k, wait_ready};
+use common::{children, example, k, patch_database, wait_ready};
 
 struct Replica {
     name: &'static str,
@@ -111,20 +111,7 @@ async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
 
     replicas[lead].child.kill().unwrap(); // SIGKILL: no release, the Lease must expire
     let killed = Instant::now();
-    k(
-        n,
-        &[
-            "patch",
-            "db",
-            "orders",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"partitions":8}}"#,
-        ],
-        None,
-    )
-    .await;
+    patch_database(n, "orders", r#"{"spec":{"partitions":8}}"#).await;
     wait_for(
         "the standby to take over and converge",
         Duration::from_secs(20),

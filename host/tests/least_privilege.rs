@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use atoll::controller::{self, Context};
 use atoll_testenv::{TestNamespace, kubectl};
-use common::{example, k, wait_condition, wait_ready};
+use common::{example, k, patch_database, wait_condition, wait_ready};
 
 fn deploy(file: &str) -> String {
     std::fs::read_to_string(format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -40,20 +40,7 @@ async fn reconciles_with_the_service_account_from_deploy() {
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
     wait_ready(&admin, n, "orders").await;
     // Data-loss refusal writes status and an Event: both allowed.
-    k(
-        n,
-        &[
-            "patch",
-            "db",
-            "orders",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"partitions":4}}"#,
-        ],
-        None,
-    )
-    .await;
+    patch_database(n, "orders", r#"{"spec":{"partitions":4}}"#).await;
     wait_condition(&admin, n, "orders", "Degraded", "DataLossRefused").await;
     // And pruning (delete) is allowed once the user agrees.
     k(

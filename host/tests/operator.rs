@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use atoll::api::Database;
 use atoll_testenv::{TestNamespace, wait_for};
-use common::{Operator, children, example, k, wait_condition, wait_ready};
+use common::{Operator, children, example, k, patch_database, wait_condition, wait_ready};
 use kube::api::{Api, DeleteParams};
 
 #[tokio::test]
@@ -82,8 +82,7 @@ async fn config_changes_apply_in_place_and_partition_changes_are_guarded() {
     .await;
 
     // Replicas and image change in place (same StatefulSet).
-    k(n, &["patch", "db", "orders", "--type", "merge", "-p",
-        r#"{"spec":{"storage":{"config":{"replicas":5,"image":"atomix/raft-storage-node:v0.5.4"}}}}"#], None).await;
+    patch_database(n, "orders", r#"{"spec":{"storage":{"config":{"replicas":5,"image":"atomix/raft-storage-node:v0.5.4"}}}}"#).await;
     wait_for(
         "StatefulSet orders-1 updated",
         Duration::from_secs(30),
@@ -118,40 +117,14 @@ async fn config_changes_apply_in_place_and_partition_changes_are_guarded() {
     wait_ready(&client, n, "orders").await;
 
     // More partitions: more Partitions and Services.
-    k(
-        n,
-        &[
-            "patch",
-            "db",
-            "orders",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"partitions":8}}"#,
-        ],
-        None,
-    )
-    .await;
+    patch_database(n, "orders", r#"{"spec":{"partitions":8}}"#).await;
     wait_ready(&client, n, "orders").await;
     assert_eq!(children(n, "partitions", "orders").await.len(), 8);
     let services = children(n, "services", "orders").await;
     assert!(services.contains(&"orders-p8".to_string()), "{services:?}");
 
     // Fewer partitions: refused, nothing deleted, an Event says why.
-    k(
-        n,
-        &[
-            "patch",
-            "db",
-            "orders",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"partitions":4}}"#,
-        ],
-        None,
-    )
-    .await;
+    patch_database(n, "orders", r#"{"spec":{"partitions":4}}"#).await;
     let message = wait_condition(&client, n, "orders", "Degraded", "DataLossRefused").await;
     assert!(
         message.contains("Partition orders-8") && message.contains("atoll.dev/allow-data-loss"),

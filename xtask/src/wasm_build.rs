@@ -19,22 +19,40 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("log", "atoll-plugin-log"),
 ];
 
-/// Test-only components, built with the plugins but never embedded.
-pub const TEST_COMPONENTS: &[&str] = &["atoll-test-hostile"];
+/// Test-only components, never embedded: (package, environment variable the
+/// host's tests find the component's path in). Built in their own cargo
+/// invocation, so features they enable on a plugin (raft's `library`) do not
+/// change the built-in plugin.
+pub const TEST_COMPONENTS: &[(&str, &str)] = &[
+    ("atoll-test-hostile", "ATOLL_TEST_HOSTILE_WASM"),
+    ("atoll-test-raft-labelled", "ATOLL_TEST_RAFT_LABELLED_WASM"),
+    ("atoll-test-other-world", "ATOLL_TEST_OTHER_WORLD_WASM"),
+];
 
 /// The size limit a plugin must fit: a ConfigMap's 1 MiB.
 pub const SIZE_LIMIT: u64 = 1024 * 1024;
 
-/// Build `packages` with the size-optimised `plugin` profile and return the
-/// path of each component, in order.
-///
-/// Uses its own target directory: the outer cargo (when called from a build
-/// script) holds the lock on the main one.
+/// Build the built-in plugins' `packages` with the size-optimised `plugin`
+/// profile and return the path of each component, in order.
 pub fn build(workspace: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
+    build_in(workspace, "wasm", packages)
+}
+
+/// Build the [`TEST_COMPONENTS`] and return their paths, in order. They get
+/// their own target directory: a test component that depends on a plugin as
+/// a library would otherwise overwrite that plugin's component.
+pub fn build_test_components(workspace: &Path) -> Result<Vec<PathBuf>, String> {
+    let packages: Vec<&str> = TEST_COMPONENTS.iter().map(|(p, _)| *p).collect();
+    build_in(workspace, "wasm-test", &packages)
+}
+
+/// Uses its own target directory `<target>/<dir>`: the outer cargo (when
+/// called from a build script) holds the lock on the main one.
+fn build_in(workspace: &Path, dir: &str, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("wasm"),
-        None => workspace.join("target").join("wasm"),
+        Some(target) => PathBuf::from(target).join(dir),
+        None => workspace.join("target").join(dir),
     };
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)

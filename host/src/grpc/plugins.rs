@@ -200,6 +200,7 @@ mod tests {
         assert!(e.to_string().contains("spec.partitions"), "{e}");
         let unknown = RenderError::UnknownPlugin {
             name: "nope".into(),
+            why: String::new(),
             available: "raft".into(),
         };
         assert_eq!(render_error(unknown).code(), tonic::Code::NotFound);

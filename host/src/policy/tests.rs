@@ -153,3 +153,23 @@ fn allowed_kind_parses_from_flags() {
     );
     assert!("ConfigMap".parse::<AllowedKind>().is_err());
 }
+
+#[test]
+fn rendered_hash_is_stable_and_changes_when_a_field_is_dropped() {
+    let hash = |svc: Value| {
+        let out = enforce(vec![svc]).unwrap();
+        out[0]["metadata"]["annotations"][ANNOTATION_RENDERED]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut labelled = service("orders-p1");
+    labelled["metadata"]["labels"] = json!({"release": "2"});
+    let plain = hash(service("orders-p1"));
+    assert_eq!(plain.len(), 16);
+    assert_eq!(plain, hash(service("orders-p1")));
+    assert_ne!(plain, hash(labelled.clone()));
+    // A plugin cannot forge the hash.
+    labelled["metadata"]["annotations"] = json!({ANNOTATION_RENDERED: plain.clone()});
+    assert_ne!(plain, hash(labelled));
+}

@@ -34,12 +34,44 @@ pub struct Operator {
     pub ctx: Arc<Context>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    source: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Operator {
     pub async fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, namespace, renderer()).await
+    }
+
+    /// A controller with its own registry of built-ins that also loads plugin
+    /// ConfigMaps from `namespace`, as `atoll run --plugin-namespace` does;
+    /// returns once the ConfigMaps present were loaded.
+    pub async fn start_with_plugin_source(client: &Client, namespace: &str) -> Self {
+        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+        let renderer = Arc::new(Renderer {
+            registry: Arc::new(Registry::with_builtins(runtime).unwrap()),
+            policy: OutputPolicy::default(),
+            cluster_domain: "cluster.local".into(),
+        });
+        let mut operator = Self::start_with(client, namespace, renderer).await;
+        let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
+        let (_, leader) = tokio::sync::watch::channel(true);
+        let source = atoll::source::PluginSource::new(
+            Arc::clone(&operator.ctx),
+            Some(namespace.to_string()),
+            Some(namespace.to_string()),
+            leader,
+        );
+        operator.source = Some(tokio::spawn(source.run(synced_tx)));
+        tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|s| *s))
+            .await
+            .expect("plugin ConfigMaps load within 30s")
+            .unwrap();
+        operator
+    }
+
+    async fn start_with(client: &Client, namespace: &str, renderer: Arc<Renderer>) -> Self {
         atoll_testenv::install_crds(client, api::crds()).await;
-        let ctx = Arc::new(Context::new(client.clone(), renderer()));
+        let ctx = Arc::new(Context::new(client.clone(), renderer));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let ns = namespace.to_string();
         let run_ctx = Arc::clone(&ctx);
@@ -53,11 +85,15 @@ impl Operator {
             ctx,
             stop: Some(stop),
             task: Some(task),
+            source: None,
         }
     }
 
     /// Stop gracefully and wait until in-flight reconciles finish.
     pub async fn stop(mut self) {
+        if let Some(source) = self.source.take() {
+            source.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -74,6 +110,9 @@ impl Drop for Operator {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+        if let Some(source) = &self.source {
+            source.abort();
         }
     }
 }
@@ -94,6 +133,16 @@ pub async fn k(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
     let out = kubectl(&all, stdin).await;
     assert!(out.success, "kubectl {all:?} failed: {}", out.stderr);
     out.stdout
+}
+
+/// Merge-patch Database `name` with `patch` (JSON).
+pub async fn patch_database(ns: &str, name: &str, patch: &str) {
+    k(
+        ns,
+        &["patch", "db", name, "--type", "merge", "-p", patch],
+        None,
+    )
+    .await;
 }
 
 /// Wait until Database `name` is Ready with every partition ready.

@@ -168,6 +168,8 @@ impl Plugin for Raft {
     }
 }
 
+// Feature `library`: another component reuses Raft's logic and exports itself.
+#[cfg(not(feature = "library"))]
 atoll_guest::export!(Raft);
 
 #[cfg(test)]

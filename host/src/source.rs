@@ -1,0 +1,522 @@
+//! Plugins from ConfigMaps, hot-reloaded without a restart.
+//!
+//! A ConfigMap labelled `atoll.dev/plugin=<plugin name>` whose `binaryData`
+//! holds `plugin.wasm` (or `plugin.wasm.gz`, gzip, for components that would
+//! not otherwise fit in a ConfigMap's 1 MiB) adds or overrides that plugin:
+//!
+//! ```sh
+//! kubectl create configmap raft-v2 --from-file=plugin.wasm=raft.wasm
+//! kubectl label configmap raft-v2 atoll.dev/plugin=raft
+//! ```
+//!
+//! On add or change: decode, hash, compile (or reuse the component compiled
+//! for that digest, in memory or on disk) and call `metadata()` off the
+//! reconcile path; check the name against the label; render every Database
+//! that uses the plugin with the serving and the new version (the shadow
+//! render, reported in the StoragePlugin status and an Event); then swap
+//! atomically — calls in flight finish on the old version — and requeue
+//! those Databases.
+//!
+//! Guarantees:
+//! - A ConfigMap that does not load (no component, not wasm, another world or
+//!   version, `metadata()` trapping or timing out, name mismatch) changes
+//!   nothing that serves: the last good version keeps serving; the plugin's
+//!   StoragePlugin record says `Failed` with the reason and the ConfigMap
+//!   gets a Warning Event.
+//! - Deleting the ConfigMap falls back to the built-in plugin of that name;
+//!   with none, the plugin is gone and its Databases become `Degraded` with
+//!   a reason naming the deleted ConfigMap.
+//! - [`PluginSource::run`] reports the initial sync once every labelled
+//!   ConfigMap present at start-up was processed, so the controller never
+//!   reconciles with a built-in that a ConfigMap overrides.
+//! - Only the leader writes Events and StoragePlugin records; every replica
+//!   loads, so a new leader serves the same plugins at once.
+//!
+//! Caveat: ConfigMaps rendered by plugins carry `atoll.dev/plugin` too (the
+//! output policy adds it); they are told apart by
+//! `app.kubernetes.io/managed-by=atoll` and never treated as plugins.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read as _;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
+
+use crate::api::{Database, ShadowRender};
+use crate::controller::Context;
+use crate::policy::{LABEL_MANAGED_BY, LABEL_PLUGIN};
+use crate::registry::{Failure, Removal, Source};
+use crate::runtime::{Digest, LoadedPlugin};
+
+/// `binaryData` key of an uncompressed component.
+pub const KEY_WASM: &str = "plugin.wasm";
+/// `binaryData` key of a gzip-compressed component.
+pub const KEY_WASM_GZ: &str = "plugin.wasm.gz";
+/// A decompressed component larger than this is refused (a gzip bomb
+/// guard; the largest built-in is under 1 MiB).
+pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+
+/// Watches plugin ConfigMaps and keeps the registry in step with them.
+pub struct PluginSource {
+    ctx: Arc<Context>,
+    /// Namespace of plugin ConfigMaps; `None` watches every namespace.
+    plugin_namespace: Option<String>,
+    /// Namespace of the Databases atoll reconciles; `None` for all.
+    database_namespace: Option<String>,
+    /// Whether this replica writes Events and StoragePlugin records.
+    leader: watch::Receiver<bool>,
+    recorder: Recorder,
+    /// What each plugin ConfigMap last held.
+    seen: HashMap<ObjectRef<ConfigMap>, Seen>,
+}
+
+/// The last content of a ConfigMap processed, loaded or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// The plugin name its label gives.
+    plugin: String,
+    /// Digest of its component (`None`: no decodable component).
+    digest: Option<Digest>,
+}
+
+impl PluginSource {
+    pub fn new(
+        ctx: Arc<Context>,
+        plugin_namespace: Option<String>,
+        database_namespace: Option<String>,
+        leader: watch::Receiver<bool>,
+    ) -> Self {
+        let recorder = ctx.recorder.clone();
+        PluginSource {
+            ctx,
+            plugin_namespace,
+            database_namespace,
+            leader,
+            recorder,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Watch plugin ConfigMaps until the watch stream ends (never, in
+    /// practice: errors are retried with backoff). `synced` turns true once
+    /// the ConfigMaps present at start-up were processed.
+    pub async fn run(mut self, synced: watch::Sender<bool>) {
+        let client = self.ctx.client.clone();
+        let api: Api<ConfigMap> = match &self.plugin_namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        let selector = format!("{LABEL_PLUGIN},{LABEL_MANAGED_BY}!=atoll");
+        let config = watcher::Config::default().labels(&selector);
+        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut initial = HashSet::new();
+        loop {
+            let event = match events.try_next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching plugin ConfigMaps failed; retrying");
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::Init => initial.clear(),
+                watcher::Event::InitApply(cm) => {
+                    initial.insert(ObjectRef::from_obj(&cm));
+                    self.apply(&cm).await;
+                }
+                watcher::Event::InitDone => {
+                    // Deleted while the watch was down: gone from the relist.
+                    let gone: Vec<_> = self
+                        .seen
+                        .keys()
+                        .filter(|k| !initial.contains(*k))
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        self.delete(&key).await;
+                    }
+                    synced.send_replace(true);
+                }
+                watcher::Event::Apply(cm) => self.apply(&cm).await,
+                watcher::Event::Delete(cm) => self.delete(&ObjectRef::from_obj(&cm)).await,
+            }
+        }
+    }
+
+    /// A plugin ConfigMap was added or changed.
+    async fn apply(&mut self, cm: &ConfigMap) {
+        let key = ObjectRef::from_obj(cm);
+        let source = source_of(&key);
+        let plugin = cm.labels().get(LABEL_PLUGIN).cloned().unwrap_or_default();
+        let bytes = decode(cm);
+        let seen = Seen {
+            plugin: plugin.clone(),
+            digest: bytes.as_ref().ok().map(|b| Digest::of(b)),
+        };
+        if self.seen.get(&key) == Some(&seen) {
+            return; // a resync, or a change that is not the component's
+        }
+        if let Some(previous) = self.seen.insert(key.clone(), seen) {
+            if previous.plugin != plugin {
+                // Relabelled: it no longer provides the plugin it did.
+                self.withdraw(&previous.plugin, &source).await;
+            }
+        }
+        let result = match bytes {
+            Ok(bytes) => self.load(&source, &plugin, bytes).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(loaded) => {
+                let shadow = self.shadow_render(&plugin, &loaded).await;
+                let m = loaded.metadata();
+                let note = format!(
+                    "loaded {} {} ({}): {} of {} Databases change, {} fail to render",
+                    m.name,
+                    m.version,
+                    loaded.digest(),
+                    shadow.changed,
+                    shadow.databases,
+                    shadow.failed
+                );
+                tracing::info!(configmap = %source, "{note}");
+                self.ctx
+                    .renderer
+                    .registry
+                    .insert_arc(Arc::clone(&loaded), source, Some(shadow));
+                self.event(cm, EventType::Normal, "PluginLoaded", note)
+                    .await;
+                self.requeue(&plugin).await;
+            }
+            Err(error) => {
+                tracing::warn!(configmap = %source, plugin, %error, "refused a plugin");
+                let name = if plugin.is_empty() {
+                    key.name.clone()
+                } else {
+                    plugin.clone()
+                };
+                let failure = Failure {
+                    source,
+                    error: error.clone(),
+                };
+                self.ctx.renderer.registry.record_failure(&name, failure);
+                self.event(cm, EventType::Warning, "PluginRejected", error)
+                    .await;
+            }
+        }
+        self.publish().await;
+    }
+
+    /// A plugin ConfigMap was deleted.
+    async fn delete(&mut self, key: &ObjectRef<ConfigMap>) {
+        let Some(seen) = self.seen.remove(key) else {
+            return;
+        };
+        let source = source_of(key);
+        if seen.plugin.is_empty() {
+            // Its failure was recorded under the ConfigMap's name.
+            self.ctx.renderer.registry.clear_failure(&key.name, &source);
+        }
+        self.withdraw(&seen.plugin, &source).await;
+        self.publish().await;
+    }
+
+    /// `source` no longer provides `plugin`: fall back or mark it gone, and
+    /// requeue its Databases.
+    async fn withdraw(&mut self, plugin: &str, source: &Source) {
+        let registry = &self.ctx.renderer.registry;
+        registry.clear_failure(plugin, source);
+        match registry.remove(plugin, source) {
+            Removal::NotServing => return,
+            Removal::FellBack(builtin) => tracing::info!(
+                configmap = %source,
+                plugin,
+                version = %builtin.metadata().version,
+                "plugin ConfigMap removed; the built-in plugin serves again"
+            ),
+            Removal::Gone => tracing::warn!(
+                configmap = %source,
+                plugin,
+                "plugin ConfigMap removed and there is no built-in plugin of that name"
+            ),
+        }
+        self.requeue(plugin).await;
+    }
+
+    /// Compile (or reuse) and check a component, on a blocking thread.
+    async fn load(
+        &self,
+        source: &Source,
+        plugin: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<LoadedPlugin>, String> {
+        if plugin.is_empty() {
+            return Err(format!(
+                "{source}: label {LABEL_PLUGIN} is empty; set it to the plugin's name, e.g. `kubectl label configmap {} {LABEL_PLUGIN}=<name> --overwrite`",
+                source_name(source)
+            ));
+        }
+        let runtime = Arc::clone(self.ctx.renderer.registry.runtime());
+        let origin = source.to_string();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&origin, &bytes))
+            .await
+            .map_err(|e| format!("{source}: loading panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let name = &loaded.metadata().name;
+        if name != plugin {
+            return Err(format!(
+                "{source} is labelled {LABEL_PLUGIN}={plugin} but holds plugin {name:?}; fix the label or the component"
+            ));
+        }
+        Ok(Arc::new(loaded))
+    }
+
+    /// Render every Database using `plugin` with the serving version and with
+    /// `new`, and count the differences.
+    async fn shadow_render(&self, plugin: &str, new: &Arc<LoadedPlugin>) -> ShadowRender {
+        let renderer = Arc::clone(&self.ctx.renderer);
+        let current = renderer.registry.get(plugin);
+        let from = current
+            .as_ref()
+            .map(|c| format!("{} {}", c.metadata().version, c.digest()))
+            .unwrap_or_default();
+        let databases = self.databases_using(plugin).await;
+        let new = Arc::clone(new);
+        let counted = tokio::task::spawn_blocking(move || {
+            let mut report = ShadowRender {
+                from,
+                databases: databases.len() as u32,
+                ..ShadowRender::default()
+            };
+            for db in &databases {
+                let old = current.as_ref().map(|c| renderer.render_with(db, c));
+                match (old, renderer.render_with(db, &new)) {
+                    (Some(Ok(old)), Ok(new)) => {
+                        let bindings = |d: &crate::render::Desired| {
+                            d.partitions
+                                .iter()
+                                .map(|b| (b.partition, b.service.clone(), b.port))
+                                .collect::<Vec<_>>()
+                        };
+                        if old.objects != new.objects || bindings(&old) != bindings(&new) {
+                            report.changed += 1;
+                        }
+                    }
+                    (Some(Ok(_)), Err(_)) => report.failed += 1,
+                    // It did not render before; any outcome is a change.
+                    (_, Ok(_)) => report.changed += 1,
+                    (_, Err(_)) => {}
+                }
+            }
+            report
+        })
+        .await;
+        counted.unwrap_or_else(|e| {
+            tracing::error!(plugin, error = %e, "shadow render panicked");
+            ShadowRender::default()
+        })
+    }
+
+    /// Databases in scope whose `spec.storage.plugin` is `plugin`.
+    async fn databases_using(&self, plugin: &str) -> Vec<Database> {
+        let client = self.ctx.client.clone();
+        let api: Api<Database> = match &self.database_namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        };
+        match api.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|db| db.spec.storage.plugin == plugin)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(plugin, error = %e, "cannot list Databases");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reconcile every Database using `plugin` now.
+    async fn requeue(&self, plugin: &str) {
+        for db in self.databases_using(plugin).await {
+            self.ctx.requeue(ObjectRef::from_obj(&db));
+        }
+    }
+
+    /// Refresh the StoragePlugin records (leader only).
+    async fn publish(&self) {
+        if !*self.leader.borrow() {
+            return;
+        }
+        let registry = &self.ctx.renderer.registry;
+        let result = crate::plugin_records::publish_registry(
+            &self.ctx.client,
+            registry,
+            self.database_namespace.as_deref(),
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot publish StoragePlugin records");
+        }
+    }
+
+    /// An Event on the ConfigMap (leader only).
+    async fn event(&self, cm: &ConfigMap, type_: EventType, reason: &str, note: String) {
+        if !*self.leader.borrow() {
+            return;
+        }
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1024)),
+            action: "LoadPlugin".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &cm.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot record an Event on a plugin ConfigMap");
+        }
+    }
+}
+
+fn source_of(key: &ObjectRef<ConfigMap>) -> Source {
+    Source::ConfigMap {
+        namespace: key.namespace.clone().unwrap_or_default(),
+        name: key.name.clone(),
+    }
+}
+
+fn source_name(source: &Source) -> &str {
+    match source {
+        Source::ConfigMap { name, .. } => name,
+        _ => "",
+    }
+}
+
+/// The component bytes of a plugin ConfigMap, or why there are none.
+pub fn decode(cm: &ConfigMap) -> Result<Vec<u8>, String> {
+    let id = format!(
+        "configmap/{}/{}",
+        cm.namespace().unwrap_or_default(),
+        cm.name_any()
+    );
+    let binary = cm.binary_data.as_ref();
+    if let Some(wasm) = binary.and_then(|b| b.get(KEY_WASM)) {
+        return Ok(wasm.0.clone());
+    }
+    if let Some(gz) = binary.and_then(|b| b.get(KEY_WASM_GZ)) {
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(gz.0.as_slice())
+            .take(MAX_COMPONENT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{id}: binaryData.{KEY_WASM_GZ} is not valid gzip: {e}"))?;
+        if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+            return Err(format!(
+                "{id}: binaryData.{KEY_WASM_GZ} decompresses to more than {} MiB",
+                MAX_COMPONENT_BYTES >> 20
+            ));
+        }
+        return Ok(bytes);
+    }
+    let in_data = cm
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(KEY_WASM) || d.contains_key(KEY_WASM_GZ));
+    Err(if in_data {
+        format!(
+            "{id}: the component is under data, which holds text; put it under binaryData (`kubectl create configmap --from-file=plugin.wasm=FILE` does)"
+        )
+    } else {
+        format!(
+            "{id}: binaryData has neither {KEY_WASM} nor {KEY_WASM_GZ}; create it with `kubectl create configmap NAME --from-file=plugin.wasm=FILE`"
+        )
+    })
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn configmap(binary: &[(&str, Vec<u8>)]) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("p".into());
+        cm.metadata.namespace = Some("ns".into());
+        cm.binary_data = Some(
+            binary
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.clone())))
+                .collect(),
+        );
+        cm
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_plain_and_gzip_components() {
+        assert_eq!(
+            decode(&configmap(&[(KEY_WASM, b"\0asm".to_vec())])).unwrap(),
+            b"\0asm"
+        );
+        let gz = gzip(b"\0asm component");
+        assert_eq!(
+            decode(&configmap(&[(KEY_WASM_GZ, gz)])).unwrap(),
+            b"\0asm component"
+        );
+    }
+
+    #[test]
+    fn explains_missing_or_misplaced_components() {
+        let err = decode(&configmap(&[("other", vec![1])])).unwrap_err();
+        assert!(
+            err.contains("configmap/ns/p") && err.contains("--from-file=plugin.wasm="),
+            "{err}"
+        );
+        let mut cm = configmap(&[]);
+        cm.data = Some([(KEY_WASM.to_string(), "text".to_string())].into());
+        assert!(decode(&cm).unwrap_err().contains("under binaryData"));
+        let err = decode(&configmap(&[(KEY_WASM_GZ, b"not gzip".to_vec())])).unwrap_err();
+        assert!(err.contains("not valid gzip"), "{err}");
+    }
+
+    #[test]
+    fn refuses_gzip_bombs() {
+        let bomb = gzip(&vec![0u8; (MAX_COMPONENT_BYTES + 10) as usize]);
+        let err = decode(&configmap(&[(KEY_WASM_GZ, bomb)])).unwrap_err();
+        assert!(err.contains("decompresses to more than 64 MiB"), "{err}");
+    }
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("ééé".into(), 3), "é…");
+        assert_eq!(truncate("abc".into(), 3), "abc");
+    }
+}
