@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
+    compile_protos();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest.parent().expect("host/ is inside the workspace");
     // Cargo.toml: the `plugin` profile lives there.
@@ -46,4 +47,32 @@ fn main() {
     for ((_, var), path) in wasm_build::TEST_COMPONENTS.iter().zip(&test_paths) {
         println!("cargo:rustc-env={var}={}", path.display());
     }
+}
+
+/// Generates the gRPC messages and services from `host/proto` (into
+/// `OUT_DIR/atoll.grpc.rs`) plus the encoded descriptor set that server
+/// reflection serves. protox parses the protos in Rust, so no system
+/// `protoc` is needed.
+fn compile_protos() {
+    const PROTOS: &[&str] = &[
+        "atomix/database/database.proto",
+        "atomix/membership/membership.proto",
+        "atomix/primitive/primitive.proto",
+        "atoll/v1alpha1/plugin.proto",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let fds = match protox::compile(PROTOS, [&root]) {
+        Ok(fds) => fds,
+        Err(e) => panic!("compiling host/proto: {e}"),
+    };
+    let out = std::env::var("OUT_DIR").unwrap();
+    let descriptor = Path::new(&out).join("atoll_descriptor.bin");
+    std::fs::write(&descriptor, prost::Message::encode_to_vec(&fds)).unwrap();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .include_file("atoll.grpc.rs")
+        .compile_fds(fds)
+        .unwrap_or_else(|e| panic!("generating gRPC code: {e}"));
 }

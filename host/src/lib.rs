@@ -13,6 +13,8 @@
 //! - [`leader`], [`metrics`], [`serve`], [`plugin_records`]: running it as a
 //!   service (Lease election, Prometheus metrics, health endpoints,
 //!   StoragePlugin records);
+//! - [`grpc`]: the gRPC API (Atomix-compatible database, membership and
+//!   primitive services, plugins, health, reflection);
 //! - [`api`]: the `atoll.dev/v1alpha1` resources and their CRDs.
 
 pub mod api;
@@ -20,6 +22,7 @@ pub mod apply;
 pub mod builtin;
 pub mod controller;
 pub mod error;
+pub mod grpc;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;

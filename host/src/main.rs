@@ -79,7 +79,24 @@ struct RunArgs {
     #[arg(long, conflicts_with = "plugin_namespace")]
     plugin_all_namespaces: bool,
     #[command(flatten)]
+    grpc: GrpcArgs,
+    #[command(flatten)]
     plugins: PluginArgs,
+}
+
+/// The gRPC API (served by every replica, leader or not).
+#[derive(Args)]
+struct GrpcArgs {
+    /// Address serving the gRPC API (Atomix database, membership and
+    /// primitive services; plugins; health; reflection).
+    #[arg(long, env = "ATOLL_GRPC_ADDR", default_value = "0.0.0.0:5679")]
+    grpc_addr: std::net::SocketAddr,
+    /// PEM certificate (chain) to serve gRPC over TLS; needs --grpc-tls-key.
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -347,9 +364,20 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
     let http = tokio::spawn(serve::serve(
         args.metrics_addr,
         ctx.metrics.clone(),
-        ready_rx,
+        ready_rx.clone(),
         stopped(stop_rx.clone()),
     ));
+
+    let grpc = tokio::spawn(
+        serve_grpc(
+            &args.grpc,
+            client.clone(),
+            Arc::clone(&renderer),
+            ready_rx.clone(),
+            stopped(stop_rx.clone()),
+        )
+        .await?,
+    );
 
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_elect);
     let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
@@ -423,6 +451,11 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
         elector.await??;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    match tokio::time::timeout(Duration::from_secs(5), grpc).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server failed"),
+        Err(_) => tracing::warn!("gRPC server did not stop within 5s"),
+        _ => {}
+    }
     if lost {
         // Like client-go: a replica that lost the Lease exits, so it can never
         // write alongside the new leader; Kubernetes restarts it as a candidate.
@@ -430,6 +463,33 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Bind the gRPC address now (so a taken port fails `atoll run` at once) and
+/// return the server's future, which runs until `shutdown`.
+async fn serve_grpc<F: std::future::Future<Output = ()> + Send + 'static>(
+    args: &GrpcArgs,
+    client: kube::Client,
+    renderer: Arc<Renderer>,
+    ready: tokio::sync::watch::Receiver<bool>,
+    shutdown: F,
+) -> Result<impl std::future::Future<Output = Result<(), atoll::grpc::ServeError>> + use<F>> {
+    let listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", args.grpc_addr))?;
+    tracing::info!(addr = %args.grpc_addr, tls = args.grpc_tls_cert.is_some(), "serving gRPC");
+    let tls = args
+        .grpc_tls_cert
+        .clone()
+        .zip(args.grpc_tls_key.clone())
+        .map(|(cert, key)| atoll::grpc::TlsFiles { cert, key });
+    let server = atoll::grpc::Server {
+        client,
+        renderer,
+        ready,
+        tls,
+    };
+    Ok(server.serve(listener, shutdown))
 }
 
 /// Keep one StoragePlugin record per plugin, with how many Databases use it

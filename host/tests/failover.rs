@@ -35,6 +35,8 @@ impl Replica {
                 "1s",
                 "--metrics-addr",
                 "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
             ])
             .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
             .env("POD_NAME", name)
@@ -144,6 +146,8 @@ async fn a_single_replica_without_election_reconciles_and_stops_on_sigterm() {
             n,
             "--log-json",
             "--metrics-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
             "127.0.0.1:0",
         ])
         .env("KUBECONFIG", atoll_testenv::kubeconfig_env())

@@ -8,6 +8,8 @@
 //! - [`install_crds`] applies CustomResourceDefinitions and waits until they are served.
 //! - [`wait_for`] polls a condition with a deadline and reports what it saw last.
 //! - [`kubectl`] runs kubectl against the same control plane.
+//! - [`grpcurl`] installs the pinned grpcurl (a gRPC client sharing no code
+//!   with atoll) and returns its path.
 //!
 //! The control plane is shared by every test process: tests must only touch
 //! their own namespace and cluster-scoped objects they name uniquely (CRDs are
@@ -173,6 +175,64 @@ pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> KubectlOutput {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The grpcurl release [`grpcurl`] installs.
+pub const GRPCURL_VERSION: &str = "v1.9.3";
+
+/// Path of grpcurl [`GRPCURL_VERSION`], built with `go install` from the Go
+/// module proxy on first use into `$ATOLL_TOOLS_DIR` (default
+/// `~/.cache/atoll/tools`), in a directory per version; later calls reuse
+/// it. Panics when go is missing or the build fails: tests that need it
+/// must fail, not skip. Blocking; call it from `spawn_blocking` in async code.
+pub fn grpcurl() -> PathBuf {
+    static GRPCURL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    GRPCURL
+        .get_or_init(|| {
+            let tools = match std::env::var_os("ATOLL_TOOLS_DIR") {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => {
+                    let cache = std::env::var_os("XDG_CACHE_HOME")
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                        })
+                        .expect("HOME or XDG_CACHE_HOME must be set to cache grpcurl");
+                    cache.join("atoll/tools")
+                }
+            };
+            let dir = tools.join(format!("grpcurl-{GRPCURL_VERSION}"));
+            let bin = dir.join("grpcurl");
+            if bin.is_file() {
+                return bin;
+            }
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            // Build into a private directory and rename into place, so parallel
+            // test processes and interrupted builds never expose half a binary.
+            let tmp = dir.join(format!(".build-{}", std::process::id()));
+            let module = format!("github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}");
+            eprintln!(
+                "atoll-testenv: building grpcurl {GRPCURL_VERSION} into {} (once)",
+                dir.display()
+            );
+            let status = std::process::Command::new("go")
+                .args(["install", "-trimpath", &module])
+                .env("GOBIN", &tmp)
+                .env("CGO_ENABLED", "0")
+                .env("GOFLAGS", "-buildvcs=false")
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run go to install grpcurl (is Go installed?): {e}")
+                });
+            assert!(status.success(), "go install {module} failed ({status})");
+            std::fs::rename(tmp.join("grpcurl"), &bin)
+                .unwrap_or_else(|e| panic!("moving grpcurl into {}: {e}", dir.display()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            bin
+        })
+        .clone()
 }
 
 /// Polls `check` until it returns `Ok`, and returns that value.

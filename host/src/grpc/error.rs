@@ -1,0 +1,165 @@
+//! One error type for every gRPC method, mapped to the status code a gRPC
+//! user expects; plus the name checks requests go through.
+
+use tonic::{Code, Status};
+
+/// Why a gRPC request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// The request itself is wrong (empty or malformed name, bad enum value).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is fine but the state it needs is not there (e.g. a
+    /// plugin that refuses to render).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A Kubernetes API call failed, with what atoll was doing.
+    #[error("{doing}: {source}")]
+    Kube { doing: String, source: kube::Error },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GrpcError {
+    /// Wrap a Kubernetes API error with what was being done.
+    pub fn kube(doing: impl Into<String>) -> impl FnOnce(kube::Error) -> GrpcError {
+        let doing = doing.into();
+        move |source| GrpcError::Kube { doing, source }
+    }
+
+    /// The gRPC code for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            GrpcError::Invalid(_) => Code::InvalidArgument,
+            GrpcError::NotFound(_) => Code::NotFound,
+            GrpcError::AlreadyExists(_) => Code::AlreadyExists,
+            GrpcError::FailedPrecondition(_) => Code::FailedPrecondition,
+            GrpcError::Internal(_) => Code::Internal,
+            GrpcError::Kube { source, .. } => match source {
+                kube::Error::Api(status) => match status.code {
+                    400 | 422 => Code::InvalidArgument,
+                    // atoll's own RBAC does not allow it (e.g. a namespace
+                    // outside a single-namespace install).
+                    401 | 403 => Code::PermissionDenied,
+                    404 => Code::NotFound,
+                    409 => Code::Aborted,
+                    429 => Code::ResourceExhausted,
+                    _ => Code::Unavailable,
+                },
+                _ => Code::Unavailable,
+            },
+        }
+    }
+}
+
+impl From<GrpcError> for Status {
+    fn from(e: GrpcError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// `value` is a Kubernetes object name (RFC 1123 subdomain: lower-case
+/// alphanumerics, `-` and `.`, starting and ending alphanumeric, at most 253).
+pub fn check_name(field: &str, value: &str) -> Result<(), GrpcError> {
+    check_dns(field, value, 253, true)
+}
+
+/// `value` is a namespace name (RFC 1123 label, at most 63).
+pub fn check_namespace(field: &str, value: &str) -> Result<(), GrpcError> {
+    check_dns(field, value, 63, false)
+}
+
+fn check_dns(field: &str, value: &str, max: usize, dots: bool) -> Result<(), GrpcError> {
+    if value.is_empty() {
+        return Err(GrpcError::Invalid(format!("{field} is required")));
+    }
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if value.len() > max
+        || !value.chars().all(allowed)
+        || !edge_ok(value.chars().next())
+        || !edge_ok(value.chars().last())
+    {
+        return Err(GrpcError::Invalid(format!(
+            "{field} {value:?} is not a valid Kubernetes name: use at most {max} lower-case letters, digits{}, and '-', starting and ending with a letter or digit",
+            if dots { ", '.'" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
+/// `value` can be a label value (at most 63 of alphanumerics, `-`, `_` and
+/// `.`, starting and ending alphanumeric): group names are, so members can
+/// be found by label.
+pub fn check_label_value(field: &str, value: &str) -> Result<(), GrpcError> {
+    if value.is_empty() {
+        return Err(GrpcError::Invalid(format!("{field} is required")));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if value.len() > 63
+        || !value.chars().all(allowed)
+        || !edge_ok(value.chars().next())
+        || !edge_ok(value.chars().last())
+    {
+        return Err(GrpcError::Invalid(format!(
+            "{field} {value:?} is not valid: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        assert!(check_name("n", "orders").is_ok());
+        assert!(check_name("n", "a.b-1").is_ok());
+        for bad in ["", "Orders", "-a", "a-", "a_b", "a b", &"a".repeat(254)] {
+            let e = check_name("primitive.name", bad).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+        }
+        assert!(
+            check_name("primitive.name", "")
+                .unwrap_err()
+                .to_string()
+                .contains("primitive.name is required")
+        );
+        assert!(check_namespace("ns", "a.b").is_err());
+        assert!(check_namespace("ns", &"a".repeat(64)).is_err());
+        assert!(check_namespace("ns", &"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn label_values_allow_case_and_underscores() {
+        assert!(check_label_value("g", "My_Group.1").is_ok());
+        for bad in ["", "_a", "a/b", &"a".repeat(64)] {
+            assert!(check_label_value("g", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_errors_map_to_grpc_codes() {
+        let api = |code| {
+            GrpcError::kube("doing")(kube::Error::Api(
+                kube::core::Status::failure("m", "r")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        assert_eq!(api(404).code(), Code::NotFound);
+        assert_eq!(api(403).code(), Code::PermissionDenied);
+        assert_eq!(api(422).code(), Code::InvalidArgument);
+        assert_eq!(api(500).code(), Code::Unavailable);
+        let status = Status::from(GrpcError::AlreadyExists("x exists".into()));
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(status.message(), "x exists");
+    }
+}
