@@ -145,10 +145,10 @@ impl SandboxArgs {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
             Some(cache.join("atoll").join("components"))
         };
-        if !self.no_plugin_cache {
-            if let Some(dir) = self.plugin_cache_dir.clone().or_else(default_dir) {
-                runtime = runtime.with_disk_cache(dir);
-            }
+        if !self.no_plugin_cache
+            && let Some(dir) = self.plugin_cache_dir.clone().or_else(default_dir)
+        {
+            runtime = runtime.with_disk_cache(dir);
         }
         Ok(Arc::new(runtime))
     }
@@ -361,8 +361,13 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
     // Ready means able to serve: plugins loaded (ConfigMaps included) and the
     // API reachable, on standby replicas too (or rollouts would stall on them).
     let (ready_tx, ready_rx) = watch::channel(false);
-    let http = tokio::spawn(serve::serve(
-        args.metrics_addr,
+    // Bound here so a taken port fails the start, rather than leaving a
+    // process that never answers its probes.
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", args.metrics_addr))?;
+    let http = tokio::spawn(serve::serve_on(
+        metrics_listener,
         ctx.metrics.clone(),
         ready_rx.clone(),
         stopped(stop_rx.clone()),

@@ -164,11 +164,11 @@ impl PluginSource {
         if self.seen.get(&key) == Some(&seen) {
             return; // a resync, or a change that is not the component's
         }
-        if let Some(previous) = self.seen.insert(key.clone(), seen) {
-            if previous.plugin != plugin {
-                // Relabelled: it no longer provides the plugin it did.
-                self.withdraw(&previous.plugin, &source).await;
-            }
+        if let Some(previous) = self.seen.insert(key.clone(), seen)
+            && previous.plugin != plugin
+        {
+            // Relabelled: it no longer provides the plugin it did.
+            self.withdraw(&previous.plugin, &source).await;
         }
         let started = std::time::Instant::now();
         let result = match bytes {

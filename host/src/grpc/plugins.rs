@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::error::GrpcError;
 use super::proto::atoll::v1alpha1 as pb;
 use crate::error::RenderError;
-use crate::registry::Entry;
+use crate::registry::{Entry, Failure};
 use crate::render::Renderer;
 
 /// A uid for dry-run renders, so owner references are complete (as in
@@ -27,12 +27,29 @@ impl PluginApi {
         PluginApi { renderer }
     }
 
-    fn entry(&self, name: &str) -> Option<Entry> {
-        self.renderer
-            .registry
+    /// Every plugin: those serving, and those whose latest load failed or
+    /// that were removed, by name.
+    fn plugins(&self) -> Vec<pb::Plugin> {
+        let registry = &self.renderer.registry;
+        let failures = registry.failures();
+        let mut plugins: Vec<pb::Plugin> = registry
             .entries()
-            .into_iter()
-            .find(|e| e.plugin.metadata().name == name)
+            .iter()
+            .map(|e| plugin(e, failures.get(&e.plugin.metadata().name)))
+            .collect();
+        for (name, failure) in &failures {
+            if registry.get(name).is_none() {
+                plugins.push(pb::Plugin {
+                    name: name.clone(),
+                    source: failure.source.to_string(),
+                    state: pb::PluginState::Failed as i32,
+                    last_error: failure.error.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        plugins
     }
 }
 
@@ -42,14 +59,9 @@ impl pb::plugin_service_server::PluginService for PluginApi {
         &self,
         _: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
-        let plugins = self
-            .renderer
-            .registry
-            .entries()
-            .iter()
-            .map(plugin)
-            .collect();
-        Ok(Response::new(pb::ListPluginsResponse { plugins }))
+        Ok(Response::new(pb::ListPluginsResponse {
+            plugins: self.plugins(),
+        }))
     }
 
     async fn get_plugin(
@@ -60,14 +72,15 @@ impl pb::plugin_service_server::PluginService for PluginApi {
         if name.is_empty() {
             return Err(GrpcError::Invalid("name is required".into()).into());
         }
-        let entry = self.entry(&name).ok_or_else(|| {
+        let found = self.plugins().into_iter().find(|p| p.name == name);
+        let found = found.ok_or_else(|| {
             GrpcError::NotFound(format!(
                 "no plugin named {name:?} is loaded; loaded: {}",
                 self.renderer.registry.names().join(", ")
             ))
         })?;
         Ok(Response::new(pb::GetPluginResponse {
-            plugin: Some(plugin(&entry)),
+            plugin: Some(found),
         }))
     }
 
@@ -84,11 +97,11 @@ impl pb::plugin_service_server::PluginService for PluginApi {
         let rendered = tokio::task::spawn_blocking(move || dry_run(&renderer, &manifest))
             .await
             .map_err(|e| GrpcError::Internal(format!("render task failed: {e}")))??;
-        let entry = self.entry(&rendered.plugin_name);
+        let entry = self.renderer.registry.entry(&rendered.plugin_name);
         Ok(Response::new(pb::RenderDatabaseResponse {
             plugin: Some(match entry {
                 Some(entry) if entry.plugin.digest().to_string() == rendered.digest => {
-                    plugin(&entry)
+                    plugin(&entry, None)
                 }
                 // Replaced by a hot reload meanwhile: say what rendered.
                 _ => pb::Plugin {
@@ -170,17 +183,30 @@ fn render_error(e: RenderError) -> GrpcError {
     }
 }
 
-fn plugin(entry: &Entry) -> pb::Plugin {
+/// A serving plugin; `failure`: its latest load failed (the entry serves on).
+fn plugin(entry: &Entry, failure: Option<&Failure>) -> pb::Plugin {
     let m = entry.plugin.metadata();
+    let (state, source, last_error) = match failure {
+        Some(f) => (
+            pb::PluginState::Failed,
+            f.source.to_string(),
+            f.error.clone(),
+        ),
+        None => (
+            pb::PluginState::Loaded,
+            entry.source.to_string(),
+            String::new(),
+        ),
+    };
     pb::Plugin {
         name: m.name.clone(),
         version: m.version.clone(),
         digest: entry.plugin.digest().to_string(),
-        source: entry.source.to_string(),
-        // The registry holds only plugins that loaded.
-        state: pb::PluginState::Loaded as i32,
+        source,
+        state: state as i32,
         description: m.description.clone(),
         config_schema: m.config_schema.clone(),
+        last_error,
     }
 }
 
@@ -209,5 +235,43 @@ mod tests {
             message: "no".into(),
         };
         assert_eq!(render_error(failed).code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn failed_and_removed_plugins_are_listed_with_their_error() {
+        use crate::policy::OutputPolicy;
+        use crate::registry::{Registry, Source};
+        use crate::runtime::{Limits, Runtime};
+        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+        let registry = Arc::new(Registry::new(Arc::clone(&runtime)));
+        let (_, raft) = crate::builtin::BUILTIN[0];
+        registry.insert(runtime.load("raft", raft).unwrap(), Source::Builtin);
+        let cm = |name: &str| Source::ConfigMap {
+            namespace: "atoll-system".into(),
+            name: name.into(),
+        };
+        let failure = |name: &str, error: &str| Failure {
+            source: cm(name),
+            error: error.into(),
+        };
+        registry.record_failure("raft", failure("raft-next", "not a component"));
+        registry.record_failure("echo", failure("echo", "removed"));
+        let api = PluginApi::new(Arc::new(Renderer {
+            registry,
+            policy: OutputPolicy::default(),
+            cluster_domain: "cluster.local".into(),
+        }));
+        let plugins = api.plugins();
+        let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["echo", "raft"]);
+        // Still serving its last good version, but the update failed.
+        assert_eq!(plugins[1].state, pb::PluginState::Failed as i32);
+        assert_eq!(plugins[1].version, "0.1.0");
+        assert_eq!(plugins[1].source, "configmap/atoll-system/raft-next");
+        assert_eq!(plugins[1].last_error, "not a component");
+        // Gone: no version.
+        assert_eq!(plugins[0].state, pb::PluginState::Failed as i32);
+        assert_eq!(plugins[0].version, "");
+        assert_eq!(plugins[0].last_error, "removed");
     }
 }
