@@ -151,6 +151,15 @@ pub async fn run(
         };
         controller = controller.owns_with(api, kind.resource.clone(), owned.clone());
     }
+    // kube-runtime holds its runner until the Database store is ready; a
+    // shutdown that ends the watch before that (a SIGTERM in the first
+    // milliseconds) would leave the runner waiting forever. So shut down
+    // only once the store is ready, or after a bound if the API is down.
+    let store = controller.store();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
+    };
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -269,3 +269,16 @@ async fn invalid_config_and_unknown_plugin_degrade_only_their_database() {
     op.stop().await;
     ns.cleanup().await;
 }
+
+/// A stop right after the start (a SIGTERM while the controller is still
+/// listing Databases) finishes promptly instead of hanging.
+#[tokio::test]
+async fn stopping_right_after_starting_finishes() {
+    let client = atoll_testenv::client().await;
+    let ns = TestNamespace::new(&client, "quick-stop").await;
+    for _ in 0..10 {
+        let operator = Operator::start(&client, ns.name()).await;
+        operator.stop().await;
+    }
+    ns.cleanup().await;
+}
