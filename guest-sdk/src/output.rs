@@ -24,12 +24,19 @@ impl Output {
         }
     }
 
+    /// Add an object as JSON text, unchecked. For objects no k8s-openapi type
+    /// describes (a custom resource), and for tests of a host's defences
+    /// against malformed output; prefer [`Output::push`].
+    pub fn push_raw(&mut self, json: String) {
+        self.objects.push(json);
+    }
+
     /// Set label `key=value` on every object pushed so far, for example a
     /// marker that a wrapping plugin adds to another plugin's output.
     pub fn label_all(&mut self, key: &str, value: &str) {
         for json in &mut self.objects {
             let Ok(mut object) = serde_json::from_str::<serde_json::Value>(json) else {
-                continue; // push() only stores what it encoded
+                continue; // push_raw() text that is not JSON stays as it is
             };
             object["metadata"]["labels"][key] = value.into();
             *json = object.to_string();

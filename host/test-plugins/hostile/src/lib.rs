@@ -34,6 +34,10 @@ pub enum Mode {
     Huge,
     /// Flood stdout and the log import.
     Noisy,
+    /// Emit 50 MB of ConfigMaps (over the memory cap while encoding).
+    Flood,
+    /// Emit an object that is not JSON at all.
+    Malformed,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -113,6 +117,15 @@ impl Plugin for Hostile {
                     out.push(config_map(db.child(i), None, "x".repeat(1_000_000)));
                 }
             }
+            Mode::Flood => {
+                for i in 0..50 {
+                    out.push(config_map(db.child(i), None, "x".repeat(1_000_000)));
+                }
+            }
+            Mode::Malformed => out.push_raw(format!(
+                "{{\"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"{}\"",
+                db.name
+            )),
         }
         let selector = k8s::labels([("atoll.dev/database", db.name.as_str())]);
         for p in db.partition_ids() {
