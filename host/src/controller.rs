@@ -23,9 +23,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::api::{ALLOW_DATA_LOSS, API_VERSION, Database, Partition, PartitionStatus};
+use crate::api::{API_VERSION, Database, Partition, PartitionStatus};
 use crate::apply::{self, FIELD_MANAGER, Key, Kind, Live};
 use crate::error::RenderError;
 use crate::metrics::Metrics;
@@ -227,42 +227,14 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
         }
     };
 
-    let mut wanted: Vec<Value> = ctx
-        .renderer
-        .partition_objects(&db, &desired)
-        .into_iter()
-        .map(|p| serde_json::to_value(p).expect("a Partition serialises"))
-        .collect();
-    wanted.extend(desired.objects.iter().cloned());
-    let wanted_keys: BTreeSet<Key> = wanted.iter().map(apply::key).collect();
-    let prune: Vec<&Live> = live
-        .iter()
-        .filter(|(key, _)| !wanted_keys.contains(*key))
-        .map(|(_, l)| l)
-        .collect();
-
-    let allow_loss = db.annotations().get(ALLOW_DATA_LOSS).map(String::as_str) == Some("true");
-    let losing: Vec<String> = prune
-        .iter()
-        .filter(|l| apply::holds_data(l))
-        .map(|l| {
-            format!(
-                "{} {}",
-                l.kind.resource.kind,
-                l.object["metadata"]["name"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    if !losing.is_empty() && !allow_loss {
-        let message = format!(
-            "refusing to delete {} (data would be lost); restore the previous spec, or annotate the Database {ALLOW_DATA_LOSS}=\"true\" to allow it",
-            losing.join(", ")
-        );
+    let plan = crate::plan::plan(&db, &ctx.renderer, &desired, &live);
+    if let Some(message) = plan.refused {
         ctx.metrics
             .reconcile_error(&desired.plugin.name, "DataLossRefused");
         degrade(&db, &ctx, "DataLossRefused", message, Some(desired.plugin)).await?;
         return Ok(Action::requeue(RESYNC));
     }
+    let (wanted, prune) = (plan.wanted, plan.prune);
 
     for object in &wanted {
         let drifted = live

@@ -7,6 +7,7 @@
 //!   swap, last good version kept);
 //! - [`registry`]: loaded plugins by name, built-in, from files or ConfigMaps;
 //! - [`render`]: Database → plugin input → render → [`policy`] → objects;
+//! - [`plan`]: what to apply and prune, or a refusal by the data-loss guard;
 //! - [`apply`]: observe owned children, apply what drifted, prune the rest;
 //! - [`status`]: conditions and readiness;
 //! - [`controller`]: the Database controller tying these together;
@@ -28,6 +29,7 @@ pub mod manifest;
 pub mod metrics;
 #[cfg(feature = "native-plugins")]
 pub mod native;
+pub mod plan;
 pub mod plugin_records;
 pub mod policy;
 pub mod registry;
