@@ -222,3 +222,120 @@ pub async fn children(ns: &str, kind: &str, db: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The kinds atoll's built-in plugins render, and Partitions.
+const MANAGED_KINDS: &str = "statefulsets,services,configmaps,poddisruptionbudgets,partitions";
+
+/// Children atoll manages in `ns`, as `kind/name`.
+pub async fn managed(ns: &str) -> Vec<String> {
+    let out = k(
+        ns,
+        &[
+            "get",
+            MANAGED_KINDS,
+            "-l",
+            "app.kubernetes.io/managed-by=atoll",
+            "-o",
+            "name",
+        ],
+        None,
+    )
+    .await;
+    out.lines().map(str::to_string).collect()
+}
+
+/// Every Database in `ns` has exactly the children its plugin renders (no
+/// duplicates, none missing, none extra) and every managed child is owned
+/// by a live Database (no orphans).
+pub async fn assert_exactly_rendered(client: &Client, ns: &str) {
+    if let Err(e) = exactly_rendered(client, ns).await {
+        panic!("{e}");
+    }
+}
+
+/// [`assert_exactly_rendered`], as a result for [`wait_for`].
+pub async fn exactly_rendered(client: &Client, ns: &str) -> Result<(), String> {
+    use kube::ResourceExt;
+    use std::collections::{BTreeMap, BTreeSet};
+    let api: Api<Database> = Api::namespaced(client.clone(), ns);
+    let mut expected = BTreeSet::new();
+    let mut uids = BTreeMap::new();
+    for db in api.list(&Default::default()).await.unwrap() {
+        let desired = renderer().render(&db).unwrap();
+        for p in renderer().partition_objects(&db, &desired) {
+            expected.insert(format!("partition.atoll.dev/{}", p.name_any()));
+        }
+        for o in &desired.objects {
+            let kind = o["kind"].as_str().unwrap().to_lowercase();
+            let group = match kind.as_str() {
+                "statefulset" => ".apps",
+                "poddisruptionbudget" => ".policy",
+                _ => "",
+            };
+            expected.insert(format!(
+                "{kind}{group}/{}",
+                o["metadata"]["name"].as_str().unwrap()
+            ));
+        }
+        uids.insert(db.uid().unwrap(), db.name_any());
+    }
+    let actual: BTreeSet<String> = managed(ns).await.into_iter().collect();
+    if actual != expected {
+        let missing: Vec<_> = expected.difference(&actual).collect();
+        let extra: Vec<_> = actual.difference(&expected).collect();
+        return Err(format!(
+            "children of the Databases in {ns}: missing {missing:?}, extra {extra:?}"
+        ));
+    }
+
+    let out = k(
+        ns,
+        &[
+            "get",
+            MANAGED_KINDS,
+            "-l",
+            "app.kubernetes.io/managed-by=atoll",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.ownerReferences[?(@.controller==true)].uid}{\"\\n\"}{end}",
+        ],
+        None,
+    )
+    .await;
+    for line in out.lines() {
+        let (name, owner) = line.split_once(' ').unwrap_or((line, ""));
+        if !uids.contains_key(owner) {
+            return Err(format!("{name} is an orphan (owner {owner:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// A child process killed when dropped, so a failing test leaves no atoll
+/// running behind it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `atoll run` (this build's binary) reconciling `ns` and loading plugin
+/// ConfigMaps from it, on ephemeral loopback ports, logs discarded.
+pub fn start_atoll(ns: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["run", "--namespace", ns, "--plugin-namespace", ns])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
