@@ -12,27 +12,19 @@
 //! docs/reliability.md, plus a fixed sequence that must be refused.
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
 use atoll::api::Database;
 use atoll::apply::{self, Key, Kind, Live};
-use atoll::policy::OutputPolicy;
-use atoll::registry::Registry;
 use atoll::render::Renderer;
-use atoll::runtime::{Limits, Runtime};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 fn renderer() -> &'static Renderer {
-    static RENDERER: OnceLock<Renderer> = OnceLock::new();
-    RENDERER.get_or_init(|| {
-        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
-        Renderer {
-            registry: Arc::new(Registry::with_builtins(runtime).unwrap()),
-            policy: OutputPolicy::default(),
-            cluster_domain: "cluster.local".into(),
-        }
-    })
+    static RENDERER: OnceLock<Arc<Renderer>> = OnceLock::new();
+    RENDERER.get_or_init(common::renderer)
 }
 
 /// One spec a user might apply.

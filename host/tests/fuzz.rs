@@ -9,13 +9,14 @@
 //!
 //! `PROPTEST_CASES` overrides the per-property budget (default below).
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
 use atoll::api::Database;
 use atoll::policy::{LABEL_DATABASE, LABEL_MANAGED_BY, OutputPolicy, Owner};
-use atoll::registry::Registry;
 use atoll::render::Renderer;
-use atoll::runtime::{Limits, PartitionBinding, Rendered, Runtime};
+use atoll::runtime::{PartitionBinding, Rendered};
 use atoll::{PluginError, RenderError};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -34,15 +35,8 @@ fn config() -> ProptestConfig {
 }
 
 fn renderer() -> &'static Renderer {
-    static RENDERER: OnceLock<Renderer> = OnceLock::new();
-    RENDERER.get_or_init(|| {
-        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
-        Renderer {
-            registry: Arc::new(Registry::with_builtins(runtime).unwrap()),
-            policy: OutputPolicy::default(),
-            cluster_domain: "cluster.local".into(),
-        }
-    })
+    static RENDERER: OnceLock<Arc<Renderer>> = OnceLock::new();
+    RENDERER.get_or_init(common::renderer)
 }
 
 /// Field names the built-in plugins know, plus some they do not.

@@ -408,25 +408,20 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
 
 /// Member names of `group` recorded in `ns`, sorted.
 async fn member_records(ns: &str, group: &str) -> Vec<String> {
-    let out = k(
-        ns,
-        &[
-            "get",
-            "members",
-            "-l",
-            &format!("atoll.dev/group={group}"),
-            "-o",
-            "name",
-        ],
-        None,
-    )
+    common::names(ns, "members", &format!("atoll.dev/group={group}")).await
+}
+
+/// Wait until the Member records of `group` are exactly `want`.
+async fn wait_members(ns: &str, group: &str, want: &[&str], what: &str) {
+    wait_for(what, Duration::from_secs(30), || async {
+        let left = member_records(ns, group).await;
+        if left == want {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
     .await;
-    let mut names: Vec<String> = out
-        .lines()
-        .map(|l| l.rsplit('/').next().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
 }
 
 fn join(ns: &str, member: &str, port: i32) -> JoinGroupRequest {
@@ -498,19 +493,7 @@ async fn members_see_each_other_and_leave_when_their_stream_ends() {
     drop(b);
     drop(bob);
     assert_eq!(names(&next(&mut a).await), ["alice"]);
-    wait_for(
-        "bob's Member to be deleted",
-        Duration::from_secs(30),
-        || async {
-            let left = member_records(n, "workers").await;
-            if left == ["alice"] {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        },
-    )
-    .await;
+    wait_members(n, "workers", &["alice"], "bob's Member to be deleted").await;
 
     // grpcurl joins too (it prints the first list, then gives up after
     // -max-time, which ends its stream).
@@ -542,19 +525,7 @@ async fn members_see_each_other_and_leave_when_their_stream_ends() {
 
     drop(a);
     drop(alice);
-    wait_for(
-        "every Member to be deleted",
-        Duration::from_secs(30),
-        || async {
-            let left = member_records(n, "workers").await;
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        },
-    )
-    .await;
+    wait_members(n, "workers", &[], "every Member to be deleted").await;
     ns.cleanup().await;
 }
 
@@ -1017,18 +988,6 @@ async fn every_service_works_under_the_deploy_service_account() {
     assert_eq!(names(&next(&mut stream).await), ["m"]);
     drop(stream);
     drop(member);
-    wait_for(
-        "the Member to be deleted",
-        Duration::from_secs(30),
-        || async {
-            let left = member_records(n, "workers").await;
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        },
-    )
-    .await;
+    wait_members(n, "workers", &[], "the Member to be deleted").await;
     ns.cleanup().await;
 }

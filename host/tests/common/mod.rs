@@ -202,19 +202,12 @@ pub async fn wait_condition(
 
 /// Names of `kind` objects labelled for Database `db` in `ns`, sorted.
 pub async fn children(ns: &str, kind: &str, db: &str) -> Vec<String> {
-    let out = k(
-        ns,
-        &[
-            "get",
-            kind,
-            "-l",
-            &format!("atoll.dev/database={db}"),
-            "-o",
-            "name",
-        ],
-        None,
-    )
-    .await;
+    names(ns, kind, &format!("atoll.dev/database={db}")).await
+}
+
+/// Names of `kind` objects in `ns` matching label `selector`, sorted.
+pub async fn names(ns: &str, kind: &str, selector: &str) -> Vec<String> {
+    let out = k(ns, &["get", kind, "-l", selector, "-o", "name"], None).await;
     let mut names: Vec<String> = out
         .lines()
         .map(|l| l.rsplit('/').next().unwrap().to_string())
