@@ -352,7 +352,9 @@ impl PluginSource {
         }
     }
 
-    /// Reconcile every Database using `plugin` now.
+    /// Reconcile every Database using `plugin` now. Lists again rather than
+    /// reusing the shadow render's list: a Database created meanwhile may
+    /// have been reconciled with the version just replaced.
     async fn requeue(&self, plugin: &str) {
         for db in self.databases_using(plugin).await {
             self.ctx.requeue(ObjectRef::from_obj(&db));
