@@ -18,9 +18,6 @@
 //! container: nothing listens on Pod or Service IPs, and nothing is written to
 //! the PersistentVolumes it binds to claims of the default StorageClass.
 
-mod restart;
-pub use restart::restart_apiserver;
-
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
