@@ -6,12 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use atoll::api::Database;
-use atoll_testenv::{TestNamespace, client, kubectl, wait_for};
+use atoll_testenv::{TestNamespace, client, kubectl};
 use common::{Operator, k, patch_database, wait_condition, wait_ready};
-use kube::api::Api;
 
 /// (mode, condition reason, words the message must contain)
 const MISBEHAVIOURS: &[(&str, &str, &str)] = &[
@@ -76,24 +73,9 @@ async fn hostile_plugins_degrade_only_their_database() {
     // The healthy Database still converges on a change while the hostile
     // ones keep failing (and being retried).
     patch_database(n, "steady", r#"{"spec": {"partitions": 2}}"#).await;
-    let api: Api<Database> = Api::namespaced(client.clone(), n);
-    wait_for(
-        "steady converged to 2 partitions",
-        Duration::from_secs(60),
-        || {
-            let api = api.clone();
-            async move {
-                let db = api.get("steady").await.map_err(|e| e.to_string())?;
-                let ready = db.status.as_ref().map_or(0, |s| s.ready_partitions);
-                if ready == 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{:?}", db.status))
-                }
-            }
-        },
-    )
-    .await;
+    // Ready with every one of the (now 2) partitions ready.
+    let steady = wait_ready(&client, n, "steady").await;
+    assert_eq!(steady.status.map(|s| s.ready_partitions), Some(2));
 
     // Nothing escaped the namespace, and no hostile Database got children.
     let crb = kubectl(
