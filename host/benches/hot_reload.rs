@@ -8,11 +8,18 @@
 //! cargo bench -p atoll --bench hot_reload            # ATOLL_BENCH_DATABASES=N to change N
 //! ```
 //!
-//! Prints the time to converge, then p50, p99 and max of the reload latency.
-//! The controller runs in this process (release build), like `atoll run`.
+//! Prints the time to converge, then p50, p99 and max of the reload latency,
+//! with API requests per Database and API server CPU for both phases. The
+//! controller runs in this process (release build), like `atoll run`.
+//!
+//! Runs twice, interleaved in one run, each in a fresh namespace:
+//! `list` (every reconcile lists its children, as before the caches) and
+//! `cache` (children observed from the controller's watch caches).
+//! `ATOLL_BENCH_MODES=cache` runs one mode only.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -53,12 +60,26 @@ async fn main() {
                 .unwrap_or_else(|_| "atoll::source=info".into()),
         )
         .init();
+    let modes = std::env::var("ATOLL_BENCH_MODES").unwrap_or_else(|_| "list,cache".into());
+    for mode in modes.split(',') {
+        let listing = match mode {
+            "list" => true,
+            "cache" => false,
+            other => panic!("unknown mode {other:?}: list or cache"),
+        };
+        println!("mode {mode}:");
+        scenario(count, listing).await;
+    }
+}
+
+async fn scenario(count: usize, listing: bool) {
     let client = client().await;
     let ns = TestNamespace::new(&client, "bench-reload").await;
     let n = ns.name().to_string();
-    let operator = common::Operator::start_with_plugin_source(&client, &n).await;
+    let operator = common::Operator::start_with_plugin_source_opts(&client, &n, listing).await;
     let dbs: Api<Database> = Api::namespaced(client.clone(), &n);
 
+    let api_before = support::ApiSnapshot::take().await;
     let started = Instant::now();
     stream::iter(0..count)
         .for_each_concurrent(16, |i| {
@@ -90,9 +111,15 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let converge = started.elapsed();
+    let (requests, reads, writes, cpu) = support::ApiSnapshot::take().await.since(&api_before);
     println!(
-        "converge: {count} raft Databases x 3 partitions Ready in {:.1}s",
-        started.elapsed().as_secs_f64()
+        "  converge: {count} raft Databases x 3 partitions Ready in {:.1}s; API requests per Database {:.1} (reads {:.1}, writes {:.1}, all clients); API server CPU {:.1}s",
+        converge.as_secs_f64(),
+        requests as f64 / count as f64,
+        reads as f64 / count as f64,
+        writes as f64 / count as f64,
+        cpu.as_secs_f64(),
     );
 
     // Children per Database, to know when each is fully re-applied.
@@ -141,6 +168,7 @@ async fn main() {
         )]
         .into(),
     );
+    let reload_before = support::ApiSnapshot::take().await;
     let t0 = Instant::now();
     Api::<ConfigMap>::namespaced(client.clone(), &n)
         .create(&PostParams::default(), &cm)
@@ -164,19 +192,28 @@ async fn main() {
             _ = &mut deadline => panic!("only {done} of {} Databases re-applied in 300s", children.len()),
         }
     }
+    let (requests, reads, writes, cpu) = support::ApiSnapshot::take().await.since(&reload_before);
     let mut latencies: Vec<Duration> = labelled.values().map(|(_, t)| *t).collect();
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
     println!(
-        "hot reload: ConfigMap create -> {} Databases re-applied: p50 {:.0}ms, p99 {:.0}ms, max {:.0}ms",
+        "  hot reload: ConfigMap create -> {} Databases re-applied: p50 {:.0}ms, p99 {:.0}ms, max {:.0}ms",
         latencies.len(),
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
         latencies.last().unwrap().as_secs_f64() * 1e3,
     );
+    println!(
+        "  hot reload: API requests per Database {:.1} (reads {:.1}, writes {:.1}); API server CPU {:.1}s",
+        requests as f64 / count as f64,
+        reads as f64 / count as f64,
+        writes as f64 / count as f64,
+        cpu.as_secs_f64(),
+    );
 
     operator.stop().await;
     ns.cleanup().await;
+    support::wait_namespace_gone(&client, &n).await;
 }
 
 /// The `atoll.dev/database` label of every listed object.

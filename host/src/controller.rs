@@ -12,20 +12,20 @@
 //! 5. readiness from the plugin's `status` over the observed children;
 //!    Partition and Database status written only when they change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use futures::{FutureExt, StreamExt};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::{API_VERSION, Database, Partition, PartitionStatus};
+use crate::api::{API_VERSION, Database, DatabaseStatus, Partition, PartitionStatus};
 use crate::apply::{self, FIELD_MANAGER, Key, Kind, Live};
 use crate::error::RenderError;
 use crate::metrics::Metrics;
@@ -56,6 +56,19 @@ pub struct Context {
     /// Databases to reconcile now (a hot-reloaded plugin, for example); see
     /// [`Context::requeue`].
     requeue: tokio::sync::broadcast::Sender<ObjectRef<Database>>,
+    /// The watch caches of children while [`run`] runs; reconciles outside
+    /// it (tests, tools) list children instead.
+    children: std::sync::RwLock<Option<Arc<apply::Children>>>,
+    /// Writes to children not yet seen by the caches.
+    written: Arc<apply::Written>,
+    /// Database status written, by namespace and name, with the
+    /// resourceVersion it made: a reconcile holding an older Database (its
+    /// watch event is on the way) compares with this rather than rewriting.
+    status_written: std::sync::Mutex<HashMap<(String, String), (u64, DatabaseStatus)>>,
+    /// Observe children with a LIST per kind and reconcile, as before the
+    /// caches existed: only to measure what the caches save.
+    #[doc(hidden)]
+    pub observe_by_listing: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -83,6 +96,10 @@ impl Context {
             // Sized for a hot reload touching thousands of Databases at once;
             // a lagging controller falls back to reconciling every Database.
             requeue: tokio::sync::broadcast::channel(16_384).0,
+            children: std::sync::RwLock::new(None),
+            written: Arc::default(),
+            status_written: Default::default(),
+            observe_by_listing: Default::default(),
         }
     }
 
@@ -129,7 +146,93 @@ fn requeues(
 
 /// Run the controller over Databases in `namespace` (all when `None`) until
 /// `shutdown` resolves; reconciles in flight finish first.
+///
+/// One watch per owned kind feeds both a cache of children (what reconciles
+/// observe, so a reconcile lists nothing) and the triggers that reconcile a
+/// Database when one of its children changes. Nothing is reconciled before
+/// every cache holds its initial list.
 pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    if ctx
+        .observe_by_listing
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return run_listing(ctx, namespace, shutdown).await;
+    }
+    let client = ctx.client.clone();
+    let shutdown = shutdown.shared();
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=atoll"));
+    let (child_tx, child_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut children = Vec::new();
+    let mut watches = Vec::new();
+    for kind in &ctx.kinds {
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
+            None => Api::all_with(client.clone(), &kind.resource),
+        };
+        let writer = reflector::store::Writer::new(kind.resource.clone());
+        children.push((kind.clone(), writer.as_reader()));
+        watches.push(tokio::spawn(watch_children(
+            kind.resource.kind.clone(),
+            api,
+            owned.clone(),
+            writer,
+            Arc::clone(&ctx.written),
+            child_tx.clone(),
+        )));
+    }
+    drop(child_tx);
+    let stores: Vec<&Store<DynamicObject>> = children.iter().map(|(_, s)| s).collect();
+    let ready = futures::future::join_all(stores.iter().map(|s| s.wait_until_ready()));
+    tokio::select! {
+        _ = ready => {}
+        _ = shutdown.clone() => {
+            watches.iter().for_each(|w| w.abort());
+            return;
+        }
+    }
+    *ctx.children.write().unwrap() = Some(Arc::from(children));
+
+    let databases: Api<Database> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // The Database cache without managedFields: they are never read.
+    let (reader, writer) = reflector::store();
+    let database_events = reflector(
+        writer,
+        watcher(databases, watcher::Config::default())
+            .default_backoff()
+            .modify(|db: &mut Database| db.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let (requeues, reconcile_all) = requeues(&ctx);
+    let shutdown = shutdown_after_ready(shutdown, reader.clone());
+    Controller::for_stream(database_events, reader)
+        .reconcile_on(requeues)
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            child_rx,
+        ))
+        .reconcile_all_on(reconcile_all)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::clone(&ctx))
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(database = %object, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    watches.iter().for_each(|w| w.abort());
+    *ctx.children.write().unwrap() = None;
+}
+
+/// [`run`] as before the caches of children: owned kinds are watched for
+/// metadata only and every reconcile lists its children. For benchmarks.
+async fn run_listing(
     ctx: Arc<Context>,
     namespace: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -145,31 +248,75 @@ pub async fn run(
         .reconcile_on(requeues)
         .reconcile_all_on(reconcile_all);
     for kind in &ctx.kinds {
-        let api: Api<kube::api::DynamicObject> = match namespace {
+        let api: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
             None => Api::all_with(client.clone(), &kind.resource),
         };
         controller = controller.owns_with(api, kind.resource.clone(), owned.clone());
     }
-    // kube-runtime holds its runner until the Database store is ready; a
-    // shutdown that ends the watch before that (a SIGTERM in the first
-    // milliseconds) would leave the runner waiting forever. So shut down
-    // only once the store is ready, or after a bound if the API is down.
-    let store = controller.store();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
-    };
+    let shutdown = shutdown_after_ready(shutdown, controller.store());
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(database = %object, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
-            }
-        })
+        .for_each(|_| async {})
         .await;
+}
+
+/// kube-runtime holds its runner until the Database store is ready; a
+/// shutdown that ends the watch before that (a SIGTERM in the first
+/// milliseconds) would leave the runner waiting forever. So shut down only
+/// once the store is ready, or after a bound if the API is down.
+fn shutdown_after_ready(
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    store: Store<Database>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        shutdown.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
+    }
+}
+
+/// Keep one kind's cache of children and send the Database owning each
+/// child that changed or was deleted (a hand edit is repaired this way).
+async fn watch_children(
+    kind: String,
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<DynamicObject>,
+    written: Arc<apply::Written>,
+    owners: tokio::sync::mpsc::UnboundedSender<ObjectRef<Database>>,
+) {
+    let events = reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            // managedFields are often half of an object and never read.
+            .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let object = match event {
+            Ok(object) => object,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching children failed; retrying");
+                continue;
+            }
+        };
+        written.seen(&kind, &object);
+        let namespace = object.namespace();
+        for owner in object.owner_references() {
+            if owner.kind == "Database" && owner.api_version == API_VERSION {
+                let mut db = ObjectRef::new(&owner.name);
+                if let Some(ns) = &namespace {
+                    db = db.within(ns);
+                }
+                if owners.send(db).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn error_policy(db: Arc<Database>, error: &Error, _: Arc<Context>) -> Action {
@@ -198,7 +345,12 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
     let namespace = db.namespace().unwrap_or_default();
     let name = db.name_any();
     let uid = db.uid().unwrap_or_default();
-    let live = apply::observe(&ctx.client, &namespace, &name, &uid, &ctx.kinds).await?;
+    let cached = ctx.children.read().unwrap().clone();
+    let caching = cached.is_some();
+    let live = match cached {
+        Some(children) => apply::observe_cached(&children, &ctx.written, &namespace, &name, &uid),
+        None => apply::observe(&ctx.client, &namespace, &name, &uid, &ctx.kinds).await?,
+    };
 
     let rendered = {
         let (renderer, db) = (Arc::clone(&ctx.renderer), Arc::clone(&db));
@@ -240,18 +392,28 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
         let drifted = live
             .get(&apply::key(object))
             .is_none_or(|l| !apply::contains(&l.object, object));
-        if drifted && let Err(e) = apply::apply(&ctx.client, &namespace, object).await {
-            let (kind, obj) = apply::key(object);
-            let message = format!("applying {kind} {obj} failed: {e}");
-            degrade(&db, &ctx, "ApplyFailed", message, Some(desired.plugin)).await?;
-            return Err(e.into());
+        if !drifted {
+            continue;
         }
-        if drifted {
-            ctx.metrics.applied(&apply::key(object).0);
+        let (kind, obj) = apply::key(object);
+        match apply::apply(&ctx.client, &namespace, object).await {
+            Ok(stored) => {
+                if caching {
+                    ctx.written.record(&kind, stored);
+                }
+            }
+            Err(e) => {
+                let message = format!("applying {kind} {obj} failed: {e}");
+                degrade(&db, &ctx, "ApplyFailed", message, Some(desired.plugin)).await?;
+                return Err(e.into());
+            }
         }
+        ctx.metrics.applied(&kind);
     }
     for l in &prune {
         apply::delete(&ctx.client, &namespace, l).await?;
+        let name = l.object["metadata"]["name"].as_str().unwrap_or_default();
+        ctx.written.forget(&l.kind.resource.kind, &namespace, name);
         ctx.metrics.pruned(&l.kind.resource.kind);
     }
 
@@ -293,7 +455,7 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
             ready: ready.contains(&b.partition),
         })
         .collect();
-    write_partition_status(&ctx, &namespace, &name, &live, &partitions).await?;
+    write_partition_status(&ctx, &namespace, &name, &live, &partitions, caching).await?;
     let outcome = Outcome::Converged {
         plugin: desired.plugin,
         partitions,
@@ -344,24 +506,40 @@ async fn degrade(
 
 /// Write Database status if it changed; returns whether it did.
 async fn write_status(db: &Database, ctx: &Context, outcome: Outcome) -> Result<bool, Error> {
+    let key = (db.namespace().unwrap_or_default(), db.name_any());
+    let rv = |o: &Database| o.resource_version().and_then(|v| v.parse::<u64>().ok());
+    let previous = {
+        let mut written = ctx.status_written.lock().unwrap();
+        match written.get(&key) {
+            Some((w, status)) if rv(db).is_none_or(|r| r < *w) => Some(status.clone()),
+            Some(_) => {
+                written.remove(&key);
+                db.status.clone()
+            }
+            None => db.status.clone(),
+        }
+    };
     let next = status::database_status(
-        db.status.as_ref(),
+        previous.as_ref(),
         db.metadata.generation,
         db.spec.partitions,
         outcome,
     );
-    if !status::differs(db.status.as_ref(), &next) {
+    if !status::differs(previous.as_ref(), &next) {
         return Ok(false);
     }
-    let api: Api<Database> =
-        Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let api: Api<Database> = Api::namespaced(ctx.client.clone(), &key.0);
     let patch = json!({"apiVersion": API_VERSION, "kind": "Database", "status": next});
-    api.patch_status(
-        &db.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let stored = api
+        .patch_status(
+            &key.1,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if let (Some(w), Some(status)) = (rv(&stored), stored.status) {
+        ctx.status_written.lock().unwrap().insert(key, (w, status));
+    }
     Ok(true)
 }
 
@@ -372,6 +550,7 @@ async fn write_partition_status(
     database: &str,
     live: &BTreeMap<Key, Live>,
     partitions: &[PartitionStatus],
+    caching: bool,
 ) -> Result<(), Error> {
     let api: Api<Partition> = Api::namespaced(ctx.client.clone(), namespace);
     for p in partitions {
@@ -384,12 +563,17 @@ async fn write_partition_status(
             continue;
         }
         let patch = json!({"apiVersion": API_VERSION, "kind": "Partition", "status": status});
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        let stored = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        if caching && let Ok(stored) = serde_json::to_value(stored).and_then(serde_json::from_value)
+        {
+            ctx.written.record("Partition", stored);
+        }
     }
     Ok(())
 }

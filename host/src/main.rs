@@ -161,13 +161,26 @@ struct PluginArgs {
     /// built-in's name replaces it.
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
+    /// Call the built-in plugins' code compiled into atoll, without the
+    /// WebAssembly sandbox: only to measure what WebAssembly costs.
+    #[cfg(feature = "native-plugins")]
+    #[arg(long, hide = true)]
+    native_plugins: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
 
 impl PluginArgs {
     fn registry(&self) -> Result<Arc<Registry>> {
-        let registry = Registry::with_builtins(self.sandbox.runtime()?)?;
+        let runtime = self.sandbox.runtime()?;
+        #[cfg(feature = "native-plugins")]
+        let registry = if self.native_plugins {
+            Registry::with_native_builtins(runtime)?
+        } else {
+            Registry::with_builtins(runtime)?
+        };
+        #[cfg(not(feature = "native-plugins"))]
+        let registry = Registry::with_builtins(runtime)?;
         if let Some(dir) = &self.plugin_dir {
             registry.load_dir(dir)?;
         }

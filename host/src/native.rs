@@ -4,11 +4,32 @@
 
 use atoll_guest::{Plugin, dispatch};
 
-use crate::runtime::{PartitionBinding, PluginDatabase, PluginRenderError, Rendered, Violation};
+use crate::runtime::{
+    NativeCalls, PartitionBinding, PluginDatabase, PluginRenderError, Rendered, StatusReport,
+    Violation,
+};
 
-/// Render `db` with plugin `P` natively, returning what the component would.
-pub fn render<P: Plugin>(db: &PluginDatabase) -> Result<Rendered, PluginRenderError> {
-    let db = atoll_guest::Database {
+/// The native calls of built-in plugin `name`.
+pub fn calls(name: &str) -> Option<NativeCalls> {
+    fn of<P: Plugin>() -> NativeCalls {
+        NativeCalls {
+            validate: validate::<P>,
+            render: render::<P>,
+            status: status::<P>,
+        }
+    }
+    Some(match name {
+        "raft" => of::<atoll_plugin_raft::Raft>(),
+        "cache" => of::<atoll_plugin_cache::Cache>(),
+        "redis" => of::<atoll_plugin_redis::Redis>(),
+        "primary-backup" => of::<atoll_plugin_primary_backup::PrimaryBackup>(),
+        "log" => of::<atoll_plugin_log::Log>(),
+        _ => return None,
+    })
+}
+
+fn guest_db(db: &PluginDatabase) -> atoll_guest::Database {
+    atoll_guest::Database {
         name: db.name.clone(),
         namespace: db.namespace.clone(),
         uid: db.uid.clone(),
@@ -17,8 +38,35 @@ pub fn render<P: Plugin>(db: &PluginDatabase) -> Result<Rendered, PluginRenderEr
         partitions: db.partitions,
         config: db.config.clone(),
         cluster_domain: db.cluster_domain.clone(),
-    };
-    match dispatch::render::<P>(&db) {
+    }
+}
+
+fn violations(v: Vec<atoll_guest::Violation>) -> Vec<Violation> {
+    v.into_iter()
+        .map(|v| Violation {
+            field: v.field,
+            message: v.message,
+        })
+        .collect()
+}
+
+/// `validate(db)` with plugin `P` natively.
+pub fn validate<P: Plugin>(db: &PluginDatabase) -> Result<(), Vec<Violation>> {
+    dispatch::validate::<P>(&guest_db(db)).map_err(violations)
+}
+
+/// `status(db, observed)` with plugin `P` natively.
+pub fn status<P: Plugin>(db: &PluginDatabase, observed: &[String]) -> StatusReport {
+    let report = dispatch::status::<P>(&guest_db(db), observed);
+    StatusReport {
+        ready_partitions: report.ready_partitions,
+        message: report.message,
+    }
+}
+
+/// Render `db` with plugin `P` natively, returning what the component would.
+pub fn render<P: Plugin>(db: &PluginDatabase) -> Result<Rendered, PluginRenderError> {
+    match dispatch::render::<P>(&guest_db(db)) {
         Ok(r) => Ok(Rendered {
             objects: r.objects,
             partitions: r
@@ -31,14 +79,7 @@ pub fn render<P: Plugin>(db: &PluginDatabase) -> Result<Rendered, PluginRenderEr
                 })
                 .collect(),
         }),
-        Err(atoll_guest::RenderError::Invalid(v)) => Err(PluginRenderError::Invalid(
-            v.into_iter()
-                .map(|v| Violation {
-                    field: v.field,
-                    message: v.message,
-                })
-                .collect(),
-        )),
+        Err(atoll_guest::RenderError::Invalid(v)) => Err(PluginRenderError::Invalid(violations(v))),
         Err(atoll_guest::RenderError::Failed(m)) => Err(PluginRenderError::Failed(m)),
     }
 }

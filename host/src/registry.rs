@@ -86,11 +86,32 @@ impl Registry {
 
     /// A registry holding the five built-in plugins.
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, PluginError> {
+        Self::with_builtins_adjusted(runtime, |_| {})
+    }
+
+    /// A registry holding the five built-in plugins, each calling the same
+    /// plugin code compiled into the host rather than its component: only
+    /// to measure what WebAssembly costs.
+    #[cfg(feature = "native-plugins")]
+    pub fn with_native_builtins(runtime: Arc<Runtime>) -> Result<Self, PluginError> {
+        Self::with_builtins_adjusted(runtime, |plugin| {
+            let name = plugin.metadata().name.clone();
+            if let Some(calls) = crate::native::calls(&name) {
+                plugin.set_native(calls);
+            }
+        })
+    }
+
+    fn with_builtins_adjusted(
+        runtime: Arc<Runtime>,
+        adjust: impl Fn(&mut LoadedPlugin),
+    ) -> Result<Self, PluginError> {
         let registry = Registry::new(runtime);
         for (name, bytes) in crate::builtin::BUILTIN {
-            let plugin = registry
+            let mut plugin = registry
                 .runtime
                 .load(&format!("built-in plugin {name}"), bytes)?;
+            adjust(&mut plugin);
             let plugin = registry.insert(plugin, Source::Builtin);
             registry
                 .builtins

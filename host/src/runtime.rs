@@ -268,6 +268,7 @@ impl Runtime {
             },
             digest,
             size: bytes.len(),
+            native: None,
         };
         let metadata = plugin.call("metadata", |p, s| p.call_metadata(s))?;
         check_metadata(origin, &metadata)?;
@@ -388,6 +389,15 @@ fn check_metadata(origin: &str, m: &Metadata) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// The same plugin's code compiled into the host (feature `native-plugins`):
+/// calls bypass WebAssembly. Only to measure what the sandbox costs.
+#[derive(Clone, Copy)]
+pub struct NativeCalls {
+    pub validate: fn(&PluginDatabase) -> Result<(), Vec<Violation>>,
+    pub render: fn(&PluginDatabase) -> Result<Rendered, PluginRenderError>,
+    pub status: fn(&PluginDatabase, &[String]) -> StatusReport,
+}
+
 /// A plugin ready to call: compiled, linked, and described by its metadata.
 pub struct LoadedPlugin {
     runtime: Arc<Runtime>,
@@ -396,6 +406,7 @@ pub struct LoadedPlugin {
     metadata: Metadata,
     digest: Digest,
     size: usize,
+    native: Option<NativeCalls>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -429,8 +440,23 @@ impl LoadedPlugin {
         self.call("instantiate", |_, _| Ok(()))
     }
 
+    /// Serve calls with `native` (the same plugin compiled into the host)
+    /// instead of the component. For measurements only: no sandbox.
+    #[doc(hidden)]
+    pub fn set_native(&mut self, native: NativeCalls) {
+        self.native = Some(native);
+    }
+
+    /// Whether calls run natively (see [`LoadedPlugin::set_native`]).
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
     /// `validate(db)`.
     pub fn validate(&self, db: &PluginDatabase) -> Result<Result<(), Vec<Violation>>, PluginError> {
+        if let Some(native) = &self.native {
+            return Ok((native.validate)(db));
+        }
         self.call("validate", |p, s| p.call_validate(s, db))
     }
 
@@ -439,6 +465,9 @@ impl LoadedPlugin {
         &self,
         db: &PluginDatabase,
     ) -> Result<Result<Rendered, PluginRenderError>, PluginError> {
+        if let Some(native) = &self.native {
+            return Ok((native.render)(db));
+        }
         self.call("render", |p, s| p.call_render(s, db))
     }
 
@@ -448,6 +477,9 @@ impl LoadedPlugin {
         db: &PluginDatabase,
         observed: &[String],
     ) -> Result<StatusReport, PluginError> {
+        if let Some(native) = &self.native {
+            return Ok((native.status)(db, observed));
+        }
         self.call("status", |p, s| p.call_status(s, db, observed))
     }
 

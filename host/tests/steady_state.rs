@@ -96,7 +96,9 @@ async fn restart_creates_no_duplicates_and_resync_writes_nothing() {
     let before = child_uids(n).await;
     assert_eq!(before.lines().count(), 3 * 4 + 6 + 6, "{before}");
 
-    // A restarted operator reconciles everything again: same objects, same uids.
+    // A restarted operator reconciles everything again (observing its watch
+    // caches): same objects, same uids, and not one write.
+    let start = writes().await;
     let op = Operator::start(&client, n).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     op.stop().await;
@@ -105,8 +107,14 @@ async fn restart_creates_no_duplicates_and_resync_writes_nothing() {
         before,
         "no duplicates, nothing recreated"
     );
+    assert_eq!(
+        writes().await - start,
+        0,
+        "write requests while a restarted operator reconciled an unchanged Database"
+    );
 
-    // Resyncs of the unchanged Database: zero write requests.
+    // Resyncs of the unchanged Database (outside a running controller, so
+    // observed by listing): zero write requests.
     let dbs: Api<Database> = Api::namespaced(client.clone(), n);
     let start = writes().await;
     for _ in 0..3 {

@@ -39,20 +39,30 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(client: &Client, namespace: &str) -> Self {
-        Self::start_with(client, namespace, renderer()).await
+        Self::start_with(client, namespace, renderer(), false).await
     }
 
     /// A controller with its own registry of built-ins that also loads plugin
     /// ConfigMaps from `namespace`, as `atoll run --plugin-namespace` does;
     /// returns once the ConfigMaps present were loaded.
     pub async fn start_with_plugin_source(client: &Client, namespace: &str) -> Self {
+        Self::start_with_plugin_source_opts(client, namespace, false).await
+    }
+
+    /// [`Operator::start_with_plugin_source`]; `listing` observes children
+    /// with LIST requests rather than the watch caches (benches compare).
+    pub async fn start_with_plugin_source_opts(
+        client: &Client,
+        namespace: &str,
+        listing: bool,
+    ) -> Self {
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
         let renderer = Arc::new(Renderer {
             registry: Arc::new(Registry::with_builtins(runtime).unwrap()),
             policy: OutputPolicy::default(),
             cluster_domain: "cluster.local".into(),
         });
-        let mut operator = Self::start_with(client, namespace, renderer).await;
+        let mut operator = Self::start_with(client, namespace, renderer, listing).await;
         let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
         let (_, leader) = tokio::sync::watch::channel(true);
         let source = atoll::source::PluginSource::new(
@@ -69,9 +79,16 @@ impl Operator {
         operator
     }
 
-    async fn start_with(client: &Client, namespace: &str, renderer: Arc<Renderer>) -> Self {
+    pub async fn start_with(
+        client: &Client,
+        namespace: &str,
+        renderer: Arc<Renderer>,
+        listing: bool,
+    ) -> Self {
         atoll_testenv::install_crds(client, api::crds()).await;
         let ctx = Arc::new(Context::new(client.clone(), renderer));
+        ctx.observe_by_listing
+            .store(listing, std::sync::atomic::Ordering::Relaxed);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let ns = namespace.to_string();
         let run_ctx = Arc::clone(&ctx);

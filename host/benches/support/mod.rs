@@ -1,0 +1,108 @@
+//! Whole-system bench helpers: API server request counts and CPU time.
+
+#![allow(dead_code)] // each bench uses a different part
+
+use std::time::Duration;
+
+use atoll_testenv::kubectl;
+
+/// Requests the API server has served, from `apiserver_request_total`:
+/// `(all, LIST + GET, writes)`. Counts every client (kube-controller-manager
+/// and kwok too), so compare figures taken the same way.
+pub async fn api_requests() -> (u64, u64, u64) {
+    let out = kubectl(&["get", "--raw", "/metrics"], None).await;
+    assert!(out.success, "{}", out.stderr);
+    let (mut all, mut reads, mut writes) = (0, 0, 0);
+    for line in out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let value = value as u64;
+        let verb = line
+            .find("verb=\"")
+            .map(|i| &line[i + 6..])
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("");
+        all += value;
+        match verb {
+            "LIST" | "GET" => reads += value,
+            "WATCH" | "CONNECT" => {}
+            _ => writes += value,
+        }
+    }
+    (all, reads, writes)
+}
+
+/// CPU time (user + system) the kube-apiserver process has used.
+pub fn apiserver_cpu() -> Option<Duration> {
+    let pid = std::fs::read_to_string("/tmp/atoll-testenv-0/pids")
+        .ok()
+        .and_then(|pids| {
+            pids.lines()
+                .find(|l| l.split_whitespace().nth(1) == Some("kube-apiserver"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        })
+        .or_else(|| {
+            let out = std::process::Command::new("pgrep")
+                .args(["-o", "kube-apiserver"])
+                .output()
+                .ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })?;
+    process_cpu(pid.trim().parse().ok()?)
+}
+
+/// utime + stime of process `pid`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Snapshot of the API server's counters, to diff around a phase.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSnapshot {
+    pub requests: (u64, u64, u64),
+    pub cpu: Duration,
+}
+
+impl ApiSnapshot {
+    pub async fn take() -> Self {
+        ApiSnapshot {
+            requests: api_requests().await,
+            cpu: apiserver_cpu().unwrap_or_default(),
+        }
+    }
+
+    /// `(requests, reads, writes, cpu)` since `earlier`.
+    pub fn since(&self, earlier: &ApiSnapshot) -> (u64, u64, u64, Duration) {
+        (
+            self.requests.0 - earlier.requests.0,
+            self.requests.1 - earlier.requests.1,
+            self.requests.2 - earlier.requests.2,
+            self.cpu.saturating_sub(earlier.cpu),
+        )
+    }
+}
+
+/// Wait (up to 3 minutes) until namespace `name` is gone, so the garbage
+/// collection of one scenario does not load the API server during the next.
+pub async fn wait_namespace_gone(client: &kube::Client, name: &str) {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while std::time::Instant::now() < deadline {
+        match api.get_opt(name).await {
+            Ok(None) => return,
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    eprintln!("namespace {name} still terminating after 180s");
+}
