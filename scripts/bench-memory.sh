@@ -1,33 +1,66 @@
 #!/usr/bin/env bash
 # atoll's RSS with the five built-in plugins loaded and N small Databases
 # (default 1000: partitions 1, clusters 1, replicas 1) on the local control
-# plane. Prints RSS at start (ready) and once every Database is Ready.
+# plane.
+#
+# 1. Starts the first binary, prints its RSS when ready, creates N Databases
+#    and prints RSS and peak once every one is Ready (or after 15 minutes).
+# 2. With everything converged, restarts each binary in turn, ROUNDS times,
+#    interleaved, and prints its RSS 30 s after ready (caches full,
+#    reconciles done): a side-by-side comparison from one run.
 #
 #   cargo build --release -p atoll
-#   KUBECONFIG=/tmp/atoll-testenv-0/kubeconfig scripts/bench-memory.sh [N]
+#   KUBECONFIG=/tmp/atoll-testenv-0/kubeconfig scripts/bench-memory.sh [N] [BINARY...]
+#
+# BINARY defaults to target/release/atoll ($CARGO_TARGET_DIR honoured).
 set -euo pipefail
 N=${1:-1000}
-ATOLL=${ATOLL:-${CARGO_TARGET_DIR:-target}/release/atoll}
+shift || true
+BINARIES=("$@")
+[ ${#BINARIES[@]} -gt 0 ] || BINARIES=("${CARGO_TARGET_DIR:-target}/release/atoll")
+ROUNDS=${ROUNDS:-2}
 NS=bench-memory-$$
-rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
-kubectl create namespace $NS >/dev/null
-trap 'kill $PID 2>/dev/null; kubectl delete namespace $NS --wait=false >/dev/null' EXIT
 PORT=${PORT:-18080}
-$ATOLL run --namespace $NS --metrics-addr 127.0.0.1:$PORT --grpc-addr 127.0.0.1:$((PORT + 1)) \
-  --plugin-namespace $NS >/tmp/$NS.log 2>&1 &
-PID=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
+PID=
+rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
+peak() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
+stop() { [ -z "$PID" ] || { kill $PID 2>/dev/null; wait $PID 2>/dev/null || true; PID=; }; }
+start() {
+  "$1" run --namespace $NS --metrics-addr 127.0.0.1:$PORT --grpc-addr 127.0.0.1:$((PORT + 1)) \
+    --plugin-namespace $NS --no-plugin-cache >>/tmp/$NS.log 2>&1 &
+  PID=$!
+  until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do
+    kill -0 $PID 2>/dev/null || { echo "$1 exited; see /tmp/$NS.log" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+kubectl create namespace $NS >/dev/null
+trap 'stop; kubectl delete namespace $NS --wait=false >/dev/null' EXIT
+
+start "${BINARIES[0]}"
 sleep 1
-echo "ready, no Databases: RSS $(rss $PID)"
+echo "${BINARIES[0]}: ready, no Databases: RSS $(rss $PID)"
 for i in $(seq 1 $N); do
   printf -- '---\napiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: m-%04d}\nspec: {partitions: 1, storage: {plugin: raft, config: {clusters: 1, replicas: 1}}}\n' $i
 done | kubectl apply -n $NS -f - >/dev/null
-start=$(date +%s)
+began=$(date +%s)
 while :; do
   ready=$(kubectl get databases -n $NS -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
   [ "$ready" -ge "$N" ] && break
-  [ $(( $(date +%s) - start )) -gt 900 ] && { echo "only $ready of $N Ready after 900s"; break; }
+  [ $(( $(date +%s) - began )) -gt 900 ] && { echo "only $ready of $N Ready after 900s"; break; }
   sleep 5
 done
 sleep 5
-echo "$N Databases Ready after $(( $(date +%s) - start ))s: RSS $(rss $PID) (peak $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status))"
+children=$(kubectl get configmaps,services,statefulsets,poddisruptionbudgets,partitions -n $NS \
+  -l app.kubernetes.io/managed-by=atoll -o name | wc -l)
+echo "${BINARIES[0]}: $N Databases Ready after $(( $(date +%s) - began ))s ($children children): RSS $(rss $PID) (peak $(peak $PID))"
+stop
+
+for round in $(seq 1 "$ROUNDS"); do
+  for bin in "${BINARIES[@]}"; do
+    start "$bin"
+    sleep 30
+    echo "round $round: $bin restarted over $N converged Databases: RSS $(rss $PID) (peak $(peak $PID))"
+    stop
+  done
+done

@@ -45,6 +45,17 @@ fn native(db: &PluginDatabase) -> Vec<Value> {
     decode(&native::render::<Raft>(db).unwrap())
 }
 
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10):
+/// a fresh instance's linear memory faults its pages in on every call.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    fields.get(7).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
 fn per_call(iterations: u32, mut f: impl FnMut()) -> Duration {
     let start = Instant::now();
     for _ in 0..iterations {
@@ -99,6 +110,15 @@ fn main() {
         dec += per_call(iterations, || drop(black_box(decode(&rendered))));
     }
     let (w, n, inst, dec) = (w / 5, n / 5, inst / 5, dec / 5);
+    let faults = |f: &mut dyn FnMut()| {
+        let before = minor_faults();
+        for _ in 0..iterations {
+            f();
+        }
+        (minor_faults() - before) / u64::from(iterations)
+    };
+    let wasm_faults = faults(&mut || drop(black_box(wasm(&raft, &db))));
+    let native_faults = faults(&mut || drop(black_box(native(&db))));
     println!(
         "\nraft, 32 partitions, {} objects per render:",
         rendered.objects.len()
@@ -115,4 +135,5 @@ fn main() {
         "  ratio wasm / native:           {:>10.2}",
         w.as_secs_f64() / n.as_secs_f64()
     );
+    println!("  minor page faults per call:    {wasm_faults:>6} wasm, {native_faults} native");
 }

@@ -1,5 +1,6 @@
-//! Getting a Database's children to the rendered state: observe what atoll
-//! owns, server-side apply what drifted, prune what is no longer rendered.
+//! Getting a Database's children to the rendered state: server-side apply
+//! what drifted from the render, prune what is no longer rendered (what
+//! exists comes from [`crate::observe`]).
 //!
 //! Guarantees:
 //! - Only objects labelled `atoll.dev/database=<db>` whose controller owner
@@ -14,17 +15,11 @@
 //! `500m`); a plugin rendering a non-canonical form is re-applied on every
 //! reconcile (harmless, but not free).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
-use kube::runtime::reflector::Store;
-use kube::{Client, ResourceExt};
 use serde_json::Value;
-
-use crate::policy::LABEL_DATABASE;
 
 /// The field manager atoll applies with.
 pub const FIELD_MANAGER: &str = "atoll";
@@ -58,180 +53,6 @@ impl Kind {
 pub struct Live {
     pub kind: Kind,
     pub object: Value,
-}
-
-/// The children of every Database as the controller's watches see them: one
-/// store per kind (objects labelled `app.kubernetes.io/managed-by=atoll`,
-/// managedFields stripped). Lets a reconcile observe without a request.
-pub type Children = [(Kind, Store<DynamicObject>)];
-
-/// Children atoll wrote (applied, or wrote the status of) whose watch event
-/// has not reached the cache yet, keyed by kind, namespace and name. A
-/// reconcile right after a write (the next one is often triggered by that
-/// very write) would otherwise see the old object and write it again.
-#[derive(Default)]
-pub struct Written(Mutex<HashMap<(String, String, String), Arc<DynamicObject>>>);
-
-impl Written {
-    /// Remember the API server's answer to a write.
-    pub fn record(&self, kind: &str, mut object: DynamicObject) {
-        object.managed_fields_mut().clear();
-        let key = (
-            kind.to_string(),
-            object.namespace().unwrap_or_default(),
-            object.name_any(),
-        );
-        self.0.lock().unwrap().insert(key, Arc::new(object));
-    }
-
-    /// Forget `(kind, namespace, name)` (deleted by atoll).
-    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
-        let key = (kind.to_string(), namespace.to_string(), name.to_string());
-        self.0.lock().unwrap().remove(&key);
-    }
-
-    /// The cache now holds `object` (or its deletion): drop a write it
-    /// supersedes.
-    pub fn seen(&self, kind: &str, object: &DynamicObject) {
-        let mut written = self.0.lock().unwrap();
-        if written.is_empty() {
-            return;
-        }
-        let key = (
-            kind.to_string(),
-            object.namespace().unwrap_or_default(),
-            object.name_any(),
-        );
-        if written
-            .get(&key)
-            .is_some_and(|w| !newer(w, object.resource_version().as_deref()))
-        {
-            written.remove(&key);
-        }
-    }
-
-    /// Written objects of `kind` in `namespace` matching `filter`.
-    fn matching(
-        &self,
-        kind: &str,
-        namespace: &str,
-        filter: impl Fn(&DynamicObject) -> bool,
-    ) -> Vec<Arc<DynamicObject>> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((k, ns, _), o)| k == kind && ns == namespace && filter(o))
-            .map(|(_, o)| Arc::clone(o))
-            .collect()
-    }
-}
-
-/// Whether `written` is newer than an object at `cached` resourceVersion.
-/// resourceVersions are etcd revisions: integers that only grow.
-fn newer(written: &DynamicObject, cached: Option<&str>) -> bool {
-    let rv = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
-    match (rv(written.metadata.resource_version.as_deref()), rv(cached)) {
-        (Some(w), Some(c)) => w > c,
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
-
-/// The children of Database `name` (uid `uid`) in `namespace` from the
-/// watch caches (or atoll's own newer writes), keyed by kind and name; same
-/// result as [`observe`] as of the last watch event.
-pub fn observe_cached(
-    children: &Children,
-    written: &Written,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-) -> BTreeMap<Key, Live> {
-    let mut live = BTreeMap::new();
-    let ours = |o: &DynamicObject| {
-        o.metadata.namespace.as_deref() == Some(namespace)
-            && o.labels().get(LABEL_DATABASE).map(String::as_str) == Some(name)
-            && o.owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == uid)
-    };
-    for (kind, store) in children {
-        // Writes first: one the cache catches up with in between is then
-        // found in the cache rather than missed in both.
-        let writes = written.matching(&kind.resource.kind, namespace, ours);
-        let mut objects: BTreeMap<String, Arc<DynamicObject>> = store
-            .state_filter(ours)
-            .into_iter()
-            .map(|o| (o.name_any(), o))
-            .collect();
-        for w in writes {
-            let cached = objects.get(&w.name_any());
-            if newer(
-                &w,
-                cached.and_then(|c| c.metadata.resource_version.as_deref()),
-            ) {
-                objects.insert(w.name_any(), w);
-            }
-        }
-        for object in objects.into_values() {
-            live.insert(
-                (kind.resource.kind.clone(), object.name_any()),
-                Live {
-                    kind: kind.clone(),
-                    object: to_value(kind, &object),
-                },
-            );
-        }
-    }
-    live
-}
-
-/// `object` as JSON with its apiVersion and kind (list and watch items may
-/// come without them; plugins need them).
-fn to_value(kind: &Kind, object: &DynamicObject) -> Value {
-    let mut value = serde_json::to_value(object).expect("a listed object serialises");
-    if let Value::Object(map) = &mut value {
-        map.insert(
-            "apiVersion".into(),
-            Value::String(kind.resource.api_version.clone()),
-        );
-        map.insert("kind".into(), Value::String(kind.resource.kind.clone()));
-    }
-    value
-}
-
-/// List the children of Database `name` (uid `uid`) in `namespace`, across
-/// `kinds`, keyed by kind and name. For reconciles outside a running
-/// controller (no watch caches).
-pub async fn observe(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    kinds: &[Kind],
-) -> Result<BTreeMap<Key, Live>, kube::Error> {
-    let params = ListParams::default().labels(&format!("{LABEL_DATABASE}={name}"));
-    let mut live = BTreeMap::new();
-    for kind in kinds {
-        for object in kind.api(client, namespace).list(&params).await? {
-            let owned = object
-                .owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid);
-            if !owned {
-                continue;
-            }
-            live.insert(
-                (kind.resource.kind.clone(), object.name_any()),
-                Live {
-                    kind: kind.clone(),
-                    object: to_value(kind, &object),
-                },
-            );
-        }
-    }
-    Ok(live)
 }
 
 /// `(kind, name)` of a rendered object (the output policy checked both exist).

@@ -18,23 +18,34 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::api::{API_VERSION, Database, DatabaseStatus, Partition, PartitionStatus};
 use crate::apply::{self, FIELD_MANAGER, Key, Kind, Live};
 use crate::error::RenderError;
 use crate::metrics::Metrics;
+use crate::observe::{self, Child};
 use crate::policy::LABEL_MANAGED_BY;
 use crate::render::{Renderer, plugin_input};
 use crate::status::{self, Outcome};
 
 /// How often an unchanged Database is reconciled anyway (a resync).
 pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconciles in flight at once, by default. Each holds its render and its
+/// observed children until its applies finish; unbounded, a restart over
+/// 1,000 Databases reconciled them all at once and atoll's memory peaked
+/// (and stayed, the allocator keeping it) near 200 MiB. The API server is
+/// the bottleneck well before this many requests are in flight.
+pub const DEFAULT_CONCURRENCY: u16 = 32;
+
+/// Server-side applies in flight at once within one reconcile.
+const APPLIES_IN_FLIGHT: usize = 8;
 
 /// A reconcile that could not finish; retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +64,16 @@ pub struct Context {
     /// Kinds atoll observes and prunes: the policy's allowed kinds and Partition.
     pub kinds: Vec<Kind>,
     pub metrics: Metrics,
+    /// Reconciles in flight at once (0: unbounded).
+    pub concurrency: u16,
     /// Databases to reconcile now (a hot-reloaded plugin, for example); see
     /// [`Context::requeue`].
     requeue: tokio::sync::broadcast::Sender<ObjectRef<Database>>,
     /// The watch caches of children while [`run`] runs; reconciles outside
     /// it (tests, tools) list children instead.
-    children: std::sync::RwLock<Option<Arc<apply::Children>>>,
+    children: std::sync::RwLock<Option<Arc<observe::Children>>>,
     /// Writes to children not yet seen by the caches.
-    written: Arc<apply::Written>,
+    written: Arc<observe::Written>,
     /// Database status written, by namespace and name, with the
     /// resourceVersion it made: a reconcile holding an older Database (its
     /// watch event is on the way) compares with this rather than rewriting.
@@ -93,6 +106,7 @@ impl Context {
             recorder,
             kinds,
             metrics: Metrics::default(),
+            concurrency: DEFAULT_CONCURRENCY,
             // Sized for a hot reload touching thousands of Databases at once;
             // a lagging controller falls back to reconciling every Database.
             requeue: tokio::sync::broadcast::channel(16_384).0,
@@ -169,7 +183,7 @@ pub async fn run(
     let mut children = Vec::new();
     let mut watches = Vec::new();
     for kind in &ctx.kinds {
-        let api: Api<DynamicObject> = match namespace {
+        let api: Api<Child> = match namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
             None => Api::all_with(client.clone(), &kind.resource),
         };
@@ -185,7 +199,7 @@ pub async fn run(
         )));
     }
     drop(child_tx);
-    let stores: Vec<&Store<DynamicObject>> = children.iter().map(|(_, s)| s).collect();
+    let stores: Vec<&Store<Child>> = children.iter().map(|(_, s)| s).collect();
     let ready = futures::future::join_all(stores.iter().map(|s| s.wait_until_ready()));
     tokio::select! {
         _ = ready => {}
@@ -212,6 +226,7 @@ pub async fn run(
     let (requeues, reconcile_all) = requeues(&ctx);
     let shutdown = shutdown_after_ready(shutdown, reader.clone());
     Controller::for_stream(database_events, reader)
+        .with_config(controller::Config::default().concurrency(ctx.concurrency))
         .reconcile_on(requeues)
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
             child_rx,
@@ -245,6 +260,7 @@ async fn run_listing(
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=atoll"));
     let (requeues, reconcile_all) = requeues(&ctx);
     let mut controller = Controller::new(databases, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(ctx.concurrency))
         .reconcile_on(requeues)
         .reconcile_all_on(reconcile_all);
     for kind in &ctx.kinds {
@@ -266,34 +282,26 @@ async fn run_listing(
 /// shutdown that ends the watch before that (a SIGTERM in the first
 /// milliseconds) would leave the runner waiting forever. So shut down only
 /// once the store is ready, or after a bound if the API is down.
-fn shutdown_after_ready(
+async fn shutdown_after_ready(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     store: Store<Database>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        shutdown.await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
-    }
+) {
+    shutdown.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
 }
 
 /// Keep one kind's cache of children and send the Database owning each
 /// child that changed or was deleted (a hand edit is repaired this way).
 async fn watch_children(
     kind: String,
-    api: Api<DynamicObject>,
+    api: Api<Child>,
     config: watcher::Config,
-    writer: reflector::store::Writer<DynamicObject>,
-    written: Arc<apply::Written>,
+    writer: reflector::store::Writer<Child>,
+    written: Arc<observe::Written>,
     owners: tokio::sync::mpsc::UnboundedSender<ObjectRef<Database>>,
 ) {
-    let events = reflector(
-        writer,
-        watcher(api, config)
-            .default_backoff()
-            // managedFields are often half of an object and never read.
-            .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear()),
-    )
-    .touched_objects();
+    // `Child` drops managedFields and keeps the rest as text.
+    let events = reflector(writer, watcher(api, config).default_backoff()).touched_objects();
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let object = match event {
@@ -348,8 +356,8 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
     let cached = ctx.children.read().unwrap().clone();
     let caching = cached.is_some();
     let live = match cached {
-        Some(children) => apply::observe_cached(&children, &ctx.written, &namespace, &name, &uid),
-        None => apply::observe(&ctx.client, &namespace, &name, &uid, &ctx.kinds).await?,
+        Some(children) => observe::observe_cached(&children, &ctx.written, &namespace, &name, &uid),
+        None => observe::observe(&ctx.client, &namespace, &name, &uid, &ctx.kinds).await?,
     };
 
     let rendered = {
@@ -388,27 +396,40 @@ async fn reconcile_inner(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action,
     }
     let (wanted, prune) = (plan.wanted, plan.prune);
 
-    for object in &wanted {
-        let drifted = live
-            .get(&apply::key(object))
-            .is_none_or(|l| !apply::contains(&l.object, object));
-        if !drifted {
-            continue;
-        }
-        let (kind, obj) = apply::key(object);
-        match apply::apply(&ctx.client, &namespace, object).await {
+    // Children are independent objects: apply the drifted ones concurrently
+    // (a reconcile's latency is then one round trip, not one per child).
+    let drifted: Vec<Value> = wanted
+        .iter()
+        .filter(|object| {
+            live.get(&apply::key(object))
+                .is_none_or(|l| !apply::contains(&l.object, object))
+        })
+        .cloned()
+        .collect();
+    let mut applies = futures::stream::iter(drifted)
+        .map(|object| {
+            let (client, namespace) = (ctx.client.clone(), namespace.clone());
+            async move {
+                let result = apply::apply(&client, &namespace, &object).await;
+                (apply::key(&object), result)
+            }
+        })
+        .buffer_unordered(APPLIES_IN_FLIGHT);
+    while let Some(((kind, obj), result)) = applies.next().await {
+        match result {
             Ok(stored) => {
                 if caching {
                     ctx.written.record(&kind, stored);
                 }
+                ctx.metrics.applied(&kind);
             }
             Err(e) => {
+                drop(applies);
                 let message = format!("applying {kind} {obj} failed: {e}");
                 degrade(&db, &ctx, "ApplyFailed", message, Some(desired.plugin)).await?;
                 return Err(e.into());
             }
         }
-        ctx.metrics.applied(&kind);
     }
     for l in &prune {
         apply::delete(&ctx.client, &namespace, l).await?;

@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod metrics;
 #[cfg(feature = "native-plugins")]
 pub mod native;
+pub mod observe;
 pub mod plan;
 pub mod plugin_records;
 pub mod policy;

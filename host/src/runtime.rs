@@ -61,6 +61,12 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Bytes of guest stdout and of stderr kept per call (default 64 KiB).
     pub output_bytes: usize,
+    /// Plugin instances alive at once; further calls wait for a slot before
+    /// their deadline starts (default twice the CPUs, at least 4). Calls are
+    /// CPU-bound, so more gains nothing, and each instance holds its own
+    /// linear memory: unbounded, 1,000 Databases reconciling at once meant
+    /// hundreds of instances.
+    pub concurrent_calls: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +75,9 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(1),
             memory_bytes: 64 << 20,
             output_bytes: 64 << 10,
+            concurrent_calls: std::thread::available_parallelism()
+                .map_or(4, |n| 2 * n.get())
+                .max(4),
         }
     }
 }
@@ -98,6 +107,8 @@ pub struct Runtime {
     disk_cache: Option<DiskCache>,
     /// Components compiled by Cranelift (not found in memory or on disk).
     compilations: AtomicUsize,
+    /// One permit per instance allowed at once ([`Limits::concurrent_calls`]).
+    slots: tokio::sync::Semaphore,
 }
 
 /// Compiled components on disk: `<dir>/<digest>-<engine hash>.cwasm`, each a
@@ -199,6 +210,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            slots: tokio::sync::Semaphore::new(limits.concurrent_calls.max(1)),
             limits,
             compiled: Mutex::new(HashMap::new()),
             disk_cache: None,
@@ -490,6 +502,11 @@ impl LoadedPlugin {
         function: &'static str,
         f: impl FnOnce(&Plugin, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        // Calls run on blocking threads; wait there (the semaphore is never
+        // closed) before the store exists, so waiting does not count against
+        // the deadline.
+        let _slot = futures::executor::block_on(self.runtime.slots.acquire())
+            .expect("the call semaphore is never closed");
         let (mut store, pipes) = self.runtime.store(&self.name);
         let result = self
             .pre

@@ -1,0 +1,321 @@
+//! What a Database's children look like now: from the controller's watch
+//! caches, or by listing when no controller runs (tests, tools).
+//!
+//! Guarantee: only objects labelled `atoll.dev/database=<db>` whose
+//! controller owner reference is this Database's uid are observed.
+//!
+//! The caches keep each child as a [`Child`]: structured metadata (what
+//! reconciles filter on) and the rest as JSON text. A `DynamicObject` holds a
+//! `serde_json::Value` tree, several times the size of its text; with
+//! thousands of children (a StatefulSet with server defaults is several KB)
+//! the trees were most of atoll's memory. A reconcile decodes only its own
+//! Database's children, about ten small documents.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::DynamicResourceScope;
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde::{Deserialize, Deserializer, de::Error as _};
+use serde_json::Value;
+
+use crate::apply::{Key, Kind, Live};
+use crate::policy::LABEL_DATABASE;
+
+/// A child as the watch caches keep it: metadata without managedFields
+/// (never read, often half of an object) and every other field as JSON.
+#[derive(Clone, Debug)]
+pub struct Child {
+    pub metadata: ObjectMeta,
+    /// The object's fields other than apiVersion, kind and metadata.
+    rest: Box<str>,
+}
+
+impl Child {
+    fn new(mut metadata: ObjectMeta, rest: &Value) -> Self {
+        metadata.managed_fields = None;
+        Child {
+            metadata,
+            rest: rest.to_string().into_boxed_str(),
+        }
+    }
+
+    /// From the API server's answer to a write.
+    pub fn from_dynamic(object: DynamicObject) -> Self {
+        Child::new(object.metadata, &object.data)
+    }
+
+    /// The whole object as JSON, with the apiVersion and kind of `kind`
+    /// (list and watch items may come without them; plugins need them).
+    pub fn to_value(&self, kind: &Kind) -> Value {
+        let mut value: Value =
+            serde_json::from_str(&self.rest).expect("a cached child is JSON we wrote");
+        if let Value::Object(map) = &mut value {
+            map.insert(
+                "apiVersion".into(),
+                Value::String(kind.resource.api_version.clone()),
+            );
+            map.insert("kind".into(), Value::String(kind.resource.kind.clone()));
+            map.insert(
+                "metadata".into(),
+                serde_json::to_value(&self.metadata).expect("ObjectMeta serialises"),
+            );
+        }
+        value
+    }
+}
+
+impl<'de> Deserialize<'de> for Child {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut value = Value::deserialize(deserializer)?;
+        let map = value
+            .as_object_mut()
+            .ok_or_else(|| D::Error::custom("a Kubernetes object is a JSON object"))?;
+        let metadata = match map.remove("metadata") {
+            Some(m) => serde_json::from_value(m).map_err(D::Error::custom)?,
+            None => ObjectMeta::default(),
+        };
+        map.remove("apiVersion");
+        map.remove("kind");
+        Ok(Child::new(metadata, &value))
+    }
+}
+
+impl Resource for Child {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The children of every Database as the controller's watches see them: one
+/// store per kind (objects labelled `app.kubernetes.io/managed-by=atoll`).
+/// Lets a reconcile observe without a request.
+pub type Children = [(Kind, Store<Child>)];
+
+/// Children atoll wrote (applied, or wrote the status of) whose watch event
+/// has not reached the cache yet, keyed by kind, namespace and name. A
+/// reconcile right after a write (the next one is often triggered by that
+/// very write) would otherwise see the old object and write it again.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<(String, String, String), Arc<Child>>>);
+
+impl Written {
+    /// Remember the API server's answer to a write.
+    pub fn record(&self, kind: &str, object: DynamicObject) {
+        let object = Child::from_dynamic(object);
+        let key = (
+            kind.to_string(),
+            object.namespace().unwrap_or_default(),
+            object.name_any(),
+        );
+        self.0.lock().unwrap().insert(key, Arc::new(object));
+    }
+
+    /// Forget `(kind, namespace, name)` (deleted by atoll).
+    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        self.0.lock().unwrap().remove(&key);
+    }
+
+    /// The cache now holds `object` (or its deletion): drop a write it
+    /// supersedes.
+    pub fn seen(&self, kind: &str, object: &Child) {
+        let mut written = self.0.lock().unwrap();
+        if written.is_empty() {
+            return;
+        }
+        let key = (
+            kind.to_string(),
+            object.namespace().unwrap_or_default(),
+            object.name_any(),
+        );
+        if written
+            .get(&key)
+            .is_some_and(|w| !newer(w, object.resource_version().as_deref()))
+        {
+            written.remove(&key);
+        }
+    }
+
+    /// Written objects of `kind` in `namespace` matching `filter`.
+    fn matching(
+        &self,
+        kind: &str,
+        namespace: &str,
+        filter: impl Fn(&Child) -> bool,
+    ) -> Vec<Arc<Child>> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((k, ns, _), o)| k == kind && ns == namespace && filter(o))
+            .map(|(_, o)| Arc::clone(o))
+            .collect()
+    }
+}
+
+/// Whether `written` is newer than an object at `cached` resourceVersion.
+/// resourceVersions are etcd revisions: integers that only grow.
+fn newer(written: &Child, cached: Option<&str>) -> bool {
+    let rv = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+    match (rv(written.metadata.resource_version.as_deref()), rv(cached)) {
+        (Some(w), Some(c)) => w > c,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// The children of Database `name` (uid `uid`) in `namespace` from the
+/// watch caches (or atoll's own newer writes), keyed by kind and name; same
+/// result as [`observe`] as of the last watch event.
+pub fn observe_cached(
+    children: &Children,
+    written: &Written,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> BTreeMap<Key, Live> {
+    let mut live = BTreeMap::new();
+    let ours = |o: &Child| {
+        o.metadata.namespace.as_deref() == Some(namespace)
+            && o.labels().get(LABEL_DATABASE).map(String::as_str) == Some(name)
+            && o.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == uid)
+    };
+    for (kind, store) in children {
+        // Writes first: one the cache catches up with in between is then
+        // found in the cache rather than missed in both.
+        let writes = written.matching(&kind.resource.kind, namespace, ours);
+        let mut objects: BTreeMap<String, Arc<Child>> = store
+            .state_filter(ours)
+            .into_iter()
+            .map(|o| (o.name_any(), o))
+            .collect();
+        for w in writes {
+            let cached = objects.get(&w.name_any());
+            if newer(
+                &w,
+                cached.and_then(|c| c.metadata.resource_version.as_deref()),
+            ) {
+                objects.insert(w.name_any(), w);
+            }
+        }
+        for object in objects.into_values() {
+            live.insert(
+                (kind.resource.kind.clone(), object.name_any()),
+                Live {
+                    kind: kind.clone(),
+                    object: object.to_value(kind),
+                },
+            );
+        }
+    }
+    live
+}
+
+/// List the children of Database `name` (uid `uid`) in `namespace`, across
+/// `kinds`, keyed by kind and name. For reconciles outside a running
+/// controller (no watch caches).
+pub async fn observe(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    kinds: &[Kind],
+) -> Result<BTreeMap<Key, Live>, kube::Error> {
+    let params = ListParams::default().labels(&format!("{LABEL_DATABASE}={name}"));
+    let mut live = BTreeMap::new();
+    for kind in kinds {
+        let api: Api<Child> = Api::namespaced_with(client.clone(), namespace, &kind.resource);
+        for object in api.list(&params).await? {
+            let owned = object
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid);
+            if !owned {
+                continue;
+            }
+            live.insert(
+                (kind.resource.kind.clone(), object.name_any()),
+                Live {
+                    kind: kind.clone(),
+                    object: object.to_value(kind),
+                },
+            );
+        }
+    }
+    Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_child_round_trips_without_managed_fields() {
+        let object = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db-raft", "namespace": "ns", "resourceVersion": "7",
+                "labels": {"atoll.dev/database": "db"},
+                "managedFields": [{"manager": "atoll", "operation": "Apply"}]},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "raft"}]}}},
+            "status": {"readyReplicas": 2}
+        });
+        let child: Child = serde_json::from_value(object.clone()).unwrap();
+        let kind = Kind::new("apps/v1", "StatefulSet");
+        let mut expected = object;
+        expected["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(child.to_value(&kind), expected);
+        assert_eq!(child.resource_version().as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn only_a_newer_write_supersedes_the_cache() {
+        let child = |rv: &str| {
+            serde_json::from_value::<Child>(
+                json!({"metadata": {"name": "a", "resourceVersion": rv}}),
+            )
+            .unwrap()
+        };
+        assert!(newer(&child("10"), Some("9")));
+        assert!(!newer(&child("9"), Some("9")));
+        assert!(newer(&child("1"), None));
+    }
+}
