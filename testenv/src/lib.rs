@@ -10,6 +10,8 @@
 //! - [`kubectl`] runs kubectl against the same control plane.
 //! - [`grpcurl`] installs the pinned grpcurl (a gRPC client sharing no code
 //!   with atoll) and returns its path.
+//! - [`PrivateControlPlane`] starts a control plane of a test's own, for
+//!   faults the shared one must not see (an API server restart).
 //!
 //! The control plane is shared by every test process: tests must only touch
 //! their own namespace and cluster-scoped objects they name uniquely (CRDs are
@@ -18,8 +20,13 @@
 //! container: nothing listens on Pod or Service IPs, and nothing is written to
 //! the PersistentVolumes it binds to claims of the default StorageClass.
 
+mod private;
+
+pub use private::{PrivateControlPlane, Restart};
+
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,9 +56,18 @@ pub fn state_dir() -> PathBuf {
     }
 }
 
-/// The kubeconfig tests use: `$KUBECONFIG` when set (kubectl's rules, so it
-/// may list several files), else the admin kubeconfig in [`state_dir`].
+/// Set by [`PrivateControlPlane::use_by_default`]: a process-wide setting
+/// rather than `$KUBECONFIG`, which cannot be changed safely once threads run.
+static KUBECONFIG_OVERRIDE: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// The kubeconfig tests use: a [`PrivateControlPlane`]'s after its
+/// [`use_by_default`](PrivateControlPlane::use_by_default); else `$KUBECONFIG`
+/// when set (kubectl's rules, so it may list several files), else the admin
+/// kubeconfig in [`state_dir`].
 pub fn kubeconfig_env() -> std::ffi::OsString {
+    if let Some(private) = KUBECONFIG_OVERRIDE.read().unwrap().as_ref() {
+        return private.clone().into_os_string();
+    }
     match std::env::var_os("KUBECONFIG") {
         Some(paths) if !paths.is_empty() => paths,
         _ => state_dir().join("kubeconfig").into_os_string(),

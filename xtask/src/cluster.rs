@@ -11,11 +11,17 @@
 //! admin kubeconfig, etcd's data, one log per process and the pids file that
 //! `down` uses to stop exactly what `up` started. `atoll-testenv` (the Rust
 //! test-support crate) finds the kubeconfig at the same well-known path.
+//!
+//! [`PrivatePlane`] starts the same processes in a directory and on ports of
+//! a caller's own, for tests that must not disturb the shared control plane.
 
 mod build;
 mod certs;
+mod private;
 mod processes;
 mod start;
+
+pub use private::{PrivatePlane, Restart};
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -84,7 +90,8 @@ pub fn ensure_up() -> Result<Cluster> {
     }
     let bins = build::ensure_binaries()?;
     let started = Instant::now();
-    if let Err(err) = start::start(&state, &bins) {
+    let mut recorder = processes::Recorder::detached(state.pids_file());
+    if let Err(err) = start::start(&state, &bins, &mut recorder) {
         // Stop whatever did start but keep the directory: its logs explain the failure.
         let _ = processes::stop_all(&state.pids_file());
         return Err(err.context(format!(

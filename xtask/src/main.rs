@@ -8,13 +8,13 @@
 //! - `cargo xtask demo` runs atoll on it with the examples.
 //! - `cargo xtask bench-startup` times `atoll run` to ready, cold and warm.
 
-mod cluster;
 mod demo;
 mod startup;
 mod wasm_build;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xtask::cluster;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "atoll developer tasks")]

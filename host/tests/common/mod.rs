@@ -13,6 +13,7 @@ use atoll::registry::Registry;
 use atoll::render::Renderer;
 use atoll::runtime::{Limits, Runtime};
 use atoll_testenv::{kubectl, wait_for};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::Api;
 
@@ -254,6 +255,50 @@ pub async fn managed(ns: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
+/// Metadata of every child atoll manages in `ns` (the kinds of [`managed`]),
+/// by `Kind/name`. Through the client rather than kubectl, so a test can poll
+/// it quickly; the uids of two of these show objects deleted and created
+/// again under the same name.
+pub async fn managed_metadata(
+    client: &Client,
+    ns: &str,
+) -> Result<std::collections::BTreeMap<String, ObjectMeta>, String> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let (a, b, c, d, e) = futures::try_join!(
+        metadata_of::<StatefulSet>(client, ns),
+        metadata_of::<Service>(client, ns),
+        metadata_of::<ConfigMap>(client, ns),
+        metadata_of::<PodDisruptionBudget>(client, ns),
+        metadata_of::<api::Partition>(client, ns),
+    )?;
+    Ok([a, b, c, d, e].into_iter().flatten().collect())
+}
+
+/// `(Kind/name, metadata)` of the `K`s in `ns` labelled as managed by atoll.
+async fn metadata_of<K>(client: &Client, ns: &str) -> Result<Vec<(String, ObjectMeta)>, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let params = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=atoll");
+    let list = Api::<K>::namespaced(client.clone(), ns)
+        .list_metadata(&params)
+        .await
+        .map_err(|e| format!("listing {}: {e}", K::kind(&())))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|o| {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            (format!("{}/{name}", K::kind(&())), o.metadata)
+        })
+        .collect())
+}
+
 /// Every Database in `ns` has exactly the children its plugin renders (no
 /// duplicates, none missing, none extra) and every managed child is owned
 /// by a live Database (no orphans).
@@ -334,7 +379,13 @@ impl Drop for KillOnDrop {
 /// `atoll run` (this build's binary) reconciling `ns` and loading plugin
 /// ConfigMaps from it, on ephemeral loopback ports, logs discarded.
 pub fn start_atoll(ns: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+    atoll_command(ns).spawn().unwrap()
+}
+
+/// The command [`start_atoll`] runs, for a test that wants its log.
+pub fn atoll_command(ns: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"));
+    command
         .args(["run", "--namespace", ns, "--plugin-namespace", ns])
         .args([
             "--metrics-addr",
@@ -345,7 +396,6 @@ pub fn start_atoll(ns: &str) -> std::process::Child {
         .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(std::process::Stdio::null());
+    command
 }

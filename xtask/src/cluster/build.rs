@@ -34,11 +34,23 @@ pub struct Binaries {
 
 /// Returns the cached binaries, building whichever are missing.
 pub fn ensure_binaries() -> Result<Binaries> {
+    binaries(true)
+}
+
+/// Returns the cached binaries without building any: fails, naming the
+/// command that builds them, when one is missing. For tests, which must not
+/// spend minutes in `go build` nor pass without a control plane.
+pub fn built_binaries() -> Result<Binaries> {
+    binaries(false)
+}
+
+fn binaries(may_build: bool) -> Result<Binaries> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace");
     let cache = cache_dir()?;
-    let go = Go::find()?;
+    // Found only when something must be built: using cached binaries needs no Go.
+    let go = Go::find;
 
     let k8s_module = root.join("testenv/k8s");
     let k8s_version = required_version(&k8s_module, "k8s.io/kubernetes")?;
@@ -50,23 +62,34 @@ pub fn ensure_binaries() -> Result<Binaries> {
             "kube-controller-manager",
             "kube-scheduler",
         ],
-        |out| go.build_kubernetes(&k8s_module, &k8s_version, out),
+        may_build,
+        |out| go()?.build_kubernetes(&k8s_module, &k8s_version, out),
     )?;
 
     let etcd_module = root.join("testenv/etcd");
     let etcd_version = required_version(&etcd_module, "go.etcd.io/etcd/server/v3")?;
-    let etcd = cached(&cache, &format!("etcd-{etcd_version}"), &["etcd"], |out| {
-        go.run(
-            &etcd_module,
-            &["build", "-trimpath", "-ldflags=-s -w", "-o"],
-            out.join("etcd"),
-            &["go.etcd.io/etcd/server/v3"],
-        )
-    })?;
+    let etcd = cached(
+        &cache,
+        &format!("etcd-{etcd_version}"),
+        &["etcd"],
+        may_build,
+        |out| {
+            go()?.run(
+                &etcd_module,
+                &["build", "-trimpath", "-ldflags=-s -w", "-o"],
+                out.join("etcd"),
+                &["go.etcd.io/etcd/server/v3"],
+            )
+        },
+    )?;
 
-    let kwok = cached(&cache, &format!("kwok-{KWOK_VERSION}"), &["kwok"], |out| {
-        go.install_kwok(out)
-    })?;
+    let kwok = cached(
+        &cache,
+        &format!("kwok-{KWOK_VERSION}"),
+        &["kwok"],
+        may_build,
+        |out| go()?.install_kwok(out),
+    )?;
 
     Ok(Binaries {
         etcd: etcd.join("etcd"),
@@ -89,17 +112,25 @@ fn cache_dir() -> Result<PathBuf> {
     Ok(base.join("atoll/testenv"))
 }
 
-/// `<cache>/<key>` if it holds all `files`, else runs `build` into a scratch
-/// directory and moves that into place.
+/// `<cache>/<key>` if it holds all `files`, else (when `may_build`) runs
+/// `build` into a scratch directory and moves that into place.
 fn cached(
     cache: &Path,
     key: &str,
     files: &[&str],
+    may_build: bool,
     build: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let dir = cache.join(key);
     if files.iter().all(|f| dir.join(f).is_file()) {
         return Ok(dir);
+    }
+    if !may_build {
+        bail!(
+            "the control-plane binaries are not built ({} lacks some of {files:?}); \
+             build them with `cargo xtask cluster up` (needs Go; several minutes the first time)",
+            dir.display()
+        );
     }
     let scratch = cache.join(format!("{key}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);

@@ -2,6 +2,8 @@
 //!
 //! Each started process is appended to the pids file as `pid<TAB>name<TAB>binary`
 //! the moment it is spawned, so even a half-finished `up` can be cleaned up.
+//! A process started again (a private control plane's restarted API server)
+//! gets a line of its own; the exited one's line stays and is skipped.
 //! A pid alone is not trusted: before signalling, `/proc/<pid>/exe` must still
 //! be the binary we started, so a recycled pid never gets a signal from us.
 
@@ -18,14 +20,44 @@ use anyhow::{Context, Result};
 /// The number of processes a complete control plane runs.
 const EXPECTED: usize = 5;
 
-/// A process started by this `up`.
+/// A process started by `up` or for a private control plane, with what it
+/// takes to start it again.
 pub struct Proc {
     pub name: String,
     child: RefCell<Child>,
     log: PathBuf,
+    bin: PathBuf,
+    args: Vec<String>,
 }
 
 impl Proc {
+    /// Sends `sig` to the process unless it has exited (and been reaped) already.
+    pub fn signal(&self, sig: i32) {
+        if self.exited().is_none() {
+            signal(self.child.borrow().id() as i32, sig);
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; true when it did.
+    /// `try_wait` reaps it, so it never lingers as a zombie.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.exited().is_none() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&self) {
+        let mut child = self.child.borrow_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// The exit status if the process has already exited.
     pub fn exited(&self) -> Option<ExitStatus> {
         self.child.borrow_mut().try_wait().ok().flatten()
@@ -43,23 +75,63 @@ impl Proc {
 /// Spawns processes and records them in the pids file.
 pub struct Recorder {
     pids_file: PathBuf,
+    detached: bool,
 }
 
 impl Recorder {
-    pub fn new(pids_file: PathBuf) -> Self {
-        Self { pids_file }
+    /// For `cluster up`: each process in a process group of its own, so the
+    /// control plane outlives the command and a Ctrl-C in the terminal that
+    /// ran `up` does not reach it.
+    pub fn detached(pids_file: PathBuf) -> Self {
+        Self {
+            pids_file,
+            detached: true,
+        }
+    }
+
+    /// For a private control plane: processes stay in the caller's process
+    /// group, so a Ctrl-C that ends the caller (skipping its cleanup) ends
+    /// them too.
+    pub fn attached(pids_file: PathBuf) -> Self {
+        Self {
+            pids_file,
+            detached: false,
+        }
     }
 
     pub fn spawn(&mut self, name: &str, bin: &Path, log: &Path, args: &[String]) -> Result<Proc> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(bin)
+        self.spawn_logging_to(out, name, bin, log, args)
+    }
+
+    /// Starts `proc`'s binary again with the same arguments (after it
+    /// exited), appending to the same log so both runs can be read.
+    pub fn respawn(&mut self, proc: &Proc) -> Result<Proc> {
+        let out = OpenOptions::new()
+            .append(true)
+            .open(&proc.log)
+            .with_context(|| format!("opening {}", proc.log.display()))?;
+        self.spawn_logging_to(out, &proc.name, &proc.bin, &proc.log, &proc.args)
+    }
+
+    fn spawn_logging_to(
+        &mut self,
+        out: File,
+        name: &str,
+        bin: &Path,
+        log: &Path,
+        args: &[String],
+    ) -> Result<Proc> {
+        let mut command = Command::new(bin);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out)
-            // Own process group: the control plane outlives this command and a
-            // Ctrl-C in the terminal that ran `up` does not reach it.
-            .process_group(0)
+            .stderr(out);
+        if self.detached {
+            command.process_group(0);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut pids = OpenOptions::new()
@@ -71,6 +143,8 @@ impl Recorder {
             name: name.to_owned(),
             child: RefCell::new(child),
             log: log.to_owned(),
+            bin: bin.to_owned(),
+            args: args.to_vec(),
         })
     }
 }

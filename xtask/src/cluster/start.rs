@@ -16,9 +16,14 @@ use super::{State, build, certs};
 /// Number of kwok-managed fake Nodes registered by `up`.
 const NODES: usize = 3;
 
-/// Generates credentials, starts the five processes in dependency order and
-/// waits until the control plane can run Pods.
-pub(super) fn start(state: &State, bins: &build::Binaries) -> Result<()> {
+/// Generates credentials, starts the five processes through `procs` in
+/// dependency order and waits until the control plane can run Pods. Returns
+/// the processes in start order (etcd first); dropping them leaves them running.
+pub(super) fn start(
+    state: &State,
+    bins: &build::Binaries,
+    procs: &mut processes::Recorder,
+) -> Result<Vec<Proc>> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700) // holds private keys
@@ -28,7 +33,6 @@ pub(super) fn start(state: &State, bins: &build::Binaries) -> Result<()> {
     let pki = certs::generate(&state.dir, ports.apiserver)?;
     let dir = |name: &str| state.dir.join(name).display().to_string();
     let loopback = |port: u16| format!("http://127.0.0.1:{port}");
-    let mut procs = processes::Recorder::new(state.pids_file());
 
     eprintln!("starting etcd on 127.0.0.1:{}", ports.etcd_client);
     let etcd = procs.spawn(
@@ -239,7 +243,7 @@ pub(super) fn start(state: &State, bins: &build::Binaries) -> Result<()> {
             .map(drop)
         },
     )?;
-    Ok(())
+    Ok(Vec::from([etcd, apiserver, kcm, scheduler, kwok]))
 }
 
 /// The default StorageClass; kwok's volume Stages provision and bind its claims
@@ -320,7 +324,7 @@ impl Ports {
 
 /// Polls `check` until it succeeds. Fails early, with the end of its log, if a
 /// process in `procs` exits; on timeout reports what `check` said last.
-fn wait_until(
+pub(super) fn wait_until(
     procs: &[&Proc],
     what: &str,
     timeout: Duration,
