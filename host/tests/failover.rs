@@ -129,6 +129,43 @@ async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
     assert!(replicas[standby].leading());
     wait_ready(&client, n, "orders").await;
     eprintln!("failover: converged {took:?} after SIGKILL of the leader");
+
+    // At no time did both write: in the API server's audit log, every write
+    // of the old leader comes before every write of the new one. The Lease
+    // itself is left out: competing for it is how the standby takes over.
+    let writes = |replica: &str| -> Vec<String> {
+        let agent = format!("({replica}_");
+        let mut at: Vec<String> = atoll_testenv::audit_log()
+            .iter()
+            .filter(|e| {
+                e["objectRef"]["namespace"] == n
+                    && e["objectRef"]["resource"] != "leases"
+                    && e["userAgent"].as_str().is_some_and(|a| a.contains(&agent))
+            })
+            .map(|e| e["requestReceivedTimestamp"].as_str().unwrap().to_owned())
+            .collect();
+        // RFC 3339 in UTC with fixed microseconds: text order is time order.
+        at.sort();
+        at
+    };
+    let (old, new) = (writes(replicas[lead].name), writes(replicas[standby].name));
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "both replicas wrote while leading ({} and {} writes audited)",
+        old.len(),
+        new.len()
+    );
+    assert!(
+        old.last() < new.first(),
+        "the new leader wrote at {:?}, before the old leader's last write at {:?}",
+        new.first(),
+        old.last()
+    );
+    eprintln!(
+        "failover: {} writes by the old leader, then {} by the new one, none overlapping",
+        old.len(),
+        new.len()
+    );
     ns.cleanup().await;
 }
 

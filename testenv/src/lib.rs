@@ -25,7 +25,7 @@ mod private;
 pub use private::{PrivateControlPlane, Restart};
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +72,31 @@ pub fn kubeconfig_env() -> std::ffi::OsString {
         Some(paths) if !paths.is_empty() => paths,
         _ => state_dir().join("kubeconfig").into_os_string(),
     }
+}
+
+/// The API server's audit log of write requests (JSON lines, Metadata level:
+/// verb, object, user agent, timestamps), beside the kubeconfig in use as
+/// `cargo xtask cluster up` writes it. Panics, saying how to get one, when
+/// the control plane was started without audit logging.
+pub fn audit_log() -> Vec<serde_json::Value> {
+    let kubeconfig = std::env::split_paths(&kubeconfig_env())
+        .next()
+        .unwrap_or_default();
+    let path = kubeconfig
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("logs")
+        .join("audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading the audit log {}: {e}\n(the control plane predates audit logging: \
+             restart it with `cargo xtask cluster down && cargo xtask cluster up`)",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// Client configuration for the control plane (see [`kubeconfig_env`]).

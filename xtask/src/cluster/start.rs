@@ -16,6 +16,17 @@ use super::{State, build, certs};
 /// Number of kwok-managed fake Nodes registered by `up`.
 const NODES: usize = 3;
 
+/// Audit every write request at Metadata level (no bodies), nothing else.
+const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
 /// Generates credentials, starts the five processes through `procs` in
 /// dependency order and waits until the control plane can run Pods. Returns
 /// the processes in start order (etcd first); dropping them leaves them running.
@@ -59,6 +70,12 @@ pub(super) fn start(
         etcd_healthy(ports.etcd_client)
     })?;
 
+    // Writes are audited (who, what, when): tests use it to show, for
+    // example, that only the leader among atoll's replicas ever writes.
+    let audit_policy = state.dir.join("audit-policy.yaml");
+    fs::write(&audit_policy, AUDIT_POLICY)
+        .with_context(|| format!("writing {}", audit_policy.display()))?;
+
     eprintln!(
         "starting kube-apiserver on https://127.0.0.1:{}",
         ports.apiserver
@@ -86,6 +103,11 @@ pub(super) fn start(
             format!("--service-cluster-ip-range={}", certs::SERVICE_CIDR),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", state.log("audit").display()),
+            "--audit-log-format=json".into(),
+            "--audit-log-maxsize=200".into(),
+            "--audit-log-maxbackup=1".into(),
         ],
     )?;
     let kubeconfig = state.kubeconfig();
