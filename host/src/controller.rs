@@ -266,14 +266,12 @@ async fn run_listing(
 /// shutdown that ends the watch before that (a SIGTERM in the first
 /// milliseconds) would leave the runner waiting forever. So shut down only
 /// once the store is ready, or after a bound if the API is down.
-fn shutdown_after_ready(
+async fn shutdown_after_ready(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     store: Store<Database>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        shutdown.await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
-    }
+) {
+    shutdown.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
 }
 
 /// Keep one kind's cache of children and send the Database owning each
