@@ -423,6 +423,7 @@ async fn operate_async(args: RunArgs, renderer: Arc<Renderer>) -> Result<()> {
             &args.grpc,
             client.clone(),
             Arc::clone(&renderer),
+            ctx.metrics.clone(),
             ready_rx.clone(),
             stopped(stop_rx.clone()),
         )
@@ -521,13 +522,16 @@ async fn serve_grpc<F: std::future::Future<Output = ()> + Send + 'static>(
     args: &GrpcArgs,
     client: kube::Client,
     renderer: Arc<Renderer>,
+    metrics: atoll::metrics::Metrics,
     ready: tokio::sync::watch::Receiver<bool>,
     shutdown: F,
 ) -> Result<impl std::future::Future<Output = Result<(), atoll::grpc::ServeError>> + use<F>> {
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", args.grpc_addr))?;
-    tracing::info!(addr = %args.grpc_addr, tls = args.grpc_tls_cert.is_some(), "serving gRPC");
+    // The bound address: with port 0 the kernel picked one.
+    let addr = listener.local_addr().unwrap_or(args.grpc_addr);
+    tracing::info!(%addr, tls = args.grpc_tls_cert.is_some(), "serving gRPC");
     let tls = args
         .grpc_tls_cert
         .clone()
@@ -538,6 +542,7 @@ async fn serve_grpc<F: std::future::Future<Output = ()> + Send + 'static>(
         renderer,
         ready,
         tls,
+        metrics,
     };
     Ok(server.serve(listener, shutdown))
 }

@@ -9,7 +9,16 @@
 //!   time one plugin call (`validate`, `render`, `status`, ...) took;
 //! - `atoll_objects_applied_total{kind}`: server-side applies of children;
 //! - `atoll_objects_pruned_total{kind}`: children deleted because they were no
-//!   longer rendered.
+//!   longer rendered;
+//! - `atoll_grpc_join_streams`: open `JoinGroup` streams (gauge);
+//! - `atoll_grpc_member_records`: Member records written (or being written)
+//!   for `JoinGroup` streams and not deleted yet, those waiting to be deleted
+//!   included (gauge);
+//! - `atoll_grpc_member_watches`: watches on Member objects, one per
+//!   namespace with open streams, shared by them (gauge).
+//!
+//! The gauges are always present (at 0 when idle); the other families appear
+//! once their first series is recorded.
 //!
 //! Guarantees: [`Metrics`] is cheap to clone (clones share the same counters)
 //! and safe to use from any thread; recording never blocks on encoding for
@@ -26,6 +35,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -83,6 +93,9 @@ struct Inner {
     plugin_call_duration: HistogramFamily<CallLabels>,
     applied: Family<KindLabels, Counter>,
     pruned: Family<KindLabels, Counter>,
+    join_streams: Gauge,
+    member_records: Gauge,
+    member_watches: Gauge,
 }
 
 /// The operator's metrics. Clones share the same series.
@@ -104,9 +117,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Every family registered, with no series yet. A family appears in
-    /// [`encode`](Self::encode)'s output (with its `# HELP`/`# TYPE` lines)
-    /// once its first series is recorded.
+    /// Every family registered, with no series yet. A labelled family
+    /// appears in [`encode`](Self::encode)'s output (with its `# HELP`/`#
+    /// TYPE` lines) once its first series is recorded; the gauges at once.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let reconciles = Family::<PluginLabels, Counter>::default();
@@ -149,6 +162,24 @@ impl Metrics {
             "Child objects deleted because they were no longer rendered",
             pruned.clone(),
         );
+        let join_streams = Gauge::default();
+        registry.register(
+            "atoll_grpc_join_streams",
+            "Open JoinGroup streams of the gRPC membership service",
+            join_streams.clone(),
+        );
+        let member_records = Gauge::default();
+        registry.register(
+            "atoll_grpc_member_records",
+            "Member records written (or being written) for JoinGroup streams and not deleted yet",
+            member_records.clone(),
+        );
+        let member_watches = Gauge::default();
+        registry.register(
+            "atoll_grpc_member_watches",
+            "Watches on Member objects, one per namespace with JoinGroup streams",
+            member_watches.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -158,6 +189,9 @@ impl Metrics {
                 plugin_call_duration,
                 applied,
                 pruned,
+                join_streams,
+                member_records,
+                member_watches,
             }),
         }
     }
@@ -221,6 +255,21 @@ impl Metrics {
             .inc();
     }
 
+    /// Open JoinGroup streams.
+    pub fn join_streams(&self) -> &Gauge {
+        &self.inner.join_streams
+    }
+
+    /// Member records written for JoinGroup streams and not deleted yet.
+    pub fn member_records(&self) -> &Gauge {
+        &self.inner.member_records
+    }
+
+    /// Shared watches on Member objects.
+    pub fn member_watches(&self) -> &Gauge {
+        &self.inner.member_watches
+    }
+
     /// Every family in the OpenMetrics text format (ending with `# EOF`),
     /// to be served with [`CONTENT_TYPE`].
     pub fn encode(&self) -> String {
@@ -236,8 +285,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nothing_recorded_encodes_only_eof() {
-        assert_eq!(Metrics::new().encode(), "# EOF\n");
+    fn nothing_recorded_encodes_only_the_gauges() {
+        let text = Metrics::new().encode();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "atoll_grpc_join_streams 0",
+                "atoll_grpc_member_records 0",
+                "atoll_grpc_member_watches 0"
+            ],
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
@@ -253,6 +313,8 @@ mod tests {
         metrics.applied("StatefulSet");
         metrics.applied("Service");
         metrics.pruned("ConfigMap");
+        metrics.join_streams().inc();
+        clone.member_records().set(3);
         let text = metrics.encode();
         assert!(text.ends_with("# EOF\n"), "{text}");
         for family in [
@@ -281,6 +343,9 @@ mod tests {
             r#"atoll_objects_applied_total{kind="StatefulSet"} 2"#,
             r#"atoll_objects_applied_total{kind="Service"} 1"#,
             r#"atoll_objects_pruned_total{kind="ConfigMap"} 1"#,
+            "atoll_grpc_join_streams 1",
+            "atoll_grpc_member_records 3",
+            "atoll_grpc_member_watches 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

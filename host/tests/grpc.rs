@@ -47,6 +47,7 @@ async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
         renderer: common::renderer(),
         ready: ready_rx,
         tls: None,
+        metrics: Default::default(),
     };
     let task = tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;

@@ -56,10 +56,48 @@ impl GrpcError {
     }
 }
 
+/// Longest status message sent, in bytes. The message travels in the
+/// `grpc-message` trailer, percent-encoded (up to three times longer), and
+/// clients refuse header blocks over their limit (grpc-java: 8 KiB) with an
+/// error that hides the real status; a request echoed back whole (a 3 MiB
+/// name) must not turn into that.
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+
 impl From<GrpcError> for Status {
     fn from(e: GrpcError) -> Status {
-        Status::new(e.code(), e.to_string())
+        Status::new(e.code(), truncate(e.to_string(), MAX_STATUS_MESSAGE))
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), saying how
+/// much was left out.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    let mut end = max.saturating_sub(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("... ({} more bytes)", total - end));
+    text
+}
+
+/// A request value as shown in an error message: quoted, and cut short
+/// when long (names are at most 253 bytes; a longer value is shown only in
+/// part).
+fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return format!("{value:?}");
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
 }
 
 /// `value` is a Kubernetes object name (RFC 1123 subdomain: lower-case
@@ -86,7 +124,8 @@ fn check_dns(field: &str, value: &str, max: usize, dots: bool) -> Result<(), Grp
         || !edge_ok(value.chars().last())
     {
         return Err(GrpcError::Invalid(format!(
-            "{field} {value:?} is not a valid Kubernetes name: use at most {max} lower-case letters, digits{}, and '-', starting and ending with a letter or digit",
+            "{field} {} is not a valid Kubernetes name: use at most {max} lower-case letters, digits{}, and '-', starting and ending with a letter or digit",
+            shown(value),
             if dots { ", '.'" } else { "" }
         )));
     }
@@ -108,7 +147,8 @@ pub fn check_label_value(field: &str, value: &str) -> Result<(), GrpcError> {
         || !edge_ok(value.chars().last())
     {
         return Err(GrpcError::Invalid(format!(
-            "{field} {value:?} is not valid: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+            "{field} {} is not valid: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+            shown(value)
         )));
     }
     Ok(())
@@ -161,5 +201,23 @@ mod tests {
         let status = Status::from(GrpcError::AlreadyExists("x exists".into()));
         assert_eq!(status.code(), Code::AlreadyExists);
         assert_eq!(status.message(), "x exists");
+    }
+
+    #[test]
+    fn long_values_are_not_echoed_whole() {
+        let huge = "é".repeat(1 << 20);
+        let message = check_name("member.id.name", &huge).unwrap_err().to_string();
+        assert!(message.len() < 400, "{}", message.len());
+        assert!(message.contains("(2097152 bytes)"), "{message}");
+        let message = check_label_value("group_id.name", &huge)
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 400, "{}", message.len());
+
+        let status = Status::from(GrpcError::Invalid(huge.clone()));
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE);
+        assert!(status.message().ends_with("more bytes)"));
+        let short = Status::from(GrpcError::Invalid("short".into()));
+        assert_eq!(short.message(), "short");
     }
 }

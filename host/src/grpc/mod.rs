@@ -28,10 +28,11 @@ use tokio::sync::watch;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
+use crate::metrics::Metrics;
 use crate::render::Renderer;
 
 pub use database::DatabaseApi;
-pub use error::GrpcError;
+pub use error::{GrpcError, MAX_STATUS_MESSAGE};
 pub use membership::MembershipApi;
 pub use plugins::PluginApi;
 pub use primitive::PrimitiveApi;
@@ -95,12 +96,22 @@ pub struct Server {
     /// Health is SERVING while this is true (atoll's `/readyz` readiness).
     pub ready: watch::Receiver<bool>,
     pub tls: Option<TlsFiles>,
+    /// Where the membership service counts its streams, records and
+    /// watches (the same metrics `/metrics` serves).
+    pub metrics: Metrics,
 }
+
+/// How long shutdown waits for the Member records of ended streams to be
+/// deleted (1,000 take about a second); `atoll run` gives the whole gRPC
+/// shutdown 5 s.
+const LEAVE_GRACE: Duration = Duration::from_secs(4);
 
 impl Server {
     /// Serve on `listener` until `shutdown` resolves. On shutdown, health
     /// turns NOT_SERVING and open JoinGroup streams end (their members
-    /// leave), so graceful shutdown does not wait on endless streams.
+    /// leave), so graceful shutdown does not wait on endless streams; then
+    /// this waits (at most [`LEAVE_GRACE`]) until their Member records are
+    /// deleted.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -147,13 +158,15 @@ impl Server {
         };
         use tonic_reflection::pb::{v1, v1alpha};
         let domain = self.renderer.cluster_domain.clone();
+        let (membership, leaving) =
+            MembershipApi::new(self.client.clone(), self.metrics.clone(), stop_rx);
         let router = builder
             .add_service(
                 DatabaseServiceServer::new(DatabaseApi::new(self.client.clone(), domain))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                MembershipServiceServer::new(MembershipApi::new(self.client.clone(), stop_rx))
+                MembershipServiceServer::new(membership)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
@@ -183,6 +196,13 @@ impl Server {
                 let _ = stop_tx.send(true);
             })
             .await?;
+        // Every stream has ended and the service is gone: the leaver ends
+        // once it has deleted their records.
+        if tokio::time::timeout(LEAVE_GRACE, leaving).await.is_err() {
+            tracing::warn!(
+                "Member records of ended JoinGroup streams were not all deleted within {LEAVE_GRACE:?}"
+            );
+        }
         Ok(())
     }
 }
