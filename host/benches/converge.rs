@@ -26,8 +26,7 @@ use atoll::registry::Registry;
 use atoll::render::Renderer;
 use atoll::runtime::{Limits, Runtime};
 use atoll_testenv::{TestNamespace, client};
-use futures::{StreamExt, stream};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::Api;
 
 fn database(i: usize) -> Database {
     serde_json::from_value(serde_json::json!({
@@ -95,36 +94,7 @@ async fn converge(count: usize, native: bool) -> Figures {
     let before = support::ApiSnapshot::take().await;
     let own_before = support::process_cpu(std::process::id()).unwrap_or_default();
     let started = Instant::now();
-    stream::iter(0..count)
-        .for_each_concurrent(16, |i| {
-            let dbs = dbs.clone();
-            async move {
-                dbs.create(&PostParams::default(), &database(i))
-                    .await
-                    .expect("create Database");
-            }
-        })
-        .await;
-    loop {
-        let ready = dbs
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|db| {
-                db.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if ready == count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::create_and_wait_ready(&dbs, count, database).await;
     let total = started.elapsed();
     let own_cpu = support::process_cpu(std::process::id())
         .unwrap_or_default()

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use atoll::api::Database;
 use atoll_testenv::{TestNamespace, client};
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -81,36 +81,7 @@ async fn scenario(count: usize, listing: bool) {
 
     let api_before = support::ApiSnapshot::take().await;
     let started = Instant::now();
-    stream::iter(0..count)
-        .for_each_concurrent(16, |i| {
-            let dbs = dbs.clone();
-            async move {
-                dbs.create(&PostParams::default(), &database(i))
-                    .await
-                    .expect("create Database");
-            }
-        })
-        .await;
-    loop {
-        let ready = dbs
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|db| {
-                db.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if ready == count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::create_and_wait_ready(&dbs, count, database).await;
     let converge = started.elapsed();
     let (requests, reads, writes, cpu) = support::ApiSnapshot::take().await.since(&api_before);
     println!(

@@ -106,3 +106,41 @@ pub async fn wait_namespace_gone(client: &kube::Client, name: &str) {
     }
     eprintln!("namespace {name} still terminating after 180s");
 }
+
+/// Create Databases `database(0..count)` (16 requests at a time) and poll
+/// every 250 ms until all of them are Ready.
+pub async fn create_and_wait_ready(
+    dbs: &kube::Api<atoll::api::Database>,
+    count: usize,
+    database: impl Fn(usize) -> atoll::api::Database,
+) {
+    use futures::{StreamExt, stream};
+    let database = &database;
+    stream::iter(0..count)
+        .for_each_concurrent(16, |i| async move {
+            dbs.create(&kube::api::PostParams::default(), &database(i))
+                .await
+                .expect("create Database");
+        })
+        .await;
+    loop {
+        let ready = dbs
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|db| {
+                db.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
