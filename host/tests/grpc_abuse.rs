@@ -82,18 +82,9 @@ impl Atoll {
     /// Start it on ports the kernel picks, and wait until it logged them.
     async fn start(ns: &str, dir: &Path) -> Atoll {
         let log = dir.join("atoll.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
-            .args(["run", "--namespace", ns, "--plugin-namespace", ns])
-            .args([
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-            ])
+        let child = common::atoll_command(ns)
             .arg("--log-json")
-            .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
             .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
