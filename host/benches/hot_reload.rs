@@ -38,14 +38,7 @@ const LABELLED: &str = env!("ATOLL_TEST_RAFT_LABELLED_WASM");
 const RELEASE: &str = "atoll.dev/test-release=labelled";
 
 fn database(i: usize) -> Database {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "atoll.dev/v1alpha1",
-        "kind": "Database",
-        "metadata": {"name": format!("db-{i:04}")},
-        "spec": {"partitions": 3, "storage": {"plugin": "raft",
-            "config": {"clusters": 1, "replicas": 1}}},
-    }))
-    .unwrap()
+    common::raft_database(&format!("db-{i:04}"), 1)
 }
 
 #[tokio::main]

@@ -33,14 +33,7 @@ const CHILDREN_PER_DATABASE: usize = 15;
 const GRACE: Duration = Duration::from_secs(10);
 
 fn database(i: usize) -> Database {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "atoll.dev/v1alpha1",
-        "kind": "Database",
-        "metadata": {"name": format!("db-{i}")},
-        "spec": {"partitions": 3, "storage": {"plugin": "raft",
-            "config": {"clusters": 3, "replicas": 1}}},
-    }))
-    .unwrap()
+    common::raft_database(&format!("db-{i}"), 3)
 }
 
 #[tokio::test]

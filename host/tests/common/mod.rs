@@ -135,6 +135,19 @@ impl Drop for Operator {
     }
 }
 
+/// A raft Database `name` with 3 partitions on `clusters` clusters of one
+/// replica each: small, for tests and benches that create many.
+pub fn raft_database(name: &str, clusters: u32) -> atoll::api::Database {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "atoll.dev/v1alpha1",
+        "kind": "Database",
+        "metadata": {"name": name},
+        "spec": {"partitions": 3, "storage": {"plugin": "raft",
+            "config": {"clusters": clusters, "replicas": 1}}},
+    }))
+    .unwrap()
+}
+
 /// `examples/<name>.yaml`, as text.
 pub fn example(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -237,21 +250,20 @@ pub async fn names(ns: &str, kind: &str, selector: &str) -> Vec<String> {
 /// The kinds atoll's built-in plugins render, and Partitions.
 const MANAGED_KINDS: &str = "statefulsets,services,configmaps,poddisruptionbudgets,partitions";
 
-/// Children atoll manages in `ns`, as `kind/name`.
-pub async fn managed(ns: &str) -> Vec<String> {
-    let out = k(
+/// `kubectl get` of every child atoll manages in `ns`, printed as `output`.
+async fn get_managed(ns: &str, output: &str) -> String {
+    let selector = "app.kubernetes.io/managed-by=atoll";
+    k(
         ns,
-        &[
-            "get",
-            MANAGED_KINDS,
-            "-l",
-            "app.kubernetes.io/managed-by=atoll",
-            "-o",
-            "name",
-        ],
+        &["get", MANAGED_KINDS, "-l", selector, "-o", output],
         None,
     )
-    .await;
+    .await
+}
+
+/// Children atoll manages in `ns`, as `kind/name`.
+pub async fn managed(ns: &str) -> Vec<String> {
+    let out = get_managed(ns, "name").await;
     out.lines().map(str::to_string).collect()
 }
 
@@ -343,17 +355,9 @@ pub async fn exactly_rendered(client: &Client, ns: &str) -> Result<(), String> {
         ));
     }
 
-    let out = k(
+    let out = get_managed(
         ns,
-        &[
-            "get",
-            MANAGED_KINDS,
-            "-l",
-            "app.kubernetes.io/managed-by=atoll",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.metadata.ownerReferences[?(@.controller==true)].uid}{\"\\n\"}{end}",
-        ],
-        None,
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.ownerReferences[?(@.controller==true)].uid}{\"\\n\"}{end}",
     )
     .await;
     for line in out.lines() {
