@@ -13,6 +13,9 @@
 #   KUBECONFIG=/tmp/atoll-testenv-0/kubeconfig scripts/bench-memory.sh [N] [BINARY...]
 #
 # BINARY defaults to target/release/atoll ($CARGO_TARGET_DIR honoured).
+# Every start compiles the plugins (a pod's first start, the worst case);
+# WARM_CACHE=1 keeps compiled plugins in one cache directory for the run,
+# as the Deployment's emptyDir does across container restarts.
 set -euo pipefail
 N=${1:-1000}
 shift || true
@@ -22,18 +25,23 @@ ROUNDS=${ROUNDS:-2}
 NS=bench-memory-$$
 PORT=${PORT:-18080}
 PID=
+CACHE=(--no-plugin-cache)
+if [ "${WARM_CACHE:-0}" = 1 ]; then
+  CACHE=(--plugin-cache-dir "$(mktemp -d)")
+fi
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
 peak() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
 stop() { [ -z "$PID" ] || { kill $PID 2>/dev/null; wait $PID 2>/dev/null || true; PID=; }; }
 start() {
   "$1" run --namespace $NS --metrics-addr 127.0.0.1:$PORT --grpc-addr 127.0.0.1:$((PORT + 1)) \
-    --plugin-namespace $NS --no-plugin-cache >>/tmp/$NS.log 2>&1 &
+    --plugin-namespace $NS "${CACHE[@]}" >>/tmp/$NS.log 2>&1 &
   PID=$!
   until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do
     kill -0 $PID 2>/dev/null || { echo "$1 exited; see /tmp/$NS.log" >&2; exit 1; }
     sleep 0.2
   done
 }
+"${BINARIES[0]}" crds | kubectl apply --server-side -f - >/dev/null
 kubectl create namespace $NS >/dev/null
 trap 'stop; kubectl delete namespace $NS --wait=false >/dev/null' EXIT
 
