@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::runtime::Violation;
+use crate::api::Reason;
+use crate::contract::Violation;
 
 /// Loading or calling a plugin failed. The host keeps serving; the error is
 /// reported on the Database (or plugin) concerned.
@@ -145,6 +146,28 @@ pub enum RenderError {
 }
 
 impl RenderError {
+    /// The condition reason this error reports.
+    pub fn reason(&self) -> Reason {
+        match self {
+            RenderError::Invalid(_) => Reason::InvalidSpec,
+            RenderError::UnknownPlugin { .. } => Reason::UnknownPlugin,
+            RenderError::VersionMismatch { .. } => Reason::PluginVersionMismatch,
+            RenderError::Failed { .. } => Reason::RenderFailed,
+            RenderError::Plugin(_) => Reason::PluginError,
+            RenderError::Policy { .. } => Reason::PolicyViolation,
+        }
+    }
+
+    /// Whether the error may pass without a spec change (a plugin trapped,
+    /// or is not loaded yet), so a retry soon is worth it; invalid specs wait
+    /// for the user.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RenderError::Plugin(_) | RenderError::UnknownPlugin { .. }
+        )
+    }
+
     /// The output-policy violation, if that is why the render failed.
     pub fn policy(&self) -> Option<&PolicyError> {
         match self {

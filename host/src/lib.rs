@@ -1,43 +1,36 @@
 //! atoll: run databases on Kubernetes through WebAssembly storage plugins.
 //!
-//! The data flows through these modules in order:
-//! - [`runtime`]: sandboxed wasmtime components (compile once per digest,
-//!   fresh store per call, deadline and memory cap);
-//! - [`source`]: plugins from ConfigMaps, hot-reloaded (shadow render, atomic
-//!   swap, last good version kept);
-//! - [`registry`]: loaded plugins by name, built-in, from files or ConfigMaps;
+//! The data flows through these modules in order (docs/architecture.md has
+//! the whole picture):
+//! - [`contract`]: the plugin contract's data types (a leaf);
+//! - [`plugin`]: where plugins come from and how they run — the sandboxed
+//!   [`runtime`](plugin::runtime), the [`registry`](plugin::registry), the
+//!   hot-reloading ConfigMap [`source`](plugin::source), StoragePlugin
+//!   [`records`](plugin::records);
 //! - [`render`]: Database → plugin input → render → [`policy`] → objects;
-//! - [`plan`]: what to apply and prune, or a refusal by the data-loss guard;
-//! - [`apply`]: observe owned children, apply what drifted, prune the rest;
-//! - [`status`]: conditions and readiness;
-//! - [`controller`]: the Database controller tying these together;
-//! - [`leader`], [`metrics`], [`serve`], [`plugin_records`]: running it as a
-//!   service (Lease election, Prometheus metrics, health endpoints,
-//!   StoragePlugin records);
+//! - [`controller`]: one reconcile as its steps — observe, render, plan
+//!   (the data-loss guard), converge, readiness, status;
 //! - [`grpc`]: the gRPC API (Atomix-compatible database, membership and
 //!   primitive services, plugins, health, reflection);
-//! - [`api`]: the `atoll.dev/v1alpha1` resources and their CRDs.
+//! - [`operator`]: the whole service built from a [`operator::Config`]
+//!   (controller, plugin source, leader election, HTTP and gRPC servers);
+//! - shared vocabulary: [`api`] (resources, labels, condition reasons),
+//!   [`error`], [`metrics`], [`manifest`].
 
 pub mod api;
-pub mod apply;
-pub mod builtin;
+pub mod cli;
+pub mod contract;
 pub mod controller;
 pub mod error;
 pub mod grpc;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;
-#[cfg(feature = "native-plugins")]
-pub mod native;
-pub mod observe;
-pub mod plan;
-pub mod plugin_records;
+pub mod operator;
+pub mod plugin;
 pub mod policy;
-pub mod registry;
 pub mod render;
-pub mod runtime;
 pub mod serve;
-pub mod source;
-pub mod status;
 
 pub use error::{PluginError, PolicyError, RenderError};
+pub use operator::{Config, Operator};

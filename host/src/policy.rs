@@ -11,21 +11,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::api::{API_VERSION, KIND_DATABASE};
+use crate::api::{
+    ANNOTATION_RENDERED, API_VERSION, KIND_DATABASE, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN,
+};
+use crate::contract::{PartitionBinding, Rendered};
 use crate::error::PolicyError;
-use crate::runtime::{PartitionBinding, Rendered};
-
-/// Label marking objects atoll manages.
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Label naming the owning Database.
-pub const LABEL_DATABASE: &str = "atoll.dev/database";
-/// Label naming the plugin that rendered the object.
-pub const LABEL_PLUGIN: &str = "atoll.dev/plugin";
-/// Annotation holding a hash of the object as rendered. Comparing a live
-/// object with the desired one only finds fields that differ; a field the
-/// plugin stopped rendering (a label a new plugin version drops) changes this
-/// hash, so the controller re-applies and server-side apply removes it.
-pub const ANNOTATION_RENDERED: &str = "atoll.dev/rendered";
 
 /// A kind plugins may render.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::api::{Database, MAX_PARTITIONS, Partition, PartitionSpec, PluginRef};
-use crate::error::RenderError;
-use crate::policy::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN, OutputPolicy, Owner};
-use crate::registry::Registry;
-use crate::runtime::{
-    LoadedPlugin, PartitionBinding, PluginDatabase, PluginRenderError, Violation,
+use crate::api::{
+    Database, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN, MAX_PARTITIONS, Partition,
+    PartitionSpec, PluginRef,
 };
+use crate::contract::{PartitionBinding, PluginDatabase, PluginRenderError, Violation};
+use crate::error::RenderError;
+use crate::plugin::source::{Rendering, ShadowRenderer};
+use crate::plugin::{LoadedPlugin, Registry};
+use crate::policy::{OutputPolicy, Owner};
 
 /// Everything that should exist for one Database.
 #[derive(Debug, Clone)]
@@ -169,6 +171,20 @@ impl Renderer {
                 p
             })
             .collect()
+    }
+}
+
+impl ShadowRenderer for Renderer {
+    fn render_with(&self, db: &Database, plugin: &Arc<LoadedPlugin>) -> Result<Rendering, String> {
+        let desired = Renderer::render_with(self, db, plugin).map_err(|e| e.to_string())?;
+        Ok(Rendering {
+            bindings: desired
+                .partitions
+                .iter()
+                .map(|b| (b.partition, b.service.clone(), b.port))
+                .collect(),
+            objects: desired.objects,
+        })
     }
 }
 

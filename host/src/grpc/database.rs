@@ -19,8 +19,7 @@ use tonic::{Request, Response, Status};
 use super::error::{GrpcError, check_name, check_namespace};
 use super::namespace_or_default;
 use super::proto::atomix::database as pb;
-use crate::api::{Database, Partition};
-use crate::policy::LABEL_DATABASE;
+use crate::api::{Database, LABEL_DATABASE, Partition};
 
 /// Serves DatabaseService from Database and Partition objects.
 pub struct DatabaseApi {

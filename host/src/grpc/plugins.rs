@@ -9,8 +9,9 @@ use tonic::{Request, Response, Status};
 
 use super::error::GrpcError;
 use super::proto::atoll::v1alpha1 as pb;
+use crate::api::Reason;
 use crate::error::RenderError;
-use crate::registry::{Entry, Failure};
+use crate::plugin::{Entry, Failure};
 use crate::render::Renderer;
 
 /// A uid for dry-run renders, so owner references are complete (as in
@@ -173,13 +174,10 @@ fn to_json(value: &impl serde::Serialize) -> Result<String, GrpcError> {
 /// Whose fault a failed render is: the request's (INVALID_ARGUMENT), a
 /// missing plugin (NOT_FOUND), or the plugin's (FAILED_PRECONDITION).
 fn render_error(e: RenderError) -> GrpcError {
-    match e {
-        RenderError::Invalid(_) => GrpcError::Invalid(e.to_string()),
-        RenderError::UnknownPlugin { .. } => GrpcError::NotFound(e.to_string()),
-        RenderError::VersionMismatch { .. }
-        | RenderError::Failed { .. }
-        | RenderError::Plugin(_)
-        | RenderError::Policy { .. } => GrpcError::FailedPrecondition(e.to_string()),
+    match e.reason() {
+        Reason::InvalidSpec => GrpcError::Invalid(e.to_string()),
+        Reason::UnknownPlugin => GrpcError::NotFound(e.to_string()),
+        _ => GrpcError::FailedPrecondition(e.to_string()),
     }
 }
 
@@ -213,7 +211,7 @@ fn plugin(entry: &Entry, failure: Option<&Failure>) -> pb::Plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Violation;
+    use crate::contract::Violation;
 
     #[test]
     fn render_errors_say_whose_fault() {
@@ -239,12 +237,11 @@ mod tests {
 
     #[test]
     fn failed_and_removed_plugins_are_listed_with_their_error() {
+        use crate::plugin::{Limits, Registry, Runtime, Source};
         use crate::policy::OutputPolicy;
-        use crate::registry::{Registry, Source};
-        use crate::runtime::{Limits, Runtime};
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
         let registry = Arc::new(Registry::new(Arc::clone(&runtime)));
-        let (_, raft) = crate::builtin::BUILTIN[0];
+        let (_, raft) = crate::plugin::builtin::BUILTIN[0];
         registry.insert(runtime.load("raft", raft).unwrap(), Source::Builtin);
         let cm = |name: &str| Source::ConfigMap {
             namespace: "atoll-system".into(),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::runtime::PartitionBinding;
+use crate::contract::PartitionBinding;
 
 fn owner() -> Owner<'static> {
     Owner {

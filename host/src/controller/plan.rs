@@ -6,7 +6,7 @@
 //! `atoll.dev/allow-data-loss: "true"`, a plan never prunes a child that
 //! holds data (a PersistentVolumeClaim, a StatefulSet with volume claim
 //! templates, a Partition); it refuses instead, naming them, and nothing is
-//! applied or pruned. `host/tests/data_safety.rs` checks this over sequences
+//! applied or pruned. the data-safety tests checks this over sequences
 //! of spec edits through the real plugins.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::ResourceExt;
 use serde_json::Value;
 
+use super::observe::{Key, Live, key};
 use crate::api::{ALLOW_DATA_LOSS, Database};
-use crate::apply::{self, Key, Live};
 use crate::render::{Desired, Renderer};
 
 /// The outcome of [`plan`].
@@ -42,7 +42,7 @@ pub fn plan<'a>(
         .map(|p| serde_json::to_value(p).expect("a Partition serialises"))
         .collect();
     wanted.extend(desired.objects.iter().cloned());
-    let wanted_keys: BTreeSet<Key> = wanted.iter().map(apply::key).collect();
+    let wanted_keys: BTreeSet<Key> = wanted.iter().map(key).collect();
     let prune: Vec<&Live> = live
         .iter()
         .filter(|(key, _)| !wanted_keys.contains(*key))
@@ -52,7 +52,7 @@ pub fn plan<'a>(
     let allow_loss = db.annotations().get(ALLOW_DATA_LOSS).map(String::as_str) == Some("true");
     let losing: Vec<String> = prune
         .iter()
-        .filter(|l| apply::holds_data(l))
+        .filter(|l| holds_data(l))
         .map(|l| {
             format!(
                 "{} {}",
@@ -71,5 +71,18 @@ pub fn plan<'a>(
         wanted,
         prune,
         refused,
+    }
+}
+
+/// Whether deleting `live` destroys data: a PersistentVolumeClaim, a
+/// StatefulSet with volume claim templates (its claims are retained, but the
+/// replicas holding them are gone), or a Partition.
+fn holds_data(live: &Live) -> bool {
+    match live.kind.resource.kind.as_str() {
+        "PersistentVolumeClaim" | "Partition" => true,
+        "StatefulSet" => live.object["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        _ => false,
     }
 }

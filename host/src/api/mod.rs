@@ -17,6 +17,35 @@ pub const MAX_PARTITIONS: u32 = 1024;
 /// removing a StatefulSet that holds volumes).
 pub const ALLOW_DATA_LOSS: &str = "atoll.dev/allow-data-loss";
 
+/// The field manager atoll applies with (children and status alike).
+pub const FIELD_MANAGER: &str = "atoll";
+/// Label marking objects atoll manages.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label naming the owning Database.
+pub const LABEL_DATABASE: &str = "atoll.dev/database";
+/// Label naming the plugin that rendered the object.
+pub const LABEL_PLUGIN: &str = "atoll.dev/plugin";
+/// Annotation holding a hash of the object as rendered. Comparing a live
+/// object with the desired one only finds fields that differ; a field the
+/// plugin stopped rendering (a label a new plugin version drops) changes this
+/// hash, so the controller re-applies and server-side apply removes it.
+pub const ANNOTATION_RENDERED: &str = "atoll.dev/rendered";
+
+mod reason;
+pub use reason::Reason;
+
+/// The Event recorder atoll reports with (controller `atoll`, instance the
+/// pod's name when set).
+pub fn event_recorder(client: kube::Client) -> kube::runtime::events::Recorder {
+    kube::runtime::events::Recorder::new(
+        client,
+        kube::runtime::events::Reporter {
+            controller: "atoll".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    )
+}
+
 /// A partitioned database run by a storage plugin.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::runtime::{LoadedPlugin, Runtime};
 use crate::api::ShadowRender;
 use crate::error::PluginError;
-use crate::runtime::{LoadedPlugin, Runtime};
 
 /// Where a plugin was loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl Registry {
     pub fn with_native_builtins(runtime: Arc<Runtime>) -> Result<Self, PluginError> {
         Self::with_builtins_adjusted(runtime, |plugin| {
             let name = plugin.metadata().name.clone();
-            if let Some(calls) = crate::native::calls(&name) {
+            if let Some(calls) = super::native::calls(&name) {
                 plugin.set_native(calls);
             }
         })
@@ -107,7 +107,7 @@ impl Registry {
         adjust: impl Fn(&mut LoadedPlugin),
     ) -> Result<Self, PluginError> {
         let registry = Registry::new(runtime);
-        for (name, bytes) in crate::builtin::BUILTIN {
+        for (name, bytes) in super::builtin::BUILTIN {
             let mut plugin = registry
                 .runtime
                 .load(&format!("built-in plugin {name}"), bytes)?;

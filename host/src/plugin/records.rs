@@ -27,17 +27,15 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-use crate::api::{Database, StoragePlugin, StoragePluginStatus};
-use crate::apply::FIELD_MANAGER;
-use crate::policy::LABEL_MANAGED_BY;
-use crate::registry::{Entry, Registry, Source};
+use super::registry::{Entry, Registry, Source};
+use crate::api::{Database, FIELD_MANAGER, LABEL_MANAGED_BY, StoragePlugin, StoragePluginStatus};
 
 /// `status.state` of a plugin that loaded.
 pub const STATE_LOADED: &str = "Loaded";
 /// `status.state` of a plugin whose last load failed.
 pub const STATE_FAILED: &str = "Failed";
 
-pub use crate::registry::Failure;
+pub use super::registry::Failure;
 
 /// Publishes every plugin of `registry` and its recorded failures, counting
 /// the Databases in `namespace` (all when `None`) that use each.
@@ -230,11 +228,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::runtime::{Limits, Runtime};
+    use crate::plugin::runtime::{Limits, Runtime};
 
     fn cache_entry() -> Entry {
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
-        let (_, bytes) = crate::builtin::BUILTIN
+        let (_, bytes) = crate::plugin::builtin::BUILTIN
             .iter()
             .find(|(name, _)| *name == "cache")
             .unwrap();

@@ -37,11 +37,11 @@
 //! `app.kubernetes.io/managed-by=atoll` and never treated as plugins.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read as _;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -49,23 +49,76 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
-use crate::api::{Database, ShadowRender};
-use crate::controller::Context;
-use crate::policy::{LABEL_MANAGED_BY, LABEL_PLUGIN};
-use crate::registry::{Failure, Removal, Source};
-use crate::runtime::{Digest, LoadedPlugin};
+use super::configmap::{decode, truncate};
+use super::registry::{Failure, Registry, Removal, Source};
+use super::runtime::LoadedPlugin;
+use crate::api::{Database, LABEL_MANAGED_BY, LABEL_PLUGIN, ShadowRender};
+use crate::contract::Digest;
 
-/// `binaryData` key of an uncompressed component.
-pub const KEY_WASM: &str = "plugin.wasm";
-/// `binaryData` key of a gzip-compressed component.
-pub const KEY_WASM_GZ: &str = "plugin.wasm.gz";
-/// A decompressed component larger than this is refused (a gzip bomb
-/// guard; the largest built-in is under 1 MiB).
-pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+/// Where a [`PluginSource`] looks.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Namespace of plugin ConfigMaps; `None` watches every namespace.
+    pub plugins: Option<String>,
+    /// Namespace of the Databases atoll reconciles; `None` for all.
+    pub databases: Option<String>,
+}
+
+/// Requests to reconcile a Database now, whatever its resync time: sent by
+/// the plugin source after a hot reload, received by the controller.
+/// Clones share one channel; a request with no controller listening is
+/// dropped.
+#[derive(Clone)]
+pub struct Requeue(tokio::sync::broadcast::Sender<ObjectRef<Database>>);
+
+impl Default for Requeue {
+    fn default() -> Self {
+        // Sized for a hot reload touching thousands of Databases at once; a
+        // lagging controller falls back to reconciling every Database.
+        Requeue(tokio::sync::broadcast::channel(16_384).0)
+    }
+}
+
+impl Requeue {
+    /// Ask for `db` to be reconciled.
+    pub fn send(&self, db: ObjectRef<Database>) {
+        let _ = self.0.send(db);
+    }
+
+    /// Every request sent from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ObjectRef<Database>> {
+        self.0.subscribe()
+    }
+}
+
+/// What a hot reload needs of rendering: a Database's render with a given
+/// version of its plugin, comparable across versions. Implemented by
+/// [`Renderer`](crate::render::Renderer); a trait so that plugin loading
+/// does not depend on what comes after it.
+pub trait ShadowRenderer: Send + Sync + 'static {
+    /// The objects and partition bindings `db` renders to with `plugin`, or
+    /// why it does not render.
+    ///
+    /// # Errors
+    /// The render failed (any reason: spec, plugin, policy).
+    fn render_with(&self, db: &Database, plugin: &Arc<LoadedPlugin>) -> Result<Rendering, String>;
+}
+
+/// A render reduced to what a shadow render compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendering {
+    /// The objects after the output policy.
+    pub objects: Vec<serde_json::Value>,
+    /// `(partition, service, port)` of each binding.
+    pub bindings: Vec<(u32, String, u16)>,
+}
 
 /// Watches plugin ConfigMaps and keeps the registry in step with them.
 pub struct PluginSource {
-    ctx: Arc<Context>,
+    client: Client,
+    registry: Arc<Registry>,
+    shadow: Arc<dyn ShadowRenderer>,
+    requeue: Requeue,
     /// Namespace of plugin ConfigMaps; `None` watches every namespace.
     plugin_namespace: Option<String>,
     /// Namespace of the Databases atoll reconciles; `None` for all.
@@ -87,15 +140,28 @@ struct Seen {
 }
 
 impl PluginSource {
+    /// A source loading into `registry`, shadow-rendering with `shadow`
+    /// and asking for reconciles through `requeue`; it watches
+    /// `scope.plugins` for ConfigMaps, and `leader` says whether this
+    /// replica reports (Events, StoragePlugin records).
     pub fn new(
-        ctx: Arc<Context>,
-        plugin_namespace: Option<String>,
-        database_namespace: Option<String>,
+        client: Client,
+        registry: Arc<Registry>,
+        shadow: Arc<dyn ShadowRenderer>,
+        requeue: Requeue,
+        scope: Scope,
         leader: watch::Receiver<bool>,
     ) -> Self {
-        let recorder = ctx.recorder.clone();
+        let recorder = crate::api::event_recorder(client.clone());
+        let Scope {
+            plugins: plugin_namespace,
+            databases: database_namespace,
+        } = scope;
         PluginSource {
-            ctx,
+            client,
+            registry,
+            shadow,
+            requeue,
             plugin_namespace,
             database_namespace,
             leader,
@@ -108,7 +174,7 @@ impl PluginSource {
     /// practice: errors are retried with backoff). `synced` turns true once
     /// the ConfigMaps present at start-up were processed.
     pub async fn run(mut self, synced: watch::Sender<bool>) {
-        let client = self.ctx.client.clone();
+        let client = self.client.clone();
         let api: Api<ConfigMap> = match &self.plugin_namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
@@ -195,9 +261,7 @@ impl PluginSource {
                     shadow_render_ms = started.elapsed().as_millis() - load_ms,
                     "{note}"
                 );
-                self.ctx
-                    .renderer
-                    .registry
+                self.registry
                     .insert_arc(Arc::clone(&loaded), source, Some(shadow));
                 self.event(cm, EventType::Normal, "PluginLoaded", note)
                     .await;
@@ -214,7 +278,7 @@ impl PluginSource {
                     source,
                     error: error.clone(),
                 };
-                self.ctx.renderer.registry.record_failure(&name, failure);
+                self.registry.record_failure(&name, failure);
                 self.event(cm, EventType::Warning, "PluginRejected", error)
                     .await;
             }
@@ -230,7 +294,7 @@ impl PluginSource {
         let source = source_of(key);
         if seen.plugin.is_empty() {
             // Its failure was recorded under the ConfigMap's name.
-            self.ctx.renderer.registry.clear_failure(&key.name, &source);
+            self.registry.clear_failure(&key.name, &source);
         }
         self.withdraw(&seen.plugin, &source).await;
         self.publish().await;
@@ -239,7 +303,7 @@ impl PluginSource {
     /// `source` no longer provides `plugin`: fall back or mark it gone, and
     /// requeue its Databases.
     async fn withdraw(&mut self, plugin: &str, source: &Source) {
-        let registry = &self.ctx.renderer.registry;
+        let registry = &self.registry;
         registry.clear_failure(plugin, source);
         match registry.remove(plugin, source) {
             Removal::NotServing => return,
@@ -271,7 +335,7 @@ impl PluginSource {
                 source_name(source)
             ));
         }
-        let runtime = Arc::clone(self.ctx.renderer.registry.runtime());
+        let runtime = Arc::clone(self.registry.runtime());
         let origin = source.to_string();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&origin, &bytes))
             .await
@@ -289,8 +353,8 @@ impl PluginSource {
     /// Render every Database using `plugin` with the serving version and with
     /// `new`, and count the differences.
     async fn shadow_render(&self, plugin: &str, new: &Arc<LoadedPlugin>) -> ShadowRender {
-        let renderer = Arc::clone(&self.ctx.renderer);
-        let current = renderer.registry.get(plugin);
+        let shadow = Arc::clone(&self.shadow);
+        let current = self.registry.get(plugin);
         let from = current
             .as_ref()
             .map(|c| format!("{} {}", c.metadata().version, c.digest()))
@@ -304,16 +368,10 @@ impl PluginSource {
                 ..ShadowRender::default()
             };
             for db in &databases {
-                let old = current.as_ref().map(|c| renderer.render_with(db, c));
-                match (old, renderer.render_with(db, &new)) {
+                let old = current.as_ref().map(|c| shadow.render_with(db, c));
+                match (old, shadow.render_with(db, &new)) {
                     (Some(Ok(old)), Ok(new)) => {
-                        let bindings = |d: &crate::render::Desired| {
-                            d.partitions
-                                .iter()
-                                .map(|b| (b.partition, b.service.clone(), b.port))
-                                .collect::<Vec<_>>()
-                        };
-                        if old.objects != new.objects || bindings(&old) != bindings(&new) {
+                        if old != new {
                             report.changed += 1;
                         }
                     }
@@ -334,7 +392,7 @@ impl PluginSource {
 
     /// Databases in scope whose `spec.storage.plugin` is `plugin`.
     async fn databases_using(&self, plugin: &str) -> Vec<Database> {
-        let client = self.ctx.client.clone();
+        let client = self.client.clone();
         let api: Api<Database> = match &self.database_namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
@@ -357,7 +415,7 @@ impl PluginSource {
     /// have been reconciled with the version just replaced.
     async fn requeue(&self, plugin: &str) {
         for db in self.databases_using(plugin).await {
-            self.ctx.requeue(ObjectRef::from_obj(&db));
+            self.requeue.send(ObjectRef::from_obj(&db));
         }
     }
 
@@ -366,9 +424,9 @@ impl PluginSource {
         if !*self.leader.borrow() {
             return;
         }
-        let registry = &self.ctx.renderer.registry;
-        let result = crate::plugin_records::publish_registry(
-            &self.ctx.client,
+        let registry = &self.registry;
+        let result = super::records::publish_registry(
+            &self.client,
             registry,
             self.database_namespace.as_deref(),
         )
@@ -407,125 +465,5 @@ fn source_name(source: &Source) -> &str {
     match source {
         Source::ConfigMap { name, .. } => name,
         _ => "",
-    }
-}
-
-/// The component bytes of a plugin ConfigMap, or why there are none.
-pub fn decode(cm: &ConfigMap) -> Result<Vec<u8>, String> {
-    let id = format!(
-        "configmap/{}/{}",
-        cm.namespace().unwrap_or_default(),
-        cm.name_any()
-    );
-    let binary = cm.binary_data.as_ref();
-    if let Some(wasm) = binary.and_then(|b| b.get(KEY_WASM)) {
-        return Ok(wasm.0.clone());
-    }
-    if let Some(gz) = binary.and_then(|b| b.get(KEY_WASM_GZ)) {
-        let mut bytes = Vec::new();
-        flate2::read::GzDecoder::new(gz.0.as_slice())
-            .take(MAX_COMPONENT_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("{id}: binaryData.{KEY_WASM_GZ} is not valid gzip: {e}"))?;
-        if bytes.len() as u64 > MAX_COMPONENT_BYTES {
-            return Err(format!(
-                "{id}: binaryData.{KEY_WASM_GZ} decompresses to more than {} MiB",
-                MAX_COMPONENT_BYTES >> 20
-            ));
-        }
-        return Ok(bytes);
-    }
-    let in_data = cm
-        .data
-        .as_ref()
-        .is_some_and(|d| d.contains_key(KEY_WASM) || d.contains_key(KEY_WASM_GZ));
-    Err(if in_data {
-        format!(
-            "{id}: the component is under data, which holds text; put it under binaryData (`kubectl create configmap --from-file=plugin.wasm=FILE` does)"
-        )
-    } else {
-        format!(
-            "{id}: binaryData has neither {KEY_WASM} nor {KEY_WASM_GZ}; create it with `kubectl create configmap NAME --from-file=plugin.wasm=FILE`"
-        )
-    })
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use k8s_openapi::ByteString;
-
-    use super::*;
-
-    fn configmap(binary: &[(&str, Vec<u8>)]) -> ConfigMap {
-        let mut cm = ConfigMap::default();
-        cm.metadata.name = Some("p".into());
-        cm.metadata.namespace = Some("ns".into());
-        cm.binary_data = Some(
-            binary
-                .iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.clone())))
-                .collect(),
-        );
-        cm
-    }
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap()
-    }
-
-    #[test]
-    fn decodes_plain_and_gzip_components() {
-        assert_eq!(
-            decode(&configmap(&[(KEY_WASM, b"\0asm".to_vec())])).unwrap(),
-            b"\0asm"
-        );
-        let gz = gzip(b"\0asm component");
-        assert_eq!(
-            decode(&configmap(&[(KEY_WASM_GZ, gz)])).unwrap(),
-            b"\0asm component"
-        );
-    }
-
-    #[test]
-    fn explains_missing_or_misplaced_components() {
-        let err = decode(&configmap(&[("other", vec![1])])).unwrap_err();
-        assert!(
-            err.contains("configmap/ns/p") && err.contains("--from-file=plugin.wasm="),
-            "{err}"
-        );
-        let mut cm = configmap(&[]);
-        cm.data = Some([(KEY_WASM.to_string(), "text".to_string())].into());
-        assert!(decode(&cm).unwrap_err().contains("under binaryData"));
-        let err = decode(&configmap(&[(KEY_WASM_GZ, b"not gzip".to_vec())])).unwrap_err();
-        assert!(err.contains("not valid gzip"), "{err}");
-    }
-
-    #[test]
-    fn refuses_gzip_bombs() {
-        let bomb = gzip(&vec![0u8; (MAX_COMPONENT_BYTES + 10) as usize]);
-        let err = decode(&configmap(&[(KEY_WASM_GZ, bomb)])).unwrap_err();
-        assert!(err.contains("decompresses to more than 64 MiB"), "{err}");
-    }
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        assert_eq!(truncate("ééé".into(), 3), "é…");
-        assert_eq!(truncate("abc".into(), 3), "abc");
     }
 }

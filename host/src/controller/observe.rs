@@ -17,15 +17,58 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::DynamicResourceScope;
+use kube::core::{DynamicResourceScope, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use serde_json::Value;
 
-use crate::apply::{Key, Kind, Live};
-use crate::policy::LABEL_DATABASE;
+use super::Context;
+use crate::api::LABEL_DATABASE;
+
+/// `(kind, name)` of an object.
+pub type Key = (String, String);
+
+/// A kind atoll manages, resolved for the dynamic API.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    pub resource: ApiResource,
+}
+
+impl Kind {
+    /// From `apiVersion` and `kind` (regular plurals: every kind atoll allows
+    /// pluralises by rule).
+    pub fn new(api_version: &str, kind: &str) -> Self {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        Kind {
+            resource: ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
+        }
+    }
+
+    /// The dynamic API of this kind in `namespace`.
+    pub fn api(&self, client: &Client, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), namespace, &self.resource)
+    }
+}
+
+/// One observed child.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub kind: Kind,
+    pub object: Value,
+}
+
+/// `(kind, name)` of a rendered object (the output policy checked both exist).
+pub fn key(object: &Value) -> Key {
+    (
+        object["kind"].as_str().unwrap_or_default().to_string(),
+        object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
 
 /// A child as the watch caches keep it: metadata without managedFields
 /// (never read, often half of an object) and every other field as JSON.
@@ -197,6 +240,23 @@ fn newer(written: &Child, cached: Option<&str>) -> bool {
     }
 }
 
+/// The children of Database `name` (uid `uid`) in `namespace`: from the
+/// watch caches while the controller runs, else by listing each kind.
+///
+/// # Errors
+/// Only when listing (no caches): the API server's error.
+pub async fn children(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<BTreeMap<Key, Live>, kube::Error> {
+    match ctx.caches() {
+        Some(caches) => Ok(observe_cached(&caches, &ctx.written, namespace, name, uid)),
+        None => observe(&ctx.client, namespace, name, uid, &ctx.kinds).await,
+    }
+}
+
 /// The children of Database `name` (uid `uid`) in `namespace` from the
 /// watch caches (or atoll's own newer writes), keyed by kind and name; same
 /// result as [`observe`] as of the last watch event.
@@ -317,5 +377,17 @@ mod tests {
         assert!(newer(&child("10"), Some("9")));
         assert!(!newer(&child("9"), Some("9")));
         assert!(newer(&child("1"), None));
+    }
+
+    #[test]
+    fn kinds_resolve_to_their_resources() {
+        let k = Kind::new("policy/v1", "PodDisruptionBudget");
+        assert_eq!(k.resource.plural, "poddisruptionbudgets");
+        assert_eq!(k.resource.group, "policy");
+        let k = Kind::new("v1", "Service");
+        assert_eq!(
+            (k.resource.group.as_str(), k.resource.plural.as_str()),
+            ("", "services")
+        );
     }
 }

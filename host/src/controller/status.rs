@@ -1,9 +1,22 @@
-//! Database status: conditions that say what is wrong and how to fix it,
-//! computed from the render outcome and the plugin's readiness report.
+//! Status: conditions that say what is wrong and how to fix it, computed
+//! from the reconcile's outcome, and written (Database and Partitions, by
+//! server-side apply) only when they change; a problem also makes a Warning
+//! Event, once per change of status.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
 
-use crate::api::{Condition, DatabaseStatus, PartitionStatus, PluginRef};
+use super::observe::{Key, Live};
+use super::{Context, Error};
+use crate::api::{
+    API_VERSION, Condition, Database, DatabaseStatus, FIELD_MANAGER, Partition, PartitionStatus,
+    PluginRef, Reason,
+};
 
 /// What one reconcile found.
 #[derive(Debug, Clone)]
@@ -14,10 +27,10 @@ pub enum Outcome {
         partitions: Vec<PartitionStatus>,
         message: String,
     },
-    /// Something stops convergence; `reason` is CamelCase, `message` says
-    /// what and how to fix it. Children are left as they are.
+    /// Something stops convergence; `message` says what and how to fix it.
+    /// Children are left as they are.
     Degraded {
-        reason: String,
+        reason: Reason,
         message: String,
         plugin: Option<PluginRef>,
     },
@@ -32,7 +45,7 @@ pub fn database_status(
     outcome: Outcome,
 ) -> DatabaseStatus {
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
-    let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
+    let condition = |type_: &str, ok: bool, reason: Reason, message: &str| {
         let status = if ok { "True" } else { "False" };
         let last = previous_conditions
             .iter()
@@ -67,9 +80,9 @@ pub fn database_status(
                         "Ready",
                         all,
                         if all {
-                            "AllPartitionsReady"
+                            Reason::AllPartitionsReady
                         } else {
-                            "PartitionsNotReady"
+                            Reason::PartitionsNotReady
                         },
                         &summary,
                     ),
@@ -77,16 +90,16 @@ pub fn database_status(
                         "Progressing",
                         !all,
                         if all {
-                            "Converged"
+                            Reason::Converged
                         } else {
-                            "WaitingForPartitions"
+                            Reason::WaitingForPartitions
                         },
                         &summary,
                     ),
                     condition(
                         "Degraded",
                         false,
-                        "Healthy",
+                        Reason::Healthy,
                         "children match the rendered state",
                     ),
                 ],
@@ -106,9 +119,9 @@ pub fn database_status(
                 partitions,
                 plugin: plugin.or_else(|| previous.and_then(|s| s.plugin.clone())),
                 conditions: vec![
-                    condition("Ready", false, &reason, &message),
-                    condition("Progressing", false, &reason, &message),
-                    condition("Degraded", true, &reason, &message),
+                    condition("Ready", false, reason, &message),
+                    condition("Progressing", false, reason, &message),
+                    condition("Degraded", true, reason, &message),
                 ],
             }
         }
@@ -128,6 +141,122 @@ pub fn differs(previous: Option<&DatabaseStatus>, next: &DatabaseStatus) -> bool
         s
     };
     strip(previous) != strip(next)
+}
+
+/// Record a problem: a Degraded status and, when that changes the status, a
+/// Warning Event.
+///
+/// # Errors
+/// The status write failed (an Event that cannot be published is logged).
+pub async fn degrade(
+    db: &Database,
+    ctx: &Context,
+    reason: Reason,
+    message: String,
+    plugin: Option<PluginRef>,
+) -> Result<(), Error> {
+    let outcome = Outcome::Degraded {
+        reason,
+        message: message.clone(),
+        plugin,
+    };
+    if write_status(db, ctx, outcome).await? {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &db.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
+
+/// Write Database status if it changed; returns whether it did.
+///
+/// # Errors
+/// The API server refused the status patch.
+pub async fn write_status(db: &Database, ctx: &Context, outcome: Outcome) -> Result<bool, Error> {
+    let key = (db.namespace().unwrap_or_default(), db.name_any());
+    let rv = |o: &Database| o.resource_version().and_then(|v| v.parse::<u64>().ok());
+    let previous = {
+        let mut written = ctx
+            .status_written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match written.get(&key) {
+            Some((w, status)) if rv(db).is_none_or(|r| r < *w) => Some(status.clone()),
+            Some(_) => {
+                written.remove(&key);
+                db.status.clone()
+            }
+            None => db.status.clone(),
+        }
+    };
+    let next = database_status(
+        previous.as_ref(),
+        db.metadata.generation,
+        db.spec.partitions,
+        outcome,
+    );
+    if !differs(previous.as_ref(), &next) {
+        return Ok(false);
+    }
+    let api: Api<Database> = Api::namespaced(ctx.client.clone(), &key.0);
+    let patch = json!({"apiVersion": API_VERSION, "kind": "Database", "status": next});
+    let stored = api
+        .patch_status(
+            &key.1,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if let (Some(w), Some(status)) = (rv(&stored), stored.status) {
+        ctx.status_written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (w, status));
+    }
+    Ok(true)
+}
+
+/// Write each Partition's status if it changed.
+///
+/// # Errors
+/// The API server refused a status patch.
+pub async fn write_partition_status(
+    ctx: &Context,
+    namespace: &str,
+    database: &str,
+    live: &BTreeMap<Key, Live>,
+    partitions: &[PartitionStatus],
+) -> Result<(), Error> {
+    let api: Api<Partition> = Api::namespaced(ctx.client.clone(), namespace);
+    for p in partitions {
+        let name = format!("{database}-{}", p.id);
+        let status = json!({"ready": p.ready, "endpoints": [p.endpoint]});
+        let current = live
+            .get(&("Partition".to_string(), name.clone()))
+            .map(|l| &l.object["status"]);
+        if current == Some(&status) {
+            continue;
+        }
+        let patch = json!({"apiVersion": API_VERSION, "kind": "Partition", "status": status});
+        let stored = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        if let Ok(stored) = serde_json::to_value(stored).and_then(serde_json::from_value) {
+            ctx.remember_write("Partition", stored);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,14 +318,14 @@ mod tests {
             Some(2),
             1,
             Outcome::Degraded {
-                reason: "InvalidConfig".into(),
+                reason: Reason::InvalidSpec,
                 message: "spec.storage.config.replicas: must be odd".into(),
                 plugin: None,
             },
         );
         assert!(differs(Some(&ok), &bad));
         assert_eq!(bad.ready_partitions, 1);
-        assert_eq!(get(&bad, "Degraded").reason, "InvalidConfig");
+        assert_eq!(get(&bad, "Degraded").reason, "InvalidSpec");
         assert_eq!(bad.plugin, Some(plugin()));
     }
 }

@@ -1,69 +1,106 @@
-//! Getting a Database's children to the rendered state: server-side apply
-//! what drifted from the render, prune what is no longer rendered (what
-//! exists comes from [`crate::observe`]).
+//! Converge: get a Database's children to the rendered state. Server-side
+//! apply what is missing or drifted, then prune what is no longer rendered.
 //!
 //! Guarantees:
-//! - Only objects labelled `atoll.dev/database=<db>` whose controller owner
-//!   reference is this Database's uid are ever observed, updated or deleted.
+//! - Only the children [`observe`](super::observe) found (labelled
+//!   `atoll.dev/database=<db>`, controller owner reference with this
+//!   Database's uid) are ever pruned.
 //! - An object is applied only when it is missing or differs from what was
 //!   rendered (every rendered field present with the rendered value), so a
 //!   reconcile of an unchanged Database sends no write request.
 //! - Applies use field manager `atoll` and force ownership of the fields atoll
 //!   renders: hand edits to those fields are reverted.
+//! - Prunes happen only after every apply succeeded.
 //!
 //! Caveat: the API server normalises some values (e.g. CPU `0.5` becomes
 //! `500m`); a plugin rendering a non-canonical form is re-applied on every
 //! reconcile (harmless, but not free).
 
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
-/// The field manager atoll applies with.
-pub const FIELD_MANAGER: &str = "atoll";
+use super::Context;
+use super::observe::{Key, Kind, Live, key};
+use super::plan::Plan;
+use crate::api::FIELD_MANAGER;
 
-/// `(kind, name)` of an object.
-pub type Key = (String, String);
+/// Server-side applies in flight at once within one reconcile.
+const APPLIES_IN_FLIGHT: usize = 8;
 
-/// A kind atoll manages, resolved for the dynamic API.
-#[derive(Debug, Clone)]
-pub struct Kind {
-    pub resource: ApiResource,
+/// A child the API server would not take; nothing was pruned.
+#[derive(Debug, thiserror::Error)]
+#[error("applying {kind} {name} failed: {source}")]
+pub struct ApplyError {
+    pub kind: String,
+    pub name: String,
+    #[source]
+    pub source: kube::Error,
 }
 
-impl Kind {
-    /// From `apiVersion` and `kind` (regular plurals: every kind atoll allows
-    /// pluralises by rule).
-    pub fn new(api_version: &str, kind: &str) -> Self {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        Kind {
-            resource: ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
+/// Apply what drifted in `plan` (concurrently: a reconcile's latency is then
+/// one round trip, not one per child), then prune. `live` is what
+/// [`observe`](super::observe) found.
+///
+/// # Errors
+/// [`ConvergeError::Apply`] when an apply is refused (nothing is pruned
+/// then), [`ConvergeError::Prune`] when a delete fails.
+pub async fn converge(
+    ctx: &Context,
+    namespace: &str,
+    plan: &Plan<'_>,
+    live: &BTreeMap<Key, Live>,
+) -> Result<(), ConvergeError> {
+    let drifted: Vec<Value> = plan
+        .wanted
+        .iter()
+        .filter(|object| {
+            live.get(&key(object))
+                .is_none_or(|l| !contains(&l.object, object))
+        })
+        .cloned()
+        .collect();
+    let mut applies = futures::stream::iter(drifted)
+        .map(|object| {
+            let (client, namespace) = (ctx.client.clone(), namespace.to_string());
+            async move {
+                let result = apply(&client, &namespace, &object).await;
+                (key(&object), result)
+            }
+        })
+        .buffer_unordered(APPLIES_IN_FLIGHT);
+    while let Some(((kind, name), result)) = applies.next().await {
+        match result {
+            Ok(stored) => {
+                ctx.remember_write(&kind, stored);
+                ctx.metrics.applied(&kind);
+            }
+            Err(source) => return Err(ConvergeError::Apply(ApplyError { kind, name, source })),
         }
     }
-
-    fn api(&self, client: &Client, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(client.clone(), namespace, &self.resource)
+    for l in &plan.prune {
+        delete(&ctx.client, namespace, l)
+            .await
+            .map_err(ConvergeError::Prune)?;
+        let name = l.object["metadata"]["name"].as_str().unwrap_or_default();
+        ctx.written.forget(&l.kind.resource.kind, namespace, name);
+        ctx.metrics.pruned(&l.kind.resource.kind);
     }
+    Ok(())
 }
 
-/// One observed child.
-#[derive(Debug, Clone)]
-pub struct Live {
-    pub kind: Kind,
-    pub object: Value,
-}
-
-/// `(kind, name)` of a rendered object (the output policy checked both exist).
-pub fn key(object: &Value) -> Key {
-    (
-        object["kind"].as_str().unwrap_or_default().to_string(),
-        object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
+/// Why [`converge`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    /// The API server refused an apply: the Database turns Degraded.
+    #[error(transparent)]
+    Apply(ApplyError),
+    /// A prune failed: retried.
+    #[error("pruning failed: {0}")]
+    Prune(kube::Error),
 }
 
 /// Whether `live` holds every field of `desired` with the same value.
@@ -84,7 +121,7 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
 
 /// Server-side apply `object` (field manager `atoll`, forced); returns the
 /// object as the API server stored it.
-pub async fn apply(
+async fn apply(
     client: &Client,
     namespace: &str,
     object: &Value,
@@ -105,7 +142,7 @@ pub async fn apply(
 
 /// Delete a child (background propagation: its own dependents, such as a
 /// StatefulSet's pods, go with it).
-pub async fn delete(client: &Client, namespace: &str, live: &Live) -> Result<(), kube::Error> {
+async fn delete(client: &Client, namespace: &str, live: &Live) -> Result<(), kube::Error> {
     let name = live.object["metadata"]["name"].as_str().unwrap_or_default();
     match live
         .kind
@@ -116,19 +153,6 @@ pub async fn delete(client: &Client, namespace: &str, live: &Live) -> Result<(),
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// Whether deleting `live` destroys data: a PersistentVolumeClaim, a
-/// StatefulSet with volume claim templates (its claims are retained, but the
-/// replicas holding them are gone), or a Partition.
-pub fn holds_data(live: &Live) -> bool {
-    match live.kind.resource.kind.as_str() {
-        "PersistentVolumeClaim" | "Partition" => true,
-        "StatefulSet" => live.object["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty()),
-        _ => false,
     }
 }
 
@@ -160,17 +184,5 @@ mod tests {
             &json!({"spec": {"replicas": 3, "ports": [{"port": 1}, {"port": 2}]}}),
             &desired
         ));
-    }
-
-    #[test]
-    fn kinds_resolve_to_their_resources() {
-        let k = Kind::new("policy/v1", "PodDisruptionBudget");
-        assert_eq!(k.resource.plural, "poddisruptionbudgets");
-        assert_eq!(k.resource.group, "policy");
-        let k = Kind::new("v1", "Service");
-        assert_eq!(
-            (k.resource.group.as_str(), k.resource.plural.as_str()),
-            ("", "services")
-        );
     }
 }

@@ -4,9 +4,9 @@
 
 use atoll_guest::{Plugin, dispatch};
 
-use crate::runtime::{
-    NativeCalls, PartitionBinding, PluginDatabase, PluginRenderError, Rendered, StatusReport,
-    Violation,
+use super::runtime::NativeCalls;
+use crate::contract::{
+    PartitionBinding, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
 };
 
 /// The native calls of built-in plugin `name`.

@@ -24,33 +24,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::PluginError;
 
-/// Generated from `wit/storage.wit`.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "plugin",
-        path: "../wit",
-    });
-}
-
-pub use bindings::atoll::storage::types::{
-    Database as PluginDatabase, Level, Metadata, PartitionBinding,
-    RenderError as PluginRenderError, Rendered, StatusReport, Violation,
+use super::disk_cache::DiskCache;
+use super::sandbox::{CallState, LOG_LINES_PER_CALL, Limiter, forward_output};
+use crate::contract::bindings::{Plugin, PluginPre};
+use crate::contract::{
+    Digest, Metadata, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
 };
-use bindings::{Plugin, PluginPre};
 
 /// How often the epoch advances; deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Log lines a plugin may send per call through the `log` import; more are
-/// dropped (and counted) so a chatty plugin cannot flood the host's logs.
-const LOG_LINES_PER_CALL: usize = 200;
 
 /// Sandbox limits applied to every plugin call.
 #[derive(Debug, Clone)]
@@ -82,22 +71,6 @@ impl Default for Limits {
     }
 }
 
-/// A sha256 digest of a component's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    pub fn of(bytes: &[u8]) -> Self {
-        Digest(Sha256::digest(bytes).into())
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", hex::encode(self.0))
-    }
-}
-
 /// Compiles and runs plugins. Cheap to share behind an `Arc`.
 pub struct Runtime {
     engine: Engine,
@@ -109,78 +82,6 @@ pub struct Runtime {
     compilations: AtomicUsize,
     /// One permit per instance allowed at once ([`Limits::concurrent_calls`]).
     slots: tokio::sync::Semaphore,
-}
-
-/// Compiled components on disk: `<dir>/<digest>-<engine hash>.cwasm`, each a
-/// seal (sha256 of the component's digest and the serialized component)
-/// followed by the serialized component. The seal binds a file to the
-/// component it was compiled from: a file renamed or copied from another
-/// component is as unusable as a corrupt one.
-struct DiskCache {
-    dir: PathBuf,
-    /// Identifies the engine's configuration and wasmtime version; a file
-    /// written by another build is simply never looked up.
-    engine_hash: String,
-}
-
-impl DiskCache {
-    fn path(&self, digest: Digest) -> PathBuf {
-        self.dir.join(format!(
-            "{}-{}.cwasm",
-            hex::encode(digest.0),
-            self.engine_hash
-        ))
-    }
-
-    /// The component cached for `digest`, if a sound file exists.
-    fn load(&self, engine: &Engine, digest: Digest) -> Option<Component> {
-        let path = self.path(digest);
-        let bytes = std::fs::read(&path).ok()?;
-        let checked = bytes
-            .split_at_checked(32)
-            .filter(|(seal, body)| Self::seal(digest, body).as_slice() == *seal);
-        let Some((_, body)) = checked else {
-            tracing::warn!(path = %path.display(), "ignoring a corrupt compiled-plugin cache file");
-            return None;
-        };
-        // SAFETY: wasmtime requires the bytes to come from `serialize` of a
-        // compatible engine. The seal proves these are exactly the bytes atoll
-        // wrote for this component under this engine hash, and wasmtime checks
-        // version and configuration again itself.
-        match unsafe { Component::deserialize(engine, body) } {
-            Ok(component) => Some(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled-plugin cache file");
-                None
-            }
-        }
-    }
-
-    fn seal(digest: Digest, body: &[u8]) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(digest.0);
-        hasher.update(body);
-        hasher.finalize().into()
-    }
-
-    /// Write atomically (temporary file, then rename), so a crash mid-write
-    /// leaves no half file. Failures only cost a recompile later.
-    fn store(&self, digest: Digest, component: &Component) {
-        let result = (|| -> std::io::Result<()> {
-            let body = component.serialize().map_err(std::io::Error::other)?;
-            std::fs::create_dir_all(&self.dir)?;
-            let path = self.path(digest);
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            let mut bytes = Vec::with_capacity(32 + body.len());
-            bytes.extend_from_slice(&Self::seal(digest, &body));
-            bytes.extend_from_slice(&body);
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the compiled-plugin cache");
-        }
-    }
 }
 
 impl Runtime {
@@ -549,90 +450,5 @@ impl LoadedPlugin {
                 }
             }
         })
-    }
-}
-
-/// Forward captured guest output to tracing, one event per line; returns the
-/// last few meaningful lines (where a Rust panic message lands).
-fn forward_output(plugin: &str, stream: &str, bytes: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut tail = std::collections::VecDeque::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        tracing::info!(plugin, stream, "{line}");
-        if !line.starts_with("note: run with `RUST_BACKTRACE") {
-            if tail.len() == 2 {
-                tail.pop_front();
-            }
-            tail.push_back(line.trim());
-        }
-    }
-    (!tail.is_empty()).then(|| Vec::from(tail).join(" "))
-}
-
-/// Per-call store data.
-struct CallState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-    plugin: Arc<str>,
-    log_budget: usize,
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl bindings::atoll::storage::types::Host for CallState {}
-
-impl bindings::atoll::storage::host::Host for CallState {
-    fn log(&mut self, level: Level, message: String) {
-        if self.log_budget == 0 {
-            return;
-        }
-        self.log_budget -= 1;
-        let plugin = &*self.plugin;
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-}
-
-/// [`StoreLimits`] that remembers a denied memory growth, so the failure can be
-/// reported as memory exhaustion rather than a generic trap.
-struct Limiter {
-    inner: StoreLimits,
-    denied: Option<usize>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let result = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(result, Ok(true)) {
-            self.denied = Some(desired);
-        }
-        result
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
     }
 }

@@ -1,0 +1,275 @@
+//! The `atoll` command line: flags, parsed by clap, become an
+//! [`operator::Config`](crate::operator::Config) (`atoll run`) or run one of
+//! the offline commands in [`offline`].
+
+pub mod offline;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::PluginError;
+use crate::grpc::TlsFiles;
+use crate::operator::{Config, GrpcConfig, LeaderElectionConfig, PluginConfig, PluginConfigMaps};
+use crate::plugin::{Limits, Runtime};
+use crate::policy::AllowedKind;
+
+#[derive(Parser)]
+#[command(
+    name = "atoll",
+    version,
+    about = "Run databases on Kubernetes through WebAssembly storage plugins"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Print the objects atoll would apply for Database manifests, without a cluster.
+    Render(RenderArgs),
+    /// List or inspect storage plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
+    /// Print the CustomResourceDefinitions of the atoll.dev API as YAML.
+    Crds,
+    /// Run the operator: reconcile Databases against the cluster in KUBECONFIG
+    /// (or the in-cluster service account) until SIGINT or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Reconcile only Databases in this namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Cluster DNS domain used in host names and partition endpoints.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Database reconciles in flight at once (0: unbounded).
+    #[arg(long, value_name = "N", default_value_t = crate::controller::DEFAULT_CONCURRENCY)]
+    max_concurrent_reconciles: u16,
+    /// Address serving /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "ATOLL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Run several replicas safely: only the holder of a coordination.k8s.io
+    /// Lease reconciles; the others wait to take over.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the Lease (atoll's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "atoll-system")]
+    leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "atoll")]
+    leader_election_lease: String,
+    /// How long a Lease holder stays leader without renewing, e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How often the holder renews, e.g. 5s (less than half the lease duration).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    renew_period: Duration,
+    /// Namespace watched for plugin ConfigMaps (labelled atoll.dev/plugin=<name>,
+    /// binaryData plugin.wasm or plugin.wasm.gz); default: atoll's own
+    /// namespace, as for the Lease.
+    #[arg(long, value_name = "NAMESPACE")]
+    plugin_namespace: Option<String>,
+    /// Watch plugin ConfigMaps in every namespace (needs cluster-wide
+    /// ConfigMap read access).
+    #[arg(long, conflicts_with = "plugin_namespace")]
+    plugin_all_namespaces: bool,
+    #[command(flatten)]
+    grpc: GrpcArgs,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+/// The gRPC API (served by every replica, leader or not).
+#[derive(Args)]
+pub struct GrpcArgs {
+    /// Address serving the gRPC API (Atomix database, membership and
+    /// primitive services; plugins; health; reflection).
+    #[arg(long, env = "ATOLL_GRPC_ADDR", default_value = "0.0.0.0:5679")]
+    grpc_addr: std::net::SocketAddr,
+    /// PEM certificate (chain) to serve gRPC over TLS; needs --grpc-tls-key.
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum PluginsCmd {
+    /// List loaded plugins: the built-ins plus any from --plugin-dir.
+    List(PluginArgs),
+    /// Load one .wasm file and print its metadata and config schema.
+    Inspect {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+}
+
+/// Options for plugin calls.
+#[derive(Args, Clone)]
+pub struct SandboxArgs {
+    /// Deadline for each plugin call, e.g. 1s or 250ms; a call over it is stopped.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    plugin_timeout: Duration,
+    /// Memory cap for each plugin call, in MiB; a call growing past it is stopped.
+    #[arg(long, default_value_t = 64)]
+    plugin_memory_mib: usize,
+    /// Directory keeping compiled plugins across restarts (keyed by digest and
+    /// wasmtime build); default $XDG_CACHE_HOME/atoll/components or
+    /// ~/.cache/atoll/components. A corrupt file there is ignored.
+    #[arg(long, env = "ATOLL_PLUGIN_CACHE_DIR", value_name = "DIR")]
+    plugin_cache_dir: Option<PathBuf>,
+    /// Compile plugins at every start instead of keeping them on disk.
+    #[arg(long, conflicts_with = "plugin_cache_dir")]
+    no_plugin_cache: bool,
+    /// Plugin instances alive at once; more calls wait for a free slot
+    /// (default: twice the CPUs, at least 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    plugin_concurrency: Option<u16>,
+}
+
+impl SandboxArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            call_timeout: self.plugin_timeout,
+            memory_bytes: self.plugin_memory_mib << 20,
+            concurrent_calls: self
+                .plugin_concurrency
+                .map_or(Limits::default().concurrent_calls, usize::from),
+            ..Limits::default()
+        }
+    }
+
+    /// `--plugin-cache-dir`, else `$XDG_CACHE_HOME/atoll/components` or
+    /// `~/.cache/atoll/components`; none with `--no-plugin-cache`.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_plugin_cache {
+            return None;
+        }
+        self.plugin_cache_dir.clone().or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("atoll").join("components"))
+        })
+    }
+
+    /// The runtime for one component (`atoll plugins inspect`).
+    pub fn runtime(&self) -> Result<Arc<Runtime>, PluginError> {
+        let mut runtime = Runtime::new(self.limits())?;
+        if let Some(dir) = self.cache_dir() {
+            runtime = runtime.with_disk_cache(dir);
+        }
+        Ok(Arc::new(runtime))
+    }
+}
+
+/// Where plugins come from.
+#[derive(Args, Clone)]
+pub struct PluginArgs {
+    /// Directory of .wasm plugins loaded after the built-ins; a plugin with a
+    /// built-in's name replaces it.
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Call the built-in plugins' code compiled into atoll, without the
+    /// WebAssembly sandbox: only to measure what WebAssembly costs.
+    #[cfg(feature = "native-plugins")]
+    #[arg(long, hide = true)]
+    native_plugins: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+impl PluginArgs {
+    /// What these flags say about plugins.
+    pub fn config(&self) -> PluginConfig {
+        PluginConfig {
+            dir: self.plugin_dir.clone(),
+            limits: self.sandbox.limits(),
+            cache_dir: self.sandbox.cache_dir(),
+            #[cfg(feature = "native-plugins")]
+            native: self.native_plugins,
+        }
+    }
+}
+
+impl RunArgs {
+    /// The operator's configuration from `atoll run`'s flags.
+    pub fn config(&self) -> Config {
+        let plugin_namespace = match (&self.plugin_namespace, self.plugin_all_namespaces) {
+            (_, true) => None,
+            (Some(ns), false) => Some(ns.clone()),
+            (None, false) => Some(self.leader_election_namespace.clone()),
+        };
+        let tls = self
+            .grpc
+            .grpc_tls_cert
+            .clone()
+            .zip(self.grpc.grpc_tls_key.clone())
+            .map(|(cert, key)| TlsFiles { cert, key });
+        Config {
+            namespace: self.namespace.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            max_concurrent_reconciles: self.max_concurrent_reconciles,
+            metrics_addr: Some(self.metrics_addr),
+            grpc: Some(GrpcConfig {
+                addr: self.grpc.grpc_addr,
+                tls,
+            }),
+            leader_election: self.leader_elect.then(|| LeaderElectionConfig {
+                namespace: self.leader_election_namespace.clone(),
+                lease: self.leader_election_lease.clone(),
+                lease_duration: self.lease_duration,
+                renew_period: self.renew_period,
+            }),
+            plugin_configmaps: Some(PluginConfigMaps {
+                namespace: plugin_namespace,
+            }),
+            publish_plugin_records: true,
+            plugins: self.plugins.config(),
+            #[cfg(feature = "observe-by-listing")]
+            observe_by_listing: false,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// Database manifest (YAML or JSON, several documents allowed); `-` reads
+    /// standard input. Repeat for several files.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    files: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
+    output: Format,
+    /// Cluster DNS domain used in host names and partition endpoints.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Kinds plugins may render, as <apiVersion>/<Kind>; repeat to list
+    /// several. Defaults to StatefulSet, Deployment, Service, ConfigMap,
+    /// PodDisruptionBudget, PersistentVolumeClaim, Secret and ServiceAccount.
+    #[arg(long = "allow-kind", value_name = "API_VERSION/KIND")]
+    allowed_kinds: Vec<AllowedKind>,
+    #[command(flatten)]
+    plugins: PluginArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Multi-document YAML.
+    Yaml,
+    /// One JSON array.
+    Json,
+}

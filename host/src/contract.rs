@@ -1,0 +1,36 @@
+//! The plugin contract's data types, generated from `wit/storage.wit`
+//! (`atoll:storage@0.1.0`, world `plugin`).
+//!
+//! A leaf: render, policy, errors and the runtime all speak these types, and
+//! this module imports none of them. Objects cross the boundary as JSON text.
+
+use sha2::{Digest as _, Sha256};
+
+/// Generated from `wit/storage.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+    });
+}
+
+pub use bindings::atoll::storage::types::{
+    Database as PluginDatabase, Level, Metadata, PartitionBinding,
+    RenderError as PluginRenderError, Rendered, StatusReport, Violation,
+};
+
+/// A sha256 digest of a component's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}

@@ -1,0 +1,25 @@
+//! Plugins: where they come from, how they run, and which one serves each
+//! name.
+//!
+//! - [`runtime`]: the wasmtime sandbox (compile once per digest, a fresh
+//!   store per call, deadline and memory cap), with `disk_cache` keeping
+//!   compiled components across restarts and `sandbox` the per-call state;
+//! - [`registry`]: loaded plugins by name, with the built-ins to fall back to;
+//! - [`source`]: plugins from labelled ConfigMaps, hot-reloaded;
+//! - [`records`]: the cluster-scoped `StoragePlugin` records;
+//! - [`builtin`]: the five plugins embedded in the binary.
+
+pub mod builtin;
+mod configmap;
+mod disk_cache;
+#[cfg(feature = "native-plugins")]
+pub mod native;
+pub mod records;
+pub mod registry;
+pub mod runtime;
+mod sandbox;
+pub mod source;
+
+pub use registry::{Entry, Failure, Registry, Source};
+pub use runtime::{Limits, LoadedPlugin, Runtime};
+pub use source::{PluginSource, Requeue};
