@@ -1,0 +1,231 @@
+//! Joining: a validated JoinGroup request, and the Member record made of it.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use tokio::sync::oneshot;
+
+use super::super::error::{GrpcError, check_label_value, check_name, check_namespace};
+use super::leave::Leave;
+use super::stream::Following;
+use super::{LABEL_GROUP, Shared, pb};
+use crate::api::{Member, MemberSpec};
+
+/// Longest host a member may give: a DNS name (253) or an IP address. The
+/// host is stored in the Member record; without a bound one request could
+/// put megabytes into etcd.
+const MAX_HOST: usize = 253;
+
+impl Shared {
+    /// Record the member, then hand the caller what its stream follows
+    /// (dropping that, however the stream ends, has the record deleted).
+    pub(super) async fn join(
+        self: Arc<Self>,
+        join: Join,
+        mut joined: oneshot::Sender<Result<Following, GrpcError>>,
+    ) {
+        // First, so a namespace's new watch lists while the record is made.
+        let group = self
+            .watches
+            .subscribe(&join.namespace, &join.group, &join.member);
+        let api: Api<Member> = Api::namespaced(self.client.clone(), &join.namespace);
+        let recorded = {
+            let permit = tokio::select! {
+                permit = self.recording.acquire() => permit,
+                // The caller left before anything was written.
+                () = joined.closed() => return,
+            };
+            let _permit = permit.expect("the semaphore is never closed");
+            // Counted from before the create until the delete is done, so
+            // 0 means no record of atoll's exists or is on its way.
+            self.metrics.member_records().inc();
+            record(&api, &join).await
+        };
+        let uid = match recorded {
+            Ok(uid) => uid,
+            Err(e) => {
+                self.metrics.member_records().dec();
+                let _ = joined.send(Err(e));
+                return;
+            }
+        };
+        let leave = Leave::new(&self, &join, uid.clone());
+        tracing::info!(namespace = %join.namespace, group = %join.group, member = %join.member, "member joined");
+        let following = Following::new(group, join, uid, &self, leave);
+        // Refused if the caller left meanwhile: `following` comes back and
+        // is dropped here, which has the record deleted.
+        let _ = joined.send(Ok(following));
+    }
+}
+
+/// A validated JoinGroup request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Join {
+    pub(super) namespace: String,
+    pub(super) group: String,
+    pub(super) member: String,
+    pub(super) host: String,
+    pub(super) port: i32,
+}
+
+impl Join {
+    pub(super) fn from_request(req: pb::JoinGroupRequest) -> Result<Join, GrpcError> {
+        let member = req
+            .member
+            .ok_or_else(|| GrpcError::Invalid("member is required".into()))?;
+        let id = member.id.unwrap_or_default();
+        let group = req.group_id.unwrap_or_default();
+        check_name("member.id.name", &id.name)?;
+        check_label_value("group_id.name", &group.name)?;
+        // The group's namespace holds the records; a member may not name
+        // another one.
+        let namespace = match (group.namespace.as_str(), id.namespace.as_str()) {
+            ("", "") => "default".to_string(),
+            (g, m) if !g.is_empty() && !m.is_empty() && g != m => {
+                return Err(GrpcError::Invalid(format!(
+                    "member.id.namespace {m:?} differs from group_id.namespace {g:?}"
+                )));
+            }
+            (g, m) => if g.is_empty() { m } else { g }.to_string(),
+        };
+        check_namespace("group_id.namespace", &namespace)?;
+        if !(0..=65535).contains(&member.port) {
+            return Err(GrpcError::Invalid(format!(
+                "member.port {} is not a port number (0-65535)",
+                member.port
+            )));
+        }
+        if member.host.len() > MAX_HOST {
+            return Err(GrpcError::Invalid(format!(
+                "member.host is {} bytes long; a host name or address is at most {MAX_HOST}",
+                member.host.len()
+            )));
+        }
+        Ok(Join {
+            namespace,
+            group: group.name,
+            member: id.name,
+            host: member.host,
+            port: member.port,
+        })
+    }
+
+    pub(super) fn object(&self) -> Member {
+        let mut m = Member::new(
+            &self.member,
+            MemberSpec {
+                group: self.group.clone(),
+                host: self.host.clone(),
+                port: self.port,
+            },
+        );
+        m.metadata.labels = Some([(LABEL_GROUP.to_string(), self.group.clone())].into());
+        m
+    }
+
+    /// The joiner as it appears in member lists.
+    pub(super) fn member(&self) -> pb::Member {
+        pb::Member {
+            id: Some(pb::MemberId {
+                name: self.member.clone(),
+                namespace: self.namespace.clone(),
+            }),
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+/// Create the Member record and return its uid. A record of the same id in
+/// the same group is replaced (the member reconnected before its old stream
+/// was noticed gone); in another group it is ALREADY_EXISTS.
+async fn record(api: &Api<Member>, join: &Join) -> Result<String, GrpcError> {
+    let doing = || format!("recording Member {}/{}", join.namespace, join.member);
+    for _ in 0..3 {
+        match api.create(&PostParams::default(), &join.object()).await {
+            Ok(created) => return Ok(created.uid().unwrap_or_default()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(GrpcError::kube(doing())(e)),
+        }
+        let Some(existing) = api
+            .get_opt(&join.member)
+            .await
+            .map_err(GrpcError::kube(doing()))?
+        else {
+            continue; // deleted meanwhile: create again
+        };
+        if existing.spec.group != join.group {
+            return Err(GrpcError::AlreadyExists(format!(
+                "member {} in namespace {} is already in group {:?}; a member id joins one group at a time",
+                join.member, join.namespace, existing.spec.group
+            )));
+        }
+        let params = DeleteParams {
+            preconditions: existing.uid().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&join.member, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(GrpcError::kube(doing())(e)),
+        }
+    }
+    Err(GrpcError::AlreadyExists(format!(
+        "member {} in namespace {} keeps being recorded concurrently; retry",
+        join.member, join.namespace
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::request;
+    use super::*;
+
+    #[test]
+    fn joins_are_validated_and_namespaced() {
+        let join = Join::from_request(request("m-1", "", "Workers_1", "apps")).unwrap();
+        assert_eq!(join.namespace, "apps");
+        assert_eq!(join.group, "Workers_1");
+        assert_eq!(
+            Join::from_request(request("m-1", "apps", "g", ""))
+                .unwrap()
+                .namespace,
+            "apps"
+        );
+        assert_eq!(
+            Join::from_request(request("m-1", "", "g", ""))
+                .unwrap()
+                .namespace,
+            "default"
+        );
+        for bad in [
+            request("", "", "g", ""),
+            request("m", "", "", ""),
+            request("M", "", "g", ""),
+            request("m", "a", "g", "b"),
+            request("m", "", "g/x", ""),
+        ] {
+            let e = Join::from_request(bad.clone()).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+        let mut no_member = request("m", "", "g", "");
+        no_member.member = None;
+        assert!(Join::from_request(no_member).is_err());
+        let mut bad_port = request("m", "", "g", "");
+        bad_port.member.as_mut().unwrap().port = 70000;
+        assert!(Join::from_request(bad_port).is_err());
+    }
+
+    #[test]
+    fn long_hosts_are_refused() {
+        let mut long = request("m", "", "g", "");
+        long.member.as_mut().unwrap().host = "h".repeat(MAX_HOST + 1);
+        let e = Join::from_request(long).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("member.host"), "{e}");
+    }
+}

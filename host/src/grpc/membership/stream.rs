@@ -1,0 +1,205 @@
+//! What each JoinGroup response stream does: send its group's list whenever
+//! it changed, when the client is ready for it, until the server stops.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::join::Join;
+use super::leave::Leave;
+use super::state::GroupList;
+use super::watch::Subscription;
+use super::{MemberStream, Shared, pb};
+
+/// One member's stream: the group's list whenever it changed, made when
+/// the client is ready for the next message (tonic asks for it once HTTP/2
+/// flow control lets it send), so a slow client holds no backlog, not even
+/// one list, and gets the latest when it catches up. Ends only at shutdown;
+/// dropped (the client went away), it has the record deleted.
+pub(super) struct Following {
+    group: Subscription,
+    join: Join,
+    uid: String,
+    sent: Sent,
+    stopping: watch::Receiver<bool>,
+    ended: bool,
+    _open: Counted,
+    _leave: Leave,
+}
+
+/// The list sent last.
+enum Sent {
+    Nothing,
+    /// The watch's own list, compared by pointer: the watch publishes a new
+    /// one only when the content changed.
+    Watched(Arc<GroupList>),
+    /// The watch's list with the joiner put in, before the watch saw its
+    /// record.
+    Merged(Vec<pb::Member>),
+}
+
+impl Following {
+    /// The stream of the member `join` recorded as `uid`, following `group`;
+    /// counted among the open streams while it lives, and `leave` has the
+    /// record deleted when it is dropped.
+    pub(super) fn new(
+        group: Subscription,
+        join: Join,
+        uid: String,
+        shared: &Shared,
+        leave: Leave,
+    ) -> Following {
+        Following {
+            group,
+            join,
+            uid,
+            sent: Sent::Nothing,
+            stopping: shared.stopping.clone(),
+            ended: false,
+            _open: Counted::new(shared.metrics.join_streams()),
+            _leave: leave,
+        }
+    }
+
+    pub(super) fn into_stream(self) -> MemberStream {
+        Box::pin(futures::stream::unfold(self, |mut following| async move {
+            let item = following.next().await?;
+            Some((item, following))
+        }))
+    }
+
+    /// The next message: a list that differs from the last one sent, once
+    /// there is one; UNAVAILABLE when the server stops, then the end.
+    async fn next(&mut self) -> Option<Result<pb::JoinGroupResponse, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if let Some(members) = self.fresh() {
+                return Some(Ok(pb::JoinGroupResponse {
+                    group_id: Some(pb::GroupId {
+                        name: self.join.group.clone(),
+                        namespace: self.join.namespace.clone(),
+                    }),
+                    members,
+                }));
+            }
+            tokio::select! {
+                changed = self.group.changed() => if changed.is_err() {
+                    break; // the watch is gone (cannot happen while subscribed)
+                },
+                () = stopped(&mut self.stopping) => break,
+            }
+        }
+        self.ended = true;
+        Some(Err(Status::unavailable(
+            "atoll is shutting down; join again",
+        )))
+    }
+
+    /// The list to send now, if it differs from the last one sent.
+    fn fresh(&mut self) -> Option<Vec<pb::Member>> {
+        let seen = self.group.seen(&self.uid);
+        let list = self.group.latest()?;
+        self.sent.next(list, seen, || self.join.member())
+    }
+}
+
+impl Sent {
+    /// What to send of `list`, if it differs from what was sent last; `seen`
+    /// is whether the watch has seen the joiner's record. Until it has,
+    /// lists show the joiner from the request (`me`): the record exists (it
+    /// was just created), and the first list must hold the joiner, which
+    /// clients wait for.
+    fn next(
+        &mut self,
+        list: Arc<GroupList>,
+        seen: bool,
+        me: impl FnOnce() -> pb::Member,
+    ) -> Option<Vec<pb::Member>> {
+        if !seen {
+            let merged = list.with(me());
+            if matches!(self, Sent::Merged(last) if *last == merged) {
+                return None;
+            }
+            *self = Sent::Merged(merged.clone());
+            return Some(merged);
+        }
+        let unchanged = match self {
+            Sent::Watched(last) => Arc::ptr_eq(last, &list),
+            Sent::Merged(last) => *last == list.members,
+            Sent::Nothing => false,
+        };
+        let members = (!unchanged).then(|| list.members.clone());
+        *self = Sent::Watched(list);
+        members
+    }
+}
+
+/// Resolves once the server stops (or its stop channel is gone). Returns
+/// `()`, not the guard `wait_for` yields, which must not live across awaits.
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// A gauge counting something alive: up when made, down when dropped.
+pub(super) struct Counted(Gauge);
+
+impl Counted {
+    pub(super) fn new(gauge: &Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{names, request};
+    use super::*;
+
+    #[test]
+    fn lists_are_sent_once_each() {
+        let member = |name: &str| {
+            Join::from_request(request(name, "", "g", ""))
+                .unwrap()
+                .member()
+        };
+        let before = Arc::new(GroupList {
+            members: vec![member("a")],
+        });
+        let mut sent = Sent::Nothing;
+        // Not seen yet: the joiner is put in, once.
+        assert_eq!(
+            names(
+                &sent
+                    .next(Arc::clone(&before), false, || member("b"))
+                    .unwrap()
+            ),
+            ["a", "b"]
+        );
+        assert_eq!(sent.next(Arc::clone(&before), false, || member("b")), None);
+        // The watch caught up with the same list: nothing new to send.
+        let after = Arc::new(GroupList {
+            members: vec![member("a"), member("b")],
+        });
+        assert_eq!(sent.next(Arc::clone(&after), true, || member("b")), None);
+        assert_eq!(sent.next(Arc::clone(&after), true, || member("b")), None);
+        // A change is sent; and once seen, a list without the joiner too
+        // (its record is gone).
+        let gone = Arc::new(GroupList {
+            members: vec![member("a")],
+        });
+        assert_eq!(
+            names(&sent.next(gone, true, || member("b")).unwrap()),
+            ["a"]
+        );
+    }
+}
