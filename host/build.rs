@@ -37,11 +37,11 @@ fn main() {
             "    ({name:?}, include_bytes!({:?})),",
             path.display().to_string()
         )
-        .unwrap();
+        .expect("writing to a String cannot fail");
     }
     src.push_str("];\n");
-    let out = std::env::var("OUT_DIR").unwrap();
-    std::fs::write(Path::new(&out).join("builtin.rs"), src).unwrap();
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
+    std::fs::write(Path::new(&out).join("builtin.rs"), src).expect("writing OUT_DIR/builtin.rs");
 
     let test_paths = wasm_build::build_test_components(workspace).unwrap_or_else(|e| panic!("{e}"));
     for ((_, var), path) in wasm_build::TEST_COMPONENTS.iter().zip(&test_paths) {
@@ -66,9 +66,10 @@ fn compile_protos() {
         Ok(fds) => fds,
         Err(e) => panic!("compiling host/proto: {e}"),
     };
-    let out = std::env::var("OUT_DIR").unwrap();
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
     let descriptor = Path::new(&out).join("atoll_descriptor.bin");
-    std::fs::write(&descriptor, prost::Message::encode_to_vec(&fds)).unwrap();
+    std::fs::write(&descriptor, prost::Message::encode_to_vec(&fds))
+        .expect("writing OUT_DIR/atoll_descriptor.bin");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -118,6 +118,9 @@ impl NodeGroup {
 
     /// Push the ConfigMap, headless Service, StatefulSet and (if asked) the
     /// PodDisruptionBudget.
+    ///
+    /// # Errors
+    /// An object does not encode as JSON.
     pub fn render(&self, db: &Database, out: &mut Output) -> Result<(), String> {
         let hs = self.headless_service();
         out.push(k8s::config_map(

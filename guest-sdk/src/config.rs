@@ -6,6 +6,9 @@ use crate::{Database, Violation};
 ///
 /// Absent or `null` config parses as `{}`, so a config type whose fields all
 /// have defaults accepts a Database that sets no config at all.
+///
+/// # Errors
+/// The config does not decode into `C`; the violation names the field.
 pub fn parse_config<C: serde::de::DeserializeOwned>(db: &Database) -> Result<C, Violation> {
     let text = match db.config.trim() {
         "" | "null" => "{}",

@@ -21,11 +21,17 @@ pub fn metadata<P: Plugin>() -> Metadata {
 }
 
 /// `validate(db)`: config parsing plus [`Plugin::check`].
+///
+/// # Errors
+/// Every violation, each naming its field.
 pub fn validate<P: Plugin>(db: &Database) -> Result<(), Vec<Violation>> {
     parsed::<P>(db).map(|_| ())
 }
 
 /// `render(db)`: refuses an invalid Database before rendering anything.
+///
+/// # Errors
+/// `Invalid` with the violations, or `Failed` when the plugin cannot render.
 pub fn render<P: Plugin>(db: &Database) -> Result<Rendered, RenderError> {
     let config = parsed::<P>(db).map_err(RenderError::Invalid)?;
     let mut out = Output::default();

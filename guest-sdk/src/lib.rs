@@ -73,6 +73,9 @@ pub trait Plugin {
 
     /// Push the desired objects and one partition binding per partition.
     /// Only called when [`Plugin::check`] returned nothing.
+    ///
+    /// # Errors
+    /// Why this Database cannot be rendered (reported as `RenderFailed`).
     fn render(db: &Database, config: &Self::Config, out: &mut Output) -> Result<(), String>;
 
     /// Which partitions are ready, judged from the observed objects.
@@ -88,6 +91,9 @@ pub trait Plugin {
 macro_rules! export {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
+        // The component ABI glue wit-bindgen generates (exported symbols,
+        // raw pointers across the boundary) is the guest's only unsafe code.
+        #[allow(unsafe_code)]
         const _: () = {
             type AtollComponent = $crate::__private::Component<$plugin>;
             $crate::__private::bindings::__export_plugin!(

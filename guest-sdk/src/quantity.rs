@@ -3,6 +3,9 @@
 //! rejection after atoll has started applying.
 
 /// Check that `s` is a Kubernetes quantity, e.g. `10Gi`, `1.5`, `500m`, `1e3`.
+///
+/// # Errors
+/// A message quoting `s` and showing valid forms.
 pub fn check(s: &str) -> Result<(), String> {
     const SUFFIXES: [&str; 16] = [
         "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "", "k", "M", "G", "T", "P", "E",
@@ -33,7 +36,10 @@ pub fn check(s: &str) -> Result<(), String> {
 }
 
 /// The value of quantity `s` as a number, e.g. `64Mi` → 67108864, `500m` → 0.5,
-/// for comparing sizes given in different units. Errors as [`check`] does.
+/// for comparing sizes given in different units.
+///
+/// # Errors
+/// As [`check`]: `s` is not a Kubernetes quantity.
 pub fn value(s: &str) -> Result<f64, String> {
     check(s)?;
     const UNITS: [(&str, f64); 15] = [

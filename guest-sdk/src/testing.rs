@@ -41,6 +41,9 @@ impl Objects {
 }
 
 /// Render `db` with plugin `P`, decoding every object.
+///
+/// # Errors
+/// What the plugin's render returns: violations or a failure.
 pub fn render<P: Plugin>(db: &Database) -> Result<Objects, RenderError> {
     let rendered = dispatch::render::<P>(db)?;
     Ok(Objects {

@@ -7,6 +7,9 @@ use std::marker::PhantomData;
 // Generated code: the export glue of a WIT function with many record fields
 // takes them as separate arguments.
 #[allow(clippy::too_many_arguments)]
+// The canonical-ABI glue wit-bindgen generates is unsafe by nature; it is
+// generated, not written here.
+#[allow(unsafe_code)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",

@@ -155,6 +155,9 @@ impl LeaderElection {
 
     /// Checks the configuration: non-empty names, `lease_duration ≥ 1s` and
     /// `0 < 2 × renew_period < lease_duration`.
+    ///
+    /// # Errors
+    /// [`LeaderError`] naming what is wrong.
     pub fn validate(&self) -> Result<(), LeaderError> {
         for (what, value) in [
             ("namespace", &self.namespace),
@@ -182,6 +185,9 @@ impl LeaderElection {
     /// after releasing the Lease if it held it; API errors never end the
     /// loop (they are logged and the attempt counts as failed). Fails at once,
     /// with `is_leader` untouched, only if [`validate`](Self::validate) does.
+    ///
+    /// # Errors
+    /// Only what [`validate`](Self::validate) returns.
     pub async fn run(
         self,
         is_leader: watch::Sender<bool>,

@@ -31,6 +31,7 @@ pub mod plugin;
 pub mod policy;
 pub mod render;
 pub mod serve;
+pub mod sync;
 
 pub use error::{PluginError, PolicyError, RenderError};
 pub use operator::{Config, Operator};

@@ -22,6 +22,9 @@ const STORAGE_FIELDS: &[&str] = &["plugin", "version", "config"];
 
 /// Parse every document in `text` as a Database. `origin` names the source
 /// (a path or `-`) in errors. Namespace defaults to `default`, like kubectl.
+///
+/// # Errors
+/// A document that is not YAML or JSON, not a Database, or has unknown fields; the error names the origin, the document and the field.
 pub fn parse_databases(origin: &str, text: &str) -> Result<Vec<Database>, ManifestError> {
     let err = |location: String, message: String| ManifestError {
         origin: origin.to_string(),

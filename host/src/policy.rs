@@ -92,6 +92,9 @@ pub struct Owner<'a> {
 impl OutputPolicy {
     /// Check `rendered` for `owner` and return the objects to apply, with
     /// namespace, labels and owner reference set.
+    ///
+    /// # Errors
+    /// The first rule the render breaks; nothing of it may be applied.
     pub fn enforce(&self, owner: &Owner, rendered: &Rendered) -> Result<Vec<Value>, PolicyError> {
         let count = rendered.objects.len();
         if count > self.max_objects {

@@ -41,6 +41,9 @@ pub struct Renderer {
 
 impl Renderer {
     /// Render `db`: check the spec, find its plugin, render, enforce the policy.
+    ///
+    /// # Errors
+    /// [`RenderError`]: whose fault, and what to do.
     pub fn render(&self, db: &Database) -> Result<Desired, RenderError> {
         let plugin = self.plugin_for(db)?;
         self.render_with(db, &plugin)
@@ -49,6 +52,9 @@ impl Renderer {
     /// Render `db` with `plugin` rather than the one registered under its
     /// name (a shadow render compares two versions this way). Checks the
     /// spec's version requirement against `plugin`.
+    ///
+    /// # Errors
+    /// As [`Renderer::render`].
     pub fn render_with(
         &self,
         db: &Database,
@@ -95,6 +101,9 @@ impl Renderer {
 
     /// The plugin `db` asks for, after the checks atoll makes itself
     /// (partition range, plugin name, version requirement syntax).
+    ///
+    /// # Errors
+    /// `Invalid` for spec violations, `UnknownPlugin` when no plugin has the name.
     pub fn plugin_for(&self, db: &Database) -> Result<Arc<LoadedPlugin>, RenderError> {
         let mut violations = Vec::new();
         if !(1..=MAX_PARTITIONS).contains(&db.spec.partitions) {

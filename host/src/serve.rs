@@ -68,6 +68,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Binds `addr` and serves the endpoints until `shutdown` resolves (see
 /// [`serve_on`]). Fails at once if `addr` cannot be bound.
+///
+/// # Errors
+/// `addr` cannot be bound, or the server fails.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
@@ -91,6 +94,9 @@ pub async fn serve(
 /// answered before this returns. A client that holds a connection open with
 /// an unfinished request delays the return; callers that must not wait
 /// should bound this with a timeout.
+///
+/// # Errors
+/// The server fails.
 pub async fn serve_on(
     listener: TcpListener,
     metrics: Metrics,

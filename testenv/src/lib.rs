@@ -65,7 +65,10 @@ static KUBECONFIG_OVERRIDE: RwLock<Option<PathBuf>> = RwLock::new(None);
 /// when set (kubectl's rules, so it may list several files), else the admin
 /// kubeconfig in [`state_dir`].
 pub fn kubeconfig_env() -> std::ffi::OsString {
-    if let Some(private) = KUBECONFIG_OVERRIDE.read().unwrap().as_ref() {
+    let override_ = KUBECONFIG_OVERRIDE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(private) = override_.as_ref() {
         return private.clone().into_os_string();
     }
     match std::env::var_os("KUBECONFIG") {
@@ -172,6 +175,9 @@ pub async fn client_with_token(token: &str) -> Client {
 }
 
 /// `GET /readyz` as the body text.
+///
+/// # Errors
+/// The API server does not answer, or answers not ready.
 pub async fn readyz(client: &Client) -> Result<String, kube::Error> {
     // kube has no raw-path helper; an empty collection path plus the name "readyz" is `/readyz`.
     let request = kube::core::Request::new("")

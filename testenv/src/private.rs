@@ -55,7 +55,9 @@ impl PrivateControlPlane {
     /// this control plane's kubeconfig, so [`crate::client`],
     /// [`crate::kubectl`] and whatever a test passes `KUBECONFIG` to use it.
     pub fn use_by_default(&self) {
-        *crate::KUBECONFIG_OVERRIDE.write().unwrap() = Some(self.kubeconfig.clone());
+        *crate::KUBECONFIG_OVERRIDE
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.kubeconfig.clone());
     }
 
     /// Restarts its kube-apiserver: SIGTERM, SIGKILL if still running after

@@ -49,6 +49,10 @@ pub struct Cluster {
     pub started_here: bool,
 }
 
+/// `cargo xtask cluster up|down|env`.
+///
+/// # Errors
+/// As [`ensure_up`] and [`down`].
 pub fn run(cmd: ClusterCmd) -> Result<()> {
     match cmd {
         ClusterCmd::Up => {
@@ -71,6 +75,9 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
 }
 
 /// Reuses the running control plane, or builds what is missing and starts one.
+///
+/// # Errors
+/// A build fails, or a process does not start or become ready.
 pub fn ensure_up() -> Result<Cluster> {
     let state = State::locate()?;
     let _lock = state.lock()?;
@@ -111,6 +118,9 @@ pub fn ensure_up() -> Result<Cluster> {
 
 /// Stops the processes `up` recorded, waits for them to exit and removes the
 /// state directory. Succeeds when nothing is running.
+///
+/// # Errors
+/// The state directory cannot be read or removed.
 pub fn down() -> Result<()> {
     let state = State::locate()?;
     let _lock = state.lock()?;

@@ -76,7 +76,7 @@ pub fn run() -> Result<()> {
 
     step("starting atoll run");
     let log = state_dir.join("logs").join("atoll-demo.log");
-    fs::create_dir_all(log.parent().unwrap())?;
+    fs::create_dir_all(state_dir.join("logs"))?;
     let pid = start_atoll(&atoll, &kubeconfig, &log)?;
     fs::write(&pid_file, format!("{pid}\t{}\n", atoll.display()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
@@ -176,14 +176,14 @@ fn stop_previous(pid_file: &Path) -> Result<()> {
     let pid: i32 = pid.parse().unwrap_or(0);
     if pid > 0 && is_binary(pid, Path::new(binary)) {
         eprintln!("stopping the previous demo's atoll (pid {pid})");
-        signal(pid, libc::SIGTERM);
+        xtask::signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(15);
         while is_binary(pid, Path::new(binary)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         if is_binary(pid, Path::new(binary)) {
             eprintln!("atoll (pid {pid}) ignored SIGTERM for 15s; killing it");
-            signal(pid, libc::SIGKILL);
+            xtask::signal(pid, libc::SIGKILL);
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -201,13 +201,6 @@ fn is_binary(pid: i32, binary: &Path) -> bool {
     let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
     // A zombie (exited, not yet reaped) has no exe link, so it reads as gone.
     Path::new(exe) == binary
-}
-
-fn signal(pid: i32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid we checked is our atoll; no memory involved.
-    unsafe {
-        libc::kill(pid, sig);
-    }
 }
 
 /// Starts `atoll run` detached from this command (own process group, so a

@@ -55,7 +55,7 @@ fn main() -> Result<()> {
 fn plugins() -> anyhow::Result<()> {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .unwrap();
+        .ok_or_else(|| anyhow::anyhow!("xtask is not inside the workspace"))?;
     let packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
     let paths = wasm_build::build(workspace, &packages).map_err(anyhow::Error::msg)?;
     println!("{:<16} {:>10}  PATH", "PLUGIN", "BYTES");

@@ -96,10 +96,7 @@ fn time_to_ready(atoll: &Path, kubeconfig: &Path, cache: &Path) -> Result<Durati
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    // SAFETY: kill(2) on our own child; no memory involved.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    xtask::signal(child.id() as i32, libc::SIGTERM);
     let status = child.wait()?;
     if result.is_ok() && !status.success() {
         bail!("atoll exited with {status} after SIGTERM");

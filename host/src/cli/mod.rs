@@ -167,6 +167,9 @@ impl SandboxArgs {
     }
 
     /// The runtime for one component (`atoll plugins inspect`).
+    ///
+    /// # Errors
+    /// The engine cannot start.
     pub fn runtime(&self) -> Result<Arc<Runtime>, PluginError> {
         let mut runtime = Runtime::new(self.limits())?;
         if let Some(dir) = self.cache_dir() {

@@ -30,7 +30,7 @@ mod fixtures;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kube::Client;
@@ -42,6 +42,7 @@ use crate::api::{API_VERSION, Database, DatabaseStatus, Reason};
 use crate::metrics::Metrics;
 use crate::plugin::Requeue;
 use crate::render::Renderer;
+use crate::sync::RwLockExt;
 use observe::{Children, Kind, Written};
 
 pub use reconcile::reconcile;
@@ -139,14 +140,11 @@ impl Context {
 
     /// The watch caches, while [`run`] keeps them.
     fn caches(&self) -> Option<Arc<Children>> {
-        self.caches
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.caches.reading().clone()
     }
 
     fn set_caches(&self, caches: Option<Arc<Children>>) {
-        *self.caches.write().unwrap_or_else(PoisonError::into_inner) = caches;
+        *self.caches.writing() = caches;
     }
 
     /// Remember a write the caches have not seen yet (only while they exist:

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use super::Context;
 use crate::api::LABEL_DATABASE;
+use crate::sync::MutexExt;
 
 /// `(kind, name)` of an object.
 pub type Key = (String, String);
@@ -183,19 +184,19 @@ impl Written {
             object.namespace().unwrap_or_default(),
             object.name_any(),
         );
-        self.0.lock().unwrap().insert(key, Arc::new(object));
+        self.0.locked().insert(key, Arc::new(object));
     }
 
     /// Forget `(kind, namespace, name)` (deleted by atoll).
     pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
         let key = (kind.to_string(), namespace.to_string(), name.to_string());
-        self.0.lock().unwrap().remove(&key);
+        self.0.locked().remove(&key);
     }
 
     /// The cache now holds `object` (or its deletion): drop a write it
     /// supersedes.
     pub fn seen(&self, kind: &str, object: &Child) {
-        let mut written = self.0.lock().unwrap();
+        let mut written = self.0.locked();
         if written.is_empty() {
             return;
         }
@@ -220,8 +221,7 @@ impl Written {
         filter: impl Fn(&Child) -> bool,
     ) -> Vec<Arc<Child>> {
         self.0
-            .lock()
-            .unwrap()
+            .locked()
             .iter()
             .filter(|((k, ns, _), o)| k == kind && ns == namespace && filter(o))
             .map(|(_, o)| Arc::clone(o))
@@ -309,6 +309,9 @@ pub fn observe_cached(
 /// List the children of Database `name` (uid `uid`) in `namespace`, across
 /// `kinds`, keyed by kind and name. For reconciles outside a running
 /// controller (no watch caches).
+///
+/// # Errors
+/// The API server refused a LIST.
 pub async fn observe(
     client: &Client,
     namespace: &str,

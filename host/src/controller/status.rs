@@ -17,6 +17,7 @@ use crate::api::{
     API_VERSION, Condition, Database, DatabaseStatus, FIELD_MANAGER, Partition, PartitionStatus,
     PluginRef, Reason,
 };
+use crate::sync::MutexExt;
 
 /// What one reconcile found.
 #[derive(Debug, Clone)]
@@ -183,10 +184,7 @@ pub async fn write_status(db: &Database, ctx: &Context, outcome: Outcome) -> Res
     let key = (db.namespace().unwrap_or_default(), db.name_any());
     let rv = |o: &Database| o.resource_version().and_then(|v| v.parse::<u64>().ok());
     let previous = {
-        let mut written = ctx
-            .status_written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut written = ctx.status_written.locked();
         match written.get(&key) {
             Some((w, status)) if rv(db).is_none_or(|r| r < *w) => Some(status.clone()),
             Some(_) => {
@@ -215,10 +213,7 @@ pub async fn write_status(db: &Database, ctx: &Context, outcome: Outcome) -> Res
         )
         .await?;
     if let (Some(w), Some(status)) = (rv(&stored), stored.status) {
-        ctx.status_written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, (w, status));
+        ctx.status_written.locked().insert(key, (w, status));
     }
     Ok(true)
 }

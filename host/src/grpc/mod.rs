@@ -112,6 +112,9 @@ impl Server {
     /// leave), so graceful shutdown does not wait on endless streams; then
     /// this waits (at most [`LEAVE_GRACE`]) until their Member records are
     /// deleted.
+    ///
+    /// # Errors
+    /// TLS files cannot be read, the reflection service cannot be built, or the transport fails.
     pub async fn serve(
         self,
         listener: TcpListener,

@@ -49,7 +49,10 @@ impl DiskCache {
         // compatible engine. The seal proves these are exactly the bytes atoll
         // wrote for this component under this engine hash, and wasmtime checks
         // version and configuration again itself.
-        match unsafe { Component::deserialize(engine, body) } {
+        // The one audited unsafe block of the host.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, body) };
+        match component {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled-plugin cache file");

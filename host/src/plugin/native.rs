@@ -51,6 +51,9 @@ fn violations(v: Vec<atoll_guest::Violation>) -> Vec<Violation> {
 }
 
 /// `validate(db)` with plugin `P` natively.
+///
+/// # Errors
+/// The violations, as the component would return them.
 pub fn validate<P: Plugin>(db: &PluginDatabase) -> Result<(), Vec<Violation>> {
     dispatch::validate::<P>(&guest_db(db)).map_err(violations)
 }
@@ -65,6 +68,9 @@ pub fn status<P: Plugin>(db: &PluginDatabase, observed: &[String]) -> StatusRepo
 }
 
 /// Render `db` with plugin `P` natively, returning what the component would.
+///
+/// # Errors
+/// The render error, as the component would return it.
 pub fn render<P: Plugin>(db: &PluginDatabase) -> Result<Rendered, PluginRenderError> {
     match dispatch::render::<P>(&guest_db(db)) {
         Ok(r) => Ok(Rendered {

@@ -39,6 +39,9 @@ pub use super::registry::Failure;
 
 /// Publishes every plugin of `registry` and its recorded failures, counting
 /// the Databases in `namespace` (all when `None`) that use each.
+///
+/// # Errors
+/// The first API error; every record is attempted.
 pub async fn publish_registry(
     client: &Client,
     registry: &Registry,
@@ -61,6 +64,9 @@ pub async fn publish_registry(
 /// Same as [`publish_with_failures`] with no failures: a `Failed` record of a
 /// plugin that is in the registry becomes `Loaded` again. Every entry is
 /// attempted; the first error is returned.
+///
+/// # Errors
+/// The first API error.
 pub async fn publish(
     client: &Client,
     registry: &Registry,
@@ -81,6 +87,9 @@ pub async fn publish(
 /// Callers that hot-reload plugins keep the map of current failures and
 /// pass it on every publish, so a failure stays visible until a load of that
 /// plugin succeeds. Every record is attempted; the first error is returned.
+///
+/// # Errors
+/// The first API error.
 pub async fn publish_with_failures(
     client: &Client,
     registry: &Registry,
@@ -122,6 +131,9 @@ pub async fn publish_with_failures(
 ///
 /// A later [`publish`] of a registry holding `name` marks it `Loaded` again;
 /// see [`publish_with_failures`] to keep the failure visible.
+///
+/// # Errors
+/// The API server refused the read or the write.
 pub async fn publish_failure(
     client: &Client,
     name: &str,

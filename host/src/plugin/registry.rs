@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use super::runtime::{LoadedPlugin, Runtime};
 use crate::api::ShadowRender;
 use crate::error::PluginError;
+use crate::sync::RwLockExt;
 
 /// Where a plugin was loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,9 @@ impl Registry {
     }
 
     /// A registry holding the five built-in plugins.
+    ///
+    /// # Errors
+    /// A built-in does not load (the engine failed).
     pub fn with_builtins(runtime: Arc<Runtime>) -> Result<Self, PluginError> {
         Self::with_builtins_adjusted(runtime, |_| {})
     }
@@ -92,6 +96,9 @@ impl Registry {
     /// A registry holding the five built-in plugins, each calling the same
     /// plugin code compiled into the host rather than its component: only
     /// to measure what WebAssembly costs.
+    ///
+    /// # Errors
+    /// A built-in does not load (the engine failed).
     #[cfg(feature = "native-plugins")]
     pub fn with_native_builtins(runtime: Arc<Runtime>) -> Result<Self, PluginError> {
         Self::with_builtins_adjusted(runtime, |plugin| {
@@ -115,8 +122,7 @@ impl Registry {
             let plugin = registry.insert(plugin, Source::Builtin);
             registry
                 .builtins
-                .write()
-                .unwrap()
+                .writing()
                 .insert(plugin.metadata().name.clone(), plugin);
         }
         Ok(registry)
@@ -127,6 +133,9 @@ impl Registry {
     }
 
     /// Load one `.wasm` file and register it, replacing a plugin of the same name.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a plugin.
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
         let origin = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
@@ -139,6 +148,9 @@ impl Registry {
 
     /// Load every `*.wasm` file in `dir` (sorted by file name). Stops at the
     /// first file that fails, naming it.
+    ///
+    /// # Errors
+    /// The directory cannot be read, or a file in it does not load (named).
     pub fn load_dir(&self, dir: &Path) -> Result<Vec<Arc<LoadedPlugin>>, PluginError> {
         let read_err = |e: std::io::Error| PluginError::Read {
             origin: dir.display().to_string(),
@@ -171,13 +183,13 @@ impl Registry {
         shadow_render: Option<ShadowRender>,
     ) {
         let name = plugin.metadata().name.clone();
-        self.failures.write().unwrap().remove(&name);
+        self.failures.writing().remove(&name);
         let entry = Entry {
             plugin,
             source,
             shadow_render,
         };
-        self.plugins.write().unwrap().insert(name, entry);
+        self.plugins.writing().insert(name, entry);
     }
 
     /// Stop serving plugin `name` from `source` (its ConfigMap was deleted):
@@ -185,22 +197,22 @@ impl Registry {
     /// removed so Databases using it say why. A plugin of that name served
     /// from another source is left alone.
     pub fn remove(&self, name: &str, source: &Source) -> Removal {
-        let mut plugins = self.plugins.write().unwrap();
+        let mut plugins = self.plugins.writing();
         if plugins.get(name).is_none_or(|e| &e.source != source) {
             return Removal::NotServing;
         }
-        if let Some(builtin) = self.builtins.read().unwrap().get(name) {
+        if let Some(builtin) = self.builtins.reading().get(name) {
             let entry = Entry {
                 plugin: Arc::clone(builtin),
                 source: Source::Builtin,
                 shadow_render: None,
             };
             plugins.insert(name.to_string(), entry);
-            self.failures.write().unwrap().remove(name);
+            self.failures.writing().remove(name);
             return Removal::FellBack(Arc::clone(builtin));
         }
         plugins.remove(name);
-        self.failures.write().unwrap().insert(
+        self.failures.writing().insert(
             name.to_string(),
             Failure {
                 source: source.clone(),
@@ -215,16 +227,13 @@ impl Registry {
     /// Record that the latest load of plugin `name` failed; whatever serves
     /// under that name keeps serving.
     pub fn record_failure(&self, name: &str, failure: Failure) {
-        self.failures
-            .write()
-            .unwrap()
-            .insert(name.to_string(), failure);
+        self.failures.writing().insert(name.to_string(), failure);
     }
 
     /// Forget a recorded failure of `name` whose source is `source` (the
     /// failing ConfigMap was deleted or fixed).
     pub fn clear_failure(&self, name: &str, source: &Source) {
-        let mut failures = self.failures.write().unwrap();
+        let mut failures = self.failures.writing();
         if failures.get(name).is_some_and(|f| &f.source == source) {
             failures.remove(name);
         }
@@ -232,36 +241,35 @@ impl Registry {
 
     /// Failed or removed plugins by name (see [`Failure`]).
     pub fn failures(&self) -> BTreeMap<String, Failure> {
-        self.failures.read().unwrap().clone()
+        self.failures.reading().clone()
     }
 
     /// The recorded failure of plugin `name`, if any.
     pub fn failure(&self, name: &str) -> Option<Failure> {
-        self.failures.read().unwrap().get(name).cloned()
+        self.failures.reading().get(name).cloned()
     }
 
     /// The plugin registered as `name` and where it came from.
     pub fn entry(&self, name: &str) -> Option<Entry> {
-        self.plugins.read().unwrap().get(name).cloned()
+        self.plugins.reading().get(name).cloned()
     }
 
     /// The plugin registered as `name`.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins
-            .read()
-            .unwrap()
+            .reading()
             .get(name)
             .map(|e| Arc::clone(&e.plugin))
     }
 
     /// Every registered plugin, by name.
     pub fn entries(&self) -> Vec<Entry> {
-        self.plugins.read().unwrap().values().cloned().collect()
+        self.plugins.reading().values().cloned().collect()
     }
 
     /// Names of registered plugins, for error messages.
     pub fn names(&self) -> Vec<String> {
-        self.plugins.read().unwrap().keys().cloned().collect()
+        self.plugins.reading().keys().cloned().collect()
     }
 }
 

@@ -37,6 +37,7 @@ use crate::contract::bindings::{Plugin, PluginPre};
 use crate::contract::{
     Digest, Metadata, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
 };
+use crate::sync::MutexExt;
 
 /// How often the epoch advances; deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -87,6 +88,9 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime with its own engine and epoch ticker (stopped when the
     /// runtime is dropped).
+    ///
+    /// # Errors
+    /// The engine cannot be configured or its ticker thread cannot start.
     pub fn new(limits: Limits) -> Result<Self, PluginError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
@@ -147,7 +151,7 @@ impl Runtime {
 
     /// How many distinct components (by digest) have been compiled.
     pub fn compiled_components(&self) -> usize {
-        self.compiled.lock().unwrap().len()
+        self.compiled.locked().len()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -157,6 +161,9 @@ impl Runtime {
     /// Compile (or reuse) `bytes`, link it against the `atoll:storage/plugin`
     /// world, and call `metadata()`. `origin` names where the bytes came from
     /// in errors, e.g. a file path.
+    ///
+    /// # Errors
+    /// Not a component, another world, or `metadata()` failed or returned unusable metadata.
     pub fn load(self: &Arc<Self>, origin: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
         let digest = Digest::of(bytes);
         let component = self.compile(origin, digest, bytes)?;
@@ -196,7 +203,7 @@ impl Runtime {
         digest: Digest,
         bytes: &[u8],
     ) -> Result<Component, PluginError> {
-        if let Some(c) = self.compiled.lock().unwrap().get(&digest) {
+        if let Some(c) = self.compiled.locked().get(&digest) {
             return Ok(c.clone());
         }
         let not_component = |reason: String| PluginError::NotAComponent {
@@ -234,10 +241,7 @@ impl Runtime {
                 component
             }
         };
-        self.compiled
-            .lock()
-            .unwrap()
-            .insert(digest, component.clone());
+        self.compiled.locked().insert(digest, component.clone());
         Ok(component)
     }
 
@@ -366,6 +370,9 @@ impl LoadedPlugin {
     }
 
     /// `validate(db)`.
+    ///
+    /// # Errors
+    /// The call trapped, ran out of time or memory ([`PluginError`]); the inner result is the plugin's answer.
     pub fn validate(&self, db: &PluginDatabase) -> Result<Result<(), Vec<Violation>>, PluginError> {
         if let Some(native) = &self.native {
             return Ok((native.validate)(db));
@@ -374,6 +381,9 @@ impl LoadedPlugin {
     }
 
     /// `render(db)`, before the output policy.
+    ///
+    /// # Errors
+    /// As [`LoadedPlugin::validate`].
     pub fn render(
         &self,
         db: &PluginDatabase,
@@ -385,6 +395,9 @@ impl LoadedPlugin {
     }
 
     /// `status(db, observed)`.
+    ///
+    /// # Errors
+    /// As [`LoadedPlugin::validate`].
     pub fn status(
         &self,
         db: &PluginDatabase,

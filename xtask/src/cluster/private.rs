@@ -52,6 +52,9 @@ impl PrivatePlane {
     /// `cargo xtask cluster up` does, in a fresh directory under the temp
     /// directory, and returns once Pods can run. Never builds: fails, naming
     /// `cargo xtask cluster up`, when the binaries are not cached yet.
+    ///
+    /// # Errors
+    /// Binaries missing, a process that does not start, or a timeout.
     pub fn start() -> Result<Self> {
         let bins = build::built_binaries()?;
         remove_abandoned();
@@ -103,6 +106,9 @@ impl PrivatePlane {
     /// if it is still shutting down after `grace` (with watches open its
     /// graceful shutdown takes about a minute), then the same binary with the
     /// same arguments and port. Returns once the new one answers `/readyz`.
+    ///
+    /// # Errors
+    /// The old process cannot be signalled or the new one does not become ready.
     pub fn restart_apiserver(&mut self, grace: Duration) -> Result<Restart> {
         let i = self
             .procs

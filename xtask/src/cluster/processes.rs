@@ -34,7 +34,7 @@ impl Proc {
     /// Sends `sig` to the process unless it has exited (and been reaped) already.
     pub fn signal(&self, sig: i32) {
         if self.exited().is_none() {
-            signal(self.child.borrow().id() as i32, sig);
+            crate::signal(self.child.borrow().id() as i32, sig);
         }
     }
 
@@ -206,10 +206,10 @@ pub fn stop_all(pids_file: &Path) -> Result<()> {
             continue;
         }
         eprintln!("stopping {} (pid {})", r.name, r.pid);
-        signal(r.pid, libc::SIGTERM);
+        crate::signal(r.pid, libc::SIGTERM);
         if !wait_gone(r, Duration::from_secs(20)) {
             eprintln!("{} did not exit after SIGTERM; sending SIGKILL", r.name);
-            signal(r.pid, libc::SIGKILL);
+            crate::signal(r.pid, libc::SIGKILL);
             anyhow::ensure!(
                 wait_gone(r, Duration::from_secs(10)),
                 "{} (pid {}) survived SIGKILL",
@@ -219,12 +219,6 @@ pub fn stop_all(pids_file: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid was just
-    // checked to be a process we started.
-    unsafe { libc::kill(pid, sig) };
 }
 
 fn wait_gone(r: &Record, timeout: Duration) -> bool {

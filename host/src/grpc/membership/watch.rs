@@ -2,7 +2,7 @@
 //! streams, started by the first stream there and stopped with the last.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -15,12 +15,7 @@ use super::state::{Latest, Record, State};
 use super::stream::Counted;
 use crate::api::Member;
 use crate::metrics::Metrics;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The state stays consistent between statements; a panic elsewhere
-    // must not take every stream down with it.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::sync::MutexExt;
 
 /// The shared watches on Member objects: one per namespace with open
 /// streams.
@@ -44,7 +39,7 @@ impl Watches {
     /// created yet) from now on.
     pub(super) fn subscribe(&self, namespace: &str, group: &str, member: &str) -> Subscription {
         let watch = {
-            let mut open = lock(&self.open);
+            let mut open = self.open.locked();
             match open.get(namespace).and_then(Weak::upgrade) {
                 Some(watch) => watch,
                 None => {
@@ -60,7 +55,7 @@ impl Watches {
             }
         };
         let rx = {
-            let mut state = lock(&watch.state);
+            let mut state = watch.state.locked();
             state.look_out(member);
             state.subscribe(group)
         };
@@ -122,7 +117,7 @@ impl Subscription {
         let Some(member) = &self.member else {
             return true;
         };
-        let mut state = lock(&self.watch.state);
+        let mut state = self.watch.state.locked();
         if !state.saw(member, uid) {
             return false;
         }
@@ -150,7 +145,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         drop(self.rx.take()); // no longer counted among the receivers
-        let mut state = lock(&self.watch.state);
+        let mut state = self.watch.state.locked();
         state.unsubscribe(&self.group);
         if let Some(member) = &self.member {
             state.stop_looking_out(member);
@@ -169,16 +164,18 @@ async fn watch_members(api: Api<Member>, namespace: String, state: Arc<Mutex<Sta
         match event {
             Ok(watcher::Event::Init) => listing = Some(BTreeMap::new()),
             Ok(watcher::Event::InitApply(m)) => {
-                lock(&state).note(&m.name_any(), m.metadata.uid.as_deref());
+                state
+                    .locked()
+                    .note(&m.name_any(), m.metadata.uid.as_deref());
                 if let Some(record) = Record::of(&m) {
                     listing.get_or_insert_default().insert(m.name_any(), record);
                 }
             }
             Ok(watcher::Event::InitDone) => {
-                lock(&state).relisted(listing.take().unwrap_or_default());
+                state.locked().relisted(listing.take().unwrap_or_default());
             }
-            Ok(watcher::Event::Apply(m)) => lock(&state).applied(&m),
-            Ok(watcher::Event::Delete(m)) => lock(&state).deleted(&m),
+            Ok(watcher::Event::Apply(m)) => state.locked().applied(&m),
+            Ok(watcher::Event::Delete(m)) => state.locked().deleted(&m),
             Err(e) => tracing::warn!(%namespace, error = %e, "watching Members; retrying"),
         }
     }
