@@ -6,9 +6,35 @@
 //! with schemars), renders typed Kubernetes objects with the [`k8s`] builders,
 //! and judges readiness from observed objects.
 //!
-//! ```ignore
+//! ```
+//! use atoll_guest::k8s::{ServiceBuilder, labels};
+//! use atoll_guest::{Database, Observed, Output, Plugin, StatusReport};
+//!
+//! /// One Service per partition, in front of pods some other tool runs.
 //! struct Echo;
-//! impl atoll_guest::Plugin for Echo { /* ... */ }
+//!
+//! impl Plugin for Echo {
+//!     type Config = atoll_guest::serde_json::Value;
+//!     const NAME: &'static str = "echo";
+//!     const VERSION: &'static str = "0.1.0";
+//!     const DESCRIPTION: &'static str = "A Service per partition.";
+//!
+//!     fn render(db: &Database, _: &Self::Config, out: &mut Output) -> Result<(), String> {
+//!         let selector = labels([("app", db.name.as_str())]);
+//!         for p in 1..=db.partitions {
+//!             let name = format!("{}-p{p}", db.name);
+//!             out.push(ServiceBuilder::new(&name, &selector).port("api", 5678).build());
+//!             out.bind(p, name, 5678);
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     fn status(db: &Database, _: &Self::Config, _: &Observed) -> StatusReport {
+//!         let ready_partitions = (1..=db.partitions).collect();
+//!         StatusReport { ready_partitions, message: "always ready".into() }
+//!     }
+//! }
+//!
 //! atoll_guest::export!(Echo);
 //! ```
 //!

@@ -1,5 +1,5 @@
 //! A native harness for plugin unit tests: runs a plugin through the same
-//! [`dispatch`](crate::dispatch) functions the component exports, and decodes
+//! [`dispatch`] functions the component exports, and decodes
 //! the JSON it produced so tests assert on objects, not strings.
 
 use k8s_openapi::Resource;

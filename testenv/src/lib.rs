@@ -286,7 +286,7 @@ pub fn grpcurl() -> PathBuf {
 ///
 /// `check` returns `Err(what it saw)` while the condition does not hold; the
 /// last such description ends up in the panic message when `timeout` expires:
-/// "timed out after 60s waiting for <what>; last seen: <...>". A single slow
+/// `timed out after 60s waiting for <what>; last seen: <...>`. A single slow
 /// attempt cannot overrun the deadline: it is cut off when time runs out.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -2,7 +2,7 @@
 //!
 //! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run
 //! as plain processes on 127.0.0.1, built from the Go module proxy on first use
-//! (see [`build`]). kwok plays the kubelet for three fake Nodes, so Pods are
+//! (see the `build` module). kwok plays the kubelet for three fake Nodes, so Pods are
 //! scheduled and turn Running and Ready without containers, and provisions
 //! claims of the default StorageClass `kwok-volume` (no storage behind them).
 //!

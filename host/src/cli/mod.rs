@@ -2,6 +2,10 @@
 //! [`operator::Config`](crate::operator::Config) (`atoll run`) or run one of
 //! the offline commands in [`offline`].
 
+// The doc comments of the argument types are clap's `--help` text, shown
+// verbatim: `<name>` there is a placeholder, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 pub mod offline;
 
 use std::path::PathBuf;

@@ -110,7 +110,7 @@ impl Server {
     /// Serve on `listener` until `shutdown` resolves. On shutdown, health
     /// turns NOT_SERVING and open JoinGroup streams end (their members
     /// leave), so graceful shutdown does not wait on endless streams; then
-    /// this waits (at most [`LEAVE_GRACE`]) until their Member records are
+    /// this waits (at most `LEAVE_GRACE`, 4 s) until their Member records are
     /// deleted.
     ///
     /// # Errors
