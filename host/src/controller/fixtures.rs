@@ -11,7 +11,7 @@
 //! against the real control plane by the e2e tests.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::sync::MutexExt;
 use http::{Method, Request, Response, StatusCode};

@@ -93,6 +93,18 @@ fn seed(api: &FakeApi, db: &Database) {
     api.put("databases", serde_json::to_value(db).expect("json"));
 }
 
+/// `database(3, 1)` created and reconciled once; the requests seen so far
+/// are forgotten, and the Database is returned as stored (with status).
+async fn converged() -> (FakeApi, Database) {
+    let api = FakeApi::default();
+    let db = database(3, 1);
+    seed(&api, &db);
+    run(&api, &db).await;
+    api.clear_seen();
+    let db = stored(&api, &db);
+    (api, db)
+}
+
 #[tokio::test]
 async fn create_applies_every_rendered_child_and_writes_status() {
     let api = FakeApi::default();
@@ -118,7 +130,13 @@ async fn create_applies_every_rendered_child_and_writes_status() {
         .map(|(p, n)| (p.to_string(), n.to_string()))
         .collect();
     assert_eq!(children, expected);
-    for w in writes(&api).iter().filter(|w| w.method == Method::PATCH) {
+    let patches: Vec<Seen> = writes(&api)
+        .into_iter()
+        .filter(|w| w.method == Method::PATCH)
+        .collect();
+    // 9 children, 3 Partition statuses and the Database status.
+    assert_eq!(patches.len(), 13, "{:?}", summary(&patches));
+    for w in &patches {
         assert!(w.query.contains("fieldManager=atoll"), "{w:?}");
         assert!(w.query.contains("force=true"), "{w:?}");
     }
@@ -142,12 +160,8 @@ async fn create_applies_every_rendered_child_and_writes_status() {
 
 #[tokio::test]
 async fn an_unchanged_database_sends_no_write() {
-    let api = FakeApi::default();
-    let db = database(3, 1);
-    seed(&api, &db);
+    let (api, db) = converged().await;
     run(&api, &db).await;
-    api.clear_seen();
-    run(&api, &stored(&api, &db)).await;
     assert_eq!(summary(&writes(&api)), Vec::<String>::new());
     assert!(
         !api.seen().is_empty(),
@@ -157,16 +171,12 @@ async fn an_unchanged_database_sends_no_write() {
 
 #[tokio::test]
 async fn drift_is_restored_and_nothing_else_is_written() {
-    let api = FakeApi::default();
-    let db = database(3, 1);
-    seed(&api, &db);
-    run(&api, &db).await;
+    let (api, db) = converged().await;
     let mut sts = api.get("statefulsets", NS, "db-1").expect("applied");
     let rendered = sts["spec"]["replicas"].clone();
     sts["spec"]["replicas"] = json!(7);
     api.put("statefulsets", sts);
-    api.clear_seen();
-    run(&api, &stored(&api, &db)).await;
+    run(&api, &db).await;
     assert_eq!(summary(&writes(&api)), ["PATCH statefulsets/db-1"]);
     let sts = api.get("statefulsets", NS, "db-1").expect("kept");
     assert_eq!(sts["spec"]["replicas"], rendered);
@@ -175,10 +185,7 @@ async fn drift_is_restored_and_nothing_else_is_written() {
 
 #[tokio::test]
 async fn owned_children_no_longer_rendered_are_pruned_and_others_kept() {
-    let api = FakeApi::default();
-    let db = database(3, 1);
-    seed(&api, &db);
-    run(&api, &db).await;
+    let (api, db) = converged().await;
     let child = |name: &str, uid: &str| {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": NS,
@@ -191,22 +198,17 @@ async fn owned_children_no_longer_rendered_are_pruned_and_others_kept() {
     // Same labels, another owner (a Database of the same name, recreated):
     // not this Database's, so never touched.
     api.put("configmaps", child("db-foreign", "another-uid"));
-    api.clear_seen();
-    run(&api, &stored(&api, &db)).await;
+    run(&api, &db).await;
     assert_eq!(summary(&writes(&api)), ["DELETE configmaps/db-stale"]);
     assert!(api.get("configmaps", NS, "db-foreign").is_some());
 }
 
 #[tokio::test]
 async fn fewer_partitions_are_refused_and_nothing_is_deleted() {
-    let api = FakeApi::default();
-    let db = database(3, 1);
-    seed(&api, &db);
-    run(&api, &db).await;
-    let mut fewer = stored(&api, &db);
+    let (api, db) = converged().await;
+    let mut fewer = db;
     fewer.spec.partitions = 2;
     fewer.metadata.generation = Some(2);
-    api.clear_seen();
     run(&api, &fewer).await;
 
     let writes = writes(&api);
