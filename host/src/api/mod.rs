@@ -13,8 +13,9 @@ pub const API_VERSION: &str = "atoll.dev/v1alpha1";
 pub const KIND_DATABASE: &str = "Database";
 /// Most partitions a Database may have.
 pub const MAX_PARTITIONS: u32 = 1024;
-/// Annotation that allows changes which delete data (lowering partitions,
-/// removing a StatefulSet that holds volumes).
+/// Annotation approving, once, a change that deletes data (lowering
+/// partitions, removing a StatefulSet that holds volumes): its value is the
+/// generation approved; any other value approves nothing.
 pub const ALLOW_DATA_LOSS: &str = "atoll.dev/allow-data-loss";
 
 /// The field manager atoll applies with (children and status alike).
@@ -65,7 +66,8 @@ pub fn event_recorder(client: kube::Client) -> kube::runtime::events::Recorder {
 pub struct DatabaseSpec {
     /// Number of partitions, 1..=1024. Partitions are numbered from 1. Lowering
     /// it deletes data and is refused unless the Database is annotated
-    /// `atoll.dev/allow-data-loss: "true"`.
+    /// `atoll.dev/allow-data-loss: "<generation>"`, which approves that
+    /// generation's change only.
     #[schemars(range(min = 1, max = 1024))]
     pub partitions: u32,
     /// Which storage plugin runs this Database, and how.

@@ -2,12 +2,14 @@
 //! write: every object to apply, every owned child to prune, or a refusal
 //! because pruning would destroy data.
 //!
-//! Guarantee (the data-loss guard): unless the Database is annotated
-//! `atoll.dev/allow-data-loss: "true"`, a plan never prunes a child that
-//! holds data (a PersistentVolumeClaim, a StatefulSet with volume claim
-//! templates, a Partition); it refuses instead, naming them, and nothing is
-//! applied or pruned. the data-safety tests checks this over sequences
-//! of spec edits through the real plugins.
+//! Guarantee (the data-loss guard): a plan never prunes a child that holds
+//! data (a PersistentVolumeClaim, a StatefulSet with volume claim templates,
+//! a Partition); it refuses instead, naming them, and nothing is applied or
+//! pruned. The one exception is a one-time approval: the annotation
+//! `atoll.dev/allow-data-loss: "<generation>"` lets exactly that generation's
+//! change through; the next edit is guarded again, and any other value
+//! (`"true"` included) approves nothing. The data-safety tests check this
+//! over sequences of spec edits through the real plugins.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,7 +51,6 @@ pub fn plan<'a>(
         .map(|(_, l)| l)
         .collect();
 
-    let allow_loss = db.annotations().get(ALLOW_DATA_LOSS).map(String::as_str) == Some("true");
     let losing: Vec<String> = prune
         .iter()
         .filter(|l| holds_data(l))
@@ -61,17 +62,56 @@ pub fn plan<'a>(
             )
         })
         .collect();
-    let refused = (!losing.is_empty() && !allow_loss).then(|| {
-        format!(
-            "refusing to delete {} (data would be lost); restore the previous spec, or annotate the Database {ALLOW_DATA_LOSS}=\"true\" to allow it",
-            losing.join(", ")
-        )
-    });
+    let refused = match approval(db) {
+        _ if losing.is_empty() => None,
+        Approval::ThisGeneration => None,
+        Approval::None => Some(refusal(db, &losing, "")),
+        Approval::Other(value) => {
+            let why = format!(
+                " ({ALLOW_DATA_LOSS} is {value:?}, which approves nothing: it must name the generation it approves)"
+            );
+            Some(refusal(db, &losing, &why))
+        }
+    };
     Plan {
         wanted,
         prune,
         refused,
     }
+}
+
+/// What `atoll.dev/allow-data-loss` says about `db`'s current generation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// Absent.
+    None,
+    /// Names this generation: its change may delete data.
+    ThisGeneration,
+    /// Anything else (another generation, `"true"`): approves nothing.
+    Other(String),
+}
+
+/// Read the approval annotation of `db`.
+pub fn approval(db: &Database) -> Approval {
+    let Some(value) = db.annotations().get(ALLOW_DATA_LOSS) else {
+        return Approval::None;
+    };
+    match (value.trim().parse::<i64>(), db.metadata.generation) {
+        (Ok(approved), Some(generation)) if approved == generation => Approval::ThisGeneration,
+        _ => Approval::Other(value.clone()),
+    }
+}
+
+/// The refusal message: what would be lost, and the exact command that
+/// approves this one change.
+fn refusal(db: &Database, losing: &[String], why: &str) -> String {
+    let generation = db.metadata.generation.unwrap_or(0);
+    format!(
+        "refusing to delete {} (data would be lost){why}; restore the previous spec, or approve this change (generation {generation}) once: kubectl annotate database {} -n {} {ALLOW_DATA_LOSS}={generation} --overwrite",
+        losing.join(", "),
+        db.name_any(),
+        db.namespace().unwrap_or_else(|| "default".into()),
+    )
 }
 
 /// Whether deleting `live` destroys data: a PersistentVolumeClaim, a

@@ -277,3 +277,53 @@ async fn an_unknown_plugin_names_what_is_available() {
     );
     assert!(api.names(NS).iter().all(|(p, _)| p == "databases"));
 }
+
+#[tokio::test]
+async fn an_approval_lets_exactly_its_generation_through() {
+    let (api, db) = converged().await;
+    let annotate = |db: &mut Database, value: &str| {
+        db.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("atoll.dev/allow-data-loss".into(), value.into());
+    };
+    let mut fewer = db;
+    fewer.spec.partitions = 2;
+    fewer.metadata.generation = Some(2);
+    annotate(&mut fewer, "true");
+    run(&api, &fewer).await;
+    let message = condition(&api, "Degraded")["message"].clone();
+    let message = message.as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"true\", which approves nothing"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "kubectl annotate database db -n shop atoll.dev/allow-data-loss=2 --overwrite"
+        ),
+        "{message}"
+    );
+    assert!(api.get("partitions", NS, "db-3").is_some());
+
+    annotate(&mut fewer, "2");
+    api.clear_seen();
+    run(&api, &fewer).await;
+    assert!(summary(&writes(&api)).contains(&"DELETE partitions/db-3".to_string()));
+    assert!(api.get("partitions", NS, "db-3").is_none());
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+
+    // The next change that loses data is guarded again.
+    let mut fewest = stored(&api, &fewer);
+    fewest.spec.partitions = 1;
+    fewest.metadata.generation = Some(3);
+    api.clear_seen();
+    run(&api, &fewest).await;
+    assert!(
+        summary(&writes(&api))
+            .iter()
+            .all(|w| !w.starts_with("DELETE"))
+    );
+    assert!(api.get("partitions", NS, "db-2").is_some());
+    assert_eq!(condition(&api, "Degraded")["reason"], "DataLossRefused");
+}
