@@ -33,6 +33,8 @@ pub enum Reason {
     DataLossRefused,
     /// The API server refused a write of a child.
     ApplyFailed,
+    /// A rendered name is taken by an object that is not this Database's.
+    NameConflict,
     /// A Kubernetes API request failed; the reconcile is retried.
     ApiError,
 }
@@ -54,6 +56,7 @@ impl Reason {
             Reason::PolicyViolation => "PolicyViolation",
             Reason::DataLossRefused => "DataLossRefused",
             Reason::ApplyFailed => "ApplyFailed",
+            Reason::NameConflict => "NameConflict",
             Reason::ApiError => "ApiError",
         }
     }
@@ -99,6 +102,7 @@ mod tests {
             Reason::PolicyViolation,
             Reason::DataLossRefused,
             Reason::ApplyFailed,
+            Reason::NameConflict,
             Reason::ApiError,
         ];
         let mut seen = std::collections::BTreeSet::new();

@@ -11,6 +11,10 @@
 //! - Applies use field manager `atoll` and force ownership of the fields atoll
 //!   renders: hand edits to those fields are reverted.
 //! - Prunes happen only after every apply succeeded.
+//! - Never adopt: a rendered object that is not among this Database's
+//!   children but whose name exists (created by hand, or by another
+//!   Database) is not written, and nothing else is either: the reconcile
+//!   stops with [`ConvergeError::NameConflict`].
 //!
 //! Caveat: the API server normalises some values (e.g. CPU `0.5` becomes
 //! `500m`); a plugin rendering a non-canonical form is re-applied on every
@@ -46,11 +50,13 @@ pub struct ApplyError {
 /// [`observe`](super::observe) found.
 ///
 /// # Errors
-/// [`ConvergeError::Apply`] when an apply is refused (nothing is pruned
-/// then), [`ConvergeError::Prune`] when a delete fails.
+/// [`ConvergeError::NameConflict`] when a rendered name is taken (nothing is
+/// written then), [`ConvergeError::Apply`] when an apply is refused (nothing
+/// is pruned then), [`ConvergeError::Prune`] when a delete fails.
 pub async fn converge(
     ctx: &Context,
     namespace: &str,
+    uid: &str,
     plan: &Plan<'_>,
     live: &BTreeMap<Key, Live>,
 ) -> Result<(), ConvergeError> {
@@ -63,6 +69,11 @@ pub async fn converge(
         })
         .cloned()
         .collect();
+    let missing = drifted.iter().filter(|o| !live.contains_key(&key(o)));
+    let taken = taken_names(&ctx.client, namespace, uid, missing).await?;
+    if !taken.is_empty() {
+        return Err(ConvergeError::NameConflict(taken.join("; ")));
+    }
     let mut applies = futures::stream::iter(drifted)
         .map(|object| {
             let (client, namespace) = (ctx.client.clone(), namespace.to_string());
@@ -92,9 +103,51 @@ pub async fn converge(
     Ok(())
 }
 
+/// Of the rendered objects this Database does not have yet, those whose name
+/// exists in the cluster under another controller (or none), each described
+/// with its owner. One GET per object: only creations pay it.
+async fn taken_names(
+    client: &Client,
+    namespace: &str,
+    uid: &str,
+    missing: impl Iterator<Item = &Value>,
+) -> Result<Vec<String>, ConvergeError> {
+    let mut taken = Vec::new();
+    for object in missing {
+        let (kind, name) = key(object);
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let api = Kind::new(api_version, &kind).api(client, namespace);
+        let Some(existing) = api.get_opt(&name).await.map_err(ConvergeError::Read)? else {
+            continue;
+        };
+        let controller = existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let owner = match controller {
+            Some(o) if o.uid == uid => continue,
+            Some(o) => format!("controlled by {} {}", o.kind, o.name),
+            None => "created outside atoll".to_string(),
+        };
+        taken.push(format!(
+            "{kind} {name} already exists ({owner}) and atoll never takes over an object; delete or rename it, or give the Database another name"
+        ));
+    }
+    Ok(taken)
+}
+
 /// Why [`converge`] stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
+    /// Rendered names are taken by objects that are not this Database's:
+    /// nothing was written.
+    #[error("{0}")]
+    NameConflict(String),
+    /// Reading whether a name is taken failed: retried.
+    #[error("checking rendered names: {0}")]
+    Read(kube::Error),
     /// The API server refused an apply: the Database turns Degraded.
     #[error(transparent)]
     Apply(ApplyError),

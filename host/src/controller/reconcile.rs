@@ -57,8 +57,13 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
         return problem(ctx, db, reason, message.clone(), plugin, RESYNC).await;
     }
 
-    match converge::converge(ctx, &namespace, &plan, &live).await {
+    match converge::converge(ctx, &namespace, &uid, &plan, &live).await {
         Ok(()) => {}
+        Err(ConvergeError::NameConflict(message)) => {
+            let plugin = Some(desired.plugin.clone());
+            return problem(ctx, db, Reason::NameConflict, message, plugin, RESYNC).await;
+        }
+        Err(ConvergeError::Read(e)) => return Err(e.into()),
         Err(ConvergeError::Apply(e)) => {
             let plugin = Some(desired.plugin.clone());
             status::degrade(db, ctx, Reason::ApplyFailed, e.to_string(), plugin).await?;

@@ -327,3 +327,39 @@ async fn an_approval_lets_exactly_its_generation_through() {
     assert!(api.get("partitions", NS, "db-2").is_some());
     assert_eq!(condition(&api, "Degraded")["reason"], "DataLossRefused");
 }
+
+#[tokio::test]
+async fn a_name_taken_by_someone_else_is_never_adopted() {
+    let api = FakeApi::default();
+    let precious = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "db-1", "namespace": NS},
+        "data": {"mine": "do not touch"}});
+    api.put("configmaps", precious.clone());
+    let other = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db-p2", "namespace": NS,
+            "ownerReferences": [{"apiVersion": "atoll.dev/v1alpha1", "kind": "Database",
+                "name": "db-p", "uid": "other-uid", "controller": true}]}});
+    api.put("services", other);
+    let db = database(3, 1);
+    seed(&api, &db);
+    run(&api, &db).await;
+
+    assert_eq!(
+        summary(&writes(&api)),
+        ["PATCH db/status", "POST shop/events"]
+    );
+    let kept = api.get("configmaps", NS, "db-1").expect("kept");
+    assert_eq!(kept["data"], precious["data"]);
+    assert!(kept["metadata"]["ownerReferences"].is_null());
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "NameConflict");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ConfigMap db-1 already exists (created outside atoll)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Service db-p2 already exists (controlled by Database db-p)"),
+        "{message}"
+    );
+}
