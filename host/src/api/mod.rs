@@ -341,6 +341,10 @@ pub struct ShadowRender {
     /// Databases the new version fails to render (the old one rendered).
     #[serde(default)]
     pub failed: u32,
+    /// Databases from which the new version would prune objects the old one
+    /// rendered. Each of them is refused (`PruneRefused`) until approved.
+    #[serde(default)]
+    pub prunes: u32,
 }
 
 /// Every CustomResourceDefinition atoll serves, in a stable order.

@@ -31,6 +31,9 @@ pub enum Reason {
     PolicyViolation,
     /// The change would delete children that hold data; nothing was done.
     DataLossRefused,
+    /// A new plugin version stopped rendering children; they are kept
+    /// until the Database approves.
+    PruneRefused,
     /// The API server refused a write of a child.
     ApplyFailed,
     /// A rendered name is taken by an object that is not this Database's.
@@ -55,6 +58,7 @@ impl Reason {
             Reason::PluginError => "PluginError",
             Reason::PolicyViolation => "PolicyViolation",
             Reason::DataLossRefused => "DataLossRefused",
+            Reason::PruneRefused => "PruneRefused",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::NameConflict => "NameConflict",
             Reason::ApiError => "ApiError",
@@ -101,6 +105,7 @@ mod tests {
             Reason::PluginError,
             Reason::PolicyViolation,
             Reason::DataLossRefused,
+            Reason::PruneRefused,
             Reason::ApplyFailed,
             Reason::NameConflict,
             Reason::ApiError,

@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use super::observe::{Key, Live, key};
-use crate::api::{ALLOW_DATA_LOSS, Database};
+use crate::api::{ALLOW_DATA_LOSS, Database, Reason};
 use crate::render::{Desired, Renderer};
 
 /// The outcome of [`plan`].
@@ -27,8 +27,18 @@ pub struct Plan<'a> {
     pub wanted: Vec<Value>,
     /// Owned children no longer rendered.
     pub prune: Vec<&'a Live>,
-    /// Why nothing may be done: the children that would lose data.
-    pub refused: Option<String>,
+    /// Why nothing may be done: the children that would lose data, or that
+    /// a new plugin version stopped rendering.
+    pub refused: Option<Refusal>,
+}
+
+/// Why a plan does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `DataLossRefused` or `PruneRefused`.
+    pub reason: Reason,
+    /// What would be lost and the command that approves it.
+    pub message: String,
 }
 
 /// Plan the reconcile of `db` from its render and its live children.
@@ -54,23 +64,55 @@ pub fn plan<'a>(
     let losing: Vec<String> = prune
         .iter()
         .filter(|l| holds_data(l))
-        .map(|l| {
-            format!(
-                "{} {}",
-                l.kind.resource.kind,
-                l.object["metadata"]["name"].as_str().unwrap_or("?")
-            )
-        })
+        .map(|l| describe(l))
         .collect();
+    // A new plugin version (hot reload, upgrade) that stops rendering
+    // children prunes nothing on its own: each Database approves it.
+    let previous = db.status.as_ref().and_then(|s| s.plugin.as_ref());
+    let dropped: Vec<String> = match previous {
+        Some(p) if p.digest != desired.plugin.digest => prune.iter().map(|l| describe(l)).collect(),
+        _ => Vec::new(),
+    };
     let refused = match approval(db) {
-        _ if losing.is_empty() => None,
+        _ if losing.is_empty() && dropped.is_empty() => None,
         Approval::ThisGeneration => None,
-        Approval::None => Some(refusal(db, &losing, "")),
-        Approval::Other(value) => {
-            let why = format!(
-                " ({ALLOW_DATA_LOSS} is {value:?}, which approves nothing: it must name the generation it approves)"
-            );
-            Some(refusal(db, &losing, &why))
+        approval => {
+            let why = match approval {
+                Approval::Other(value) => format!(
+                    " ({ALLOW_DATA_LOSS} is {value:?}, which approves nothing: it must name the generation it approves)"
+                ),
+                _ => String::new(),
+            };
+            Some(match (losing.is_empty(), previous) {
+                (false, _) | (true, None) => Refusal {
+                    reason: Reason::DataLossRefused,
+                    message: refusal(
+                        db,
+                        &format!(
+                            "refusing to delete {} (data would be lost)",
+                            losing.join(", ")
+                        ),
+                        &why,
+                    ),
+                },
+                (true, Some(p)) => Refusal {
+                    reason: Reason::PruneRefused,
+                    message: refusal(
+                        db,
+                        &format!(
+                            "plugin {} {} ({}) no longer renders {}, which {} {} ({}) rendered; kept until approved",
+                            desired.plugin.name,
+                            desired.plugin.version,
+                            desired.plugin.digest,
+                            dropped.join(", "),
+                            p.name,
+                            p.version,
+                            p.digest
+                        ),
+                        &why,
+                    ),
+                },
+            })
         }
     };
     Plan {
@@ -104,13 +146,21 @@ pub fn approval(db: &Database) -> Approval {
 
 /// The refusal message: what would be lost, and the exact command that
 /// approves this one change.
-fn refusal(db: &Database, losing: &[String], why: &str) -> String {
+fn refusal(db: &Database, what: &str, why: &str) -> String {
     let generation = db.metadata.generation.unwrap_or(0);
     format!(
-        "refusing to delete {} (data would be lost){why}; restore the previous spec, or approve this change (generation {generation}) once: kubectl annotate database {} -n {} {ALLOW_DATA_LOSS}={generation} --overwrite",
-        losing.join(", "),
+        "{what}{why}; restore the previous spec or plugin, or approve this change (generation {generation}) once: kubectl annotate database {} -n {} {ALLOW_DATA_LOSS}={generation} --overwrite",
         db.name_any(),
         db.namespace().unwrap_or_else(|| "default".into()),
+    )
+}
+
+/// `Kind name` of a child.
+fn describe(live: &Live) -> String {
+    format!(
+        "{} {}",
+        live.kind.resource.kind,
+        live.object["metadata"]["name"].as_str().unwrap_or("?")
     )
 }
 

@@ -51,10 +51,14 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     };
 
     let plan = plan::plan(db, &ctx.renderer, &desired, &live);
-    if let Some(message) = &plan.refused {
-        let plugin = Some(desired.plugin.clone());
-        let reason = Reason::DataLossRefused;
-        return problem(ctx, db, reason, message.clone(), plugin, RESYNC).await;
+    if let Some(refusal) = &plan.refused {
+        // A refused plugin change keeps naming the plugin that last
+        // converged the Database: the guard compares with it.
+        let last = db.status.as_ref().and_then(|s| s.plugin.as_ref());
+        let same = last.is_none_or(|p| p.digest == desired.plugin.digest);
+        let plugin = same.then(|| desired.plugin.clone());
+        let message = refusal.message.clone();
+        return problem(ctx, db, refusal.reason, message, plugin, RESYNC).await;
     }
 
     match converge::converge(ctx, &namespace, &uid, &plan, &live).await {

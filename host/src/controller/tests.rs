@@ -363,3 +363,50 @@ async fn a_name_taken_by_someone_else_is_never_adopted() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_new_plugin_version_that_drops_a_child_prunes_nothing_until_approved() {
+    let (api, db) = converged().await;
+    // What an older version of the plugin rendered and this one no longer
+    // does: a ConfigMap owned by the Database, last converged by "v0".
+    api.put(
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "db-legacy", "namespace": NS,
+                "labels": {"app.kubernetes.io/managed-by": "atoll", "atoll.dev/database": "db"},
+                "ownerReferences": [{"apiVersion": "atoll.dev/v1alpha1", "kind": "Database",
+                    "name": "db", "uid": UID, "controller": true}]}}),
+    );
+    let mut db = db;
+    let status = db.status.as_mut().expect("status");
+    let plugin = status.plugin.as_mut().expect("plugin");
+    let serving = plugin.digest.clone();
+    plugin.digest = "sha256:0ld".into();
+    plugin.version = "0.0.9".into();
+    run(&api, &db).await;
+
+    assert!(api.get("configmaps", NS, "db-legacy").is_some());
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "PruneRefused");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no longer renders ConfigMap db-legacy"),
+        "{message}"
+    );
+    assert!(message.contains("raft 0.0.9 (sha256:0ld)"), "{message}");
+    // The plugin that last converged it is still the one on record.
+    let stored_plugin = api.get("databases", NS, "db").expect("db")["status"]["plugin"].clone();
+    assert_eq!(stored_plugin["digest"], "sha256:0ld");
+
+    // Approved for this generation: pruned, and the new version recorded.
+    let mut approved = stored(&api, &db);
+    approved
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("atoll.dev/allow-data-loss".into(), "1".into());
+    run(&api, &approved).await;
+    assert!(api.get("configmaps", NS, "db-legacy").is_none());
+    let stored_plugin = api.get("databases", NS, "db").expect("db")["status"]["plugin"].clone();
+    assert_eq!(stored_plugin["digest"], json!(serving));
+}

@@ -113,6 +113,16 @@ pub struct Rendering {
     pub bindings: Vec<(u32, String, u16)>,
 }
 
+impl Rendering {
+    /// Whether `next` leaves out an object (by kind and name) that this
+    /// rendering has: moving to it would prune.
+    pub fn drops_objects_of(&self, next: &Rendering) -> bool {
+        let id = |o: &serde_json::Value| (o["kind"].clone(), o["metadata"]["name"].clone());
+        let kept: std::collections::HashSet<_> = next.objects.iter().map(id).collect();
+        self.objects.iter().any(|o| !kept.contains(&id(o)))
+    }
+}
+
 /// Watches plugin ConfigMaps and keeps the registry in step with them.
 pub struct PluginSource {
     client: Client,
@@ -247,13 +257,14 @@ impl PluginSource {
                 let shadow = self.shadow_render(&plugin, &loaded).await;
                 let m = loaded.metadata();
                 let note = format!(
-                    "loaded {} {} ({}): {} of {} Databases change, {} fail to render",
+                    "loaded {} {} ({}): {} of {} Databases change, {} fail to render, {} would lose objects (kept until each Database approves)",
                     m.name,
                     m.version,
                     loaded.digest(),
                     shadow.changed,
                     shadow.databases,
-                    shadow.failed
+                    shadow.failed,
+                    shadow.prunes
                 );
                 tracing::info!(
                     configmap = %source,
@@ -374,6 +385,9 @@ impl PluginSource {
                         if old != new {
                             report.changed += 1;
                         }
+                        if old.drops_objects_of(&new) {
+                            report.prunes += 1;
+                        }
                     }
                     (Some(Ok(_)), Err(_)) => report.failed += 1,
                     // It did not render before; any outcome is a change.
@@ -465,5 +479,36 @@ fn source_name(source: &Source) -> &str {
     match source {
         Source::ConfigMap { name, .. } => name,
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Rendering;
+
+    fn rendering(names: &[(&str, &str)]) -> Rendering {
+        Rendering {
+            objects: names
+                .iter()
+                .map(|(kind, name)| json!({"kind": kind, "metadata": {"name": name}, "data": {}}))
+                .collect(),
+            bindings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rendering_drops_objects_only_when_a_kind_and_name_goes_away() {
+        let old = rendering(&[("ConfigMap", "db-1"), ("Secret", "db-1")]);
+        let changed = rendering(&[("Secret", "db-1"), ("ConfigMap", "db-1"), ("Service", "db")]);
+        assert!(
+            !old.drops_objects_of(&changed),
+            "reordered and added: nothing dropped"
+        );
+        let fewer = rendering(&[("ConfigMap", "db-1")]);
+        assert!(old.drops_objects_of(&fewer));
+        let renamed_kind = rendering(&[("ConfigMap", "db-1"), ("ConfigMap", "db-2")]);
+        assert!(old.drops_objects_of(&renamed_kind));
     }
 }
