@@ -17,7 +17,7 @@ pub struct ManifestError {
 
 /// Fields a Database spec may have; anything else is a typo that the API
 /// server would silently drop, so the CLI refuses it.
-const SPEC_FIELDS: &[&str] = &["partitions", "storage"];
+const SPEC_FIELDS: &[&str] = &["partitions", "storage", "deletionPolicy"];
 const STORAGE_FIELDS: &[&str] = &["plugin", "version", "config"];
 
 /// Parse every document in `text` as a Database. `origin` names the source

@@ -7,12 +7,15 @@
 //! bounds. The host then stamps atoll's labels and an owner reference to the
 //! Database on every object, replacing whatever the plugin set there.
 
+pub mod retention;
+
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
 use crate::api::{
-    ANNOTATION_RENDERED, API_VERSION, KIND_DATABASE, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN,
+    ANNOTATION_RENDERED, API_VERSION, DeletionPolicy, KIND_DATABASE, LABEL_DATABASE,
+    LABEL_MANAGED_BY, LABEL_PLUGIN,
 };
 use crate::contract::{PartitionBinding, Rendered};
 use crate::error::PolicyError;
@@ -87,6 +90,8 @@ pub struct Owner<'a> {
     pub uid: &'a str,
     pub plugin: &'a str,
     pub partitions: u32,
+    /// What deleting the Database does to volumes (see [`retention`]).
+    pub deletion: DeletionPolicy,
 }
 
 impl OutputPolicy {
@@ -173,6 +178,15 @@ impl OutputPolicy {
                 services.insert(name.clone());
             }
             stamp(metadata, owner);
+            if retention::retained_claim(&kind, owner.deletion) {
+                retention::mark_retained(metadata, owner.uid);
+            }
+            if kind == "StatefulSet"
+                && let Some(note) = retention::statefulset(&mut object, owner.deletion)
+                && let Some(metadata) = object["metadata"].as_object_mut()
+            {
+                retention::annotate(metadata, note);
+            }
             fingerprint(&mut object);
             objects.push(object);
         }

@@ -10,8 +10,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::{
-    Database, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN, MAX_PARTITIONS, Partition,
-    PartitionSpec, PluginRef,
+    ANNOTATION_OVERRIDDEN, Database, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN,
+    MAX_PARTITIONS, Partition, PartitionSpec, PluginRef,
 };
 use crate::contract::{PartitionBinding, PluginDatabase, PluginRenderError, Violation};
 use crate::error::RenderError;
@@ -29,6 +29,22 @@ pub struct Desired {
     /// Children after the output policy: namespaced, labelled, owned.
     pub objects: Vec<Value>,
     pub partitions: Vec<PartitionBinding>,
+}
+
+impl Desired {
+    /// What the host changed in the render and why (each object's
+    /// `atoll.dev/overridden` annotation), as `Kind name: note`.
+    pub fn overrides(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter_map(|o| {
+                let note = o["metadata"]["annotations"][ANNOTATION_OVERRIDDEN].as_str()?;
+                let kind = o["kind"].as_str().unwrap_or_default();
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                Some(format!("{kind} {name}: {note}"))
+            })
+            .collect()
+    }
 }
 
 /// Renders Databases through the registry's plugins.
@@ -79,6 +95,7 @@ impl Renderer {
             uid: &input.uid,
             plugin: &metadata.name,
             partitions: input.partitions,
+            deletion: db.spec.deletion_policy.unwrap_or_default(),
         };
         let objects =
             self.policy

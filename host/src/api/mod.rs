@@ -31,6 +31,15 @@ pub const LABEL_PLUGIN: &str = "atoll.dev/plugin";
 /// plugin stopped rendering (a label a new plugin version drops) changes this
 /// hash, so the controller re-applies and server-side apply removes it.
 pub const ANNOTATION_RENDERED: &str = "atoll.dev/rendered";
+/// Label on a PersistentVolumeClaim kept when its Database is deleted
+/// (`deletionPolicy: Retain`): the uid of that Database. While the Database
+/// exists it marks the claim as its own in place of an owner reference
+/// (which would have the garbage collector delete it).
+pub const LABEL_RETAINED_FROM: &str = "atoll.dev/retained-from";
+/// Annotation where the host says what it changed in a rendered object and
+/// why (for example a volume claim retention policy the Database's
+/// `deletionPolicy` overrides).
+pub const ANNOTATION_OVERRIDDEN: &str = "atoll.dev/overridden";
 
 mod reason;
 pub use reason::Reason;
@@ -72,6 +81,23 @@ pub struct DatabaseSpec {
     pub partitions: u32,
     /// Which storage plugin runs this Database, and how.
     pub storage: StorageSpec,
+    /// What deleting the Database does to its volumes. `Retain` (the
+    /// default) keeps every PersistentVolumeClaim, templated or rendered,
+    /// labelled `atoll.dev/retained-from: <database uid>`; `Delete` removes
+    /// them once their workloads are gone. Scaling a StatefulSet down never
+    /// deletes claims either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What deleting a Database does to its PersistentVolumeClaims.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep every claim (and so the data) after the Database is deleted.
+    #[default]
+    Retain,
+    /// Delete the claims with the Database.
+    Delete,
 }
 
 /// The storage plugin and its configuration.

@@ -28,9 +28,9 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::Context;
-use super::observe::{Key, Kind, Live, key};
+use super::observe::{Key, Kind, Live, belongs_to, key};
 use super::plan::Plan;
-use crate::api::FIELD_MANAGER;
+use crate::api::{FIELD_MANAGER, LABEL_RETAINED_FROM};
 
 /// Server-side applies in flight at once within one reconcile.
 const APPLIES_IN_FLIGHT: usize = 8;
@@ -120,16 +120,24 @@ async fn taken_names(
         let Some(existing) = api.get_opt(&name).await.map_err(ConvergeError::Read)? else {
             continue;
         };
+        if belongs_to(&existing.metadata, uid) {
+            continue;
+        }
         let controller = existing
             .metadata
             .owner_references
             .iter()
             .flatten()
             .find(|o| o.controller == Some(true));
-        let owner = match controller {
-            Some(o) if o.uid == uid => continue,
-            Some(o) => format!("controlled by {} {}", o.kind, o.name),
-            None => "created outside atoll".to_string(),
+        let retained = existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_RETAINED_FROM));
+        let owner = match (controller, retained) {
+            (Some(o), _) => format!("controlled by {} {}", o.kind, o.name),
+            (None, Some(from)) => format!("kept from a deleted Database, uid {from}"),
+            (None, None) => "created outside atoll".to_string(),
         };
         taken.push(format!(
             "{kind} {name} already exists ({owner}) and atoll never takes over an object; delete or rename it, or give the Database another name"

@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, de::Error as _};
 use serde_json::Value;
 
 use super::Context;
-use crate::api::LABEL_DATABASE;
+use crate::api::{LABEL_DATABASE, LABEL_RETAINED_FROM};
 use crate::sync::MutexExt;
 
 /// `(kind, name)` of an object.
@@ -240,6 +240,23 @@ fn newer(written: &Child, cached: Option<&str>) -> bool {
     }
 }
 
+/// Whether an object is the child of the Database with `uid`: its controller
+/// owner reference, or (a claim kept under `deletionPolicy: Retain`, which
+/// has no owner reference) its `atoll.dev/retained-from` label.
+pub fn belongs_to(metadata: &ObjectMeta, uid: &str) -> bool {
+    let owned = metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == uid);
+    let retained = metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_RETAINED_FROM))
+        .is_some_and(|from| from == uid);
+    owned || retained
+}
+
 /// The children of Database `name` (uid `uid`) in `namespace`: from the
 /// watch caches while the controller runs, else by listing each kind.
 ///
@@ -271,9 +288,7 @@ pub fn observe_cached(
     let ours = |o: &Child| {
         o.metadata.namespace.as_deref() == Some(namespace)
             && o.labels().get(LABEL_DATABASE).map(String::as_str) == Some(name)
-            && o.owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.uid == uid)
+            && belongs_to(&o.metadata, uid)
     };
     for (kind, store) in children {
         // Writes first: one the cache catches up with in between is then
@@ -324,11 +339,7 @@ pub async fn observe(
     for kind in kinds {
         let api: Api<Child> = Api::namespaced_with(client.clone(), namespace, &kind.resource);
         for object in api.list(&params).await? {
-            let owned = object
-                .owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid);
-            if !owned {
+            if !belongs_to(&object.metadata, uid) {
                 continue;
             }
             live.insert(

@@ -84,10 +84,15 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     status::write_partition_status(ctx, &namespace, &name, &live, &ready.partitions).await?;
+    let overrides = desired.overrides();
+    let message = match overrides.is_empty() {
+        true => ready.message,
+        false => format!("{}; atoll overrode {}", ready.message, overrides.join("; ")),
+    };
     let outcome = Outcome::Converged {
         plugin: desired.plugin,
         partitions: ready.partitions,
-        message: ready.message,
+        message,
     };
     status::write_status(db, ctx, outcome).await?;
     Ok(Action::requeue(RESYNC))

@@ -147,6 +147,11 @@ async fn create_applies_every_rendered_child_and_writes_status() {
     );
     assert_eq!(sts["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(sts["metadata"]["ownerReferences"][0]["controller"], true);
+    // Volumes outlive the Database by default; scale-downs keep claims.
+    assert_eq!(
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
     // No pod is ready (nothing runs them here): honest status.
     assert_eq!(condition(&api, "Ready")["status"], "False");
     assert_eq!(condition(&api, "Ready")["reason"], "PartitionsNotReady");

@@ -179,6 +179,7 @@ mod tests {
         let mut db = Database::new(
             "orders",
             DatabaseSpec {
+                deletion_policy: None,
                 partitions: 3,
                 storage: StorageSpec {
                     plugin: "raft".into(),

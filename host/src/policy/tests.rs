@@ -8,6 +8,7 @@ fn owner() -> Owner<'static> {
         uid: "u-1",
         plugin: "raft",
         partitions: 1,
+        deletion: DeletionPolicy::Retain,
     }
 }
 
@@ -172,4 +173,31 @@ fn rendered_hash_is_stable_and_changes_when_a_field_is_dropped() {
     // A plugin cannot forge the hash.
     labelled["metadata"]["annotations"] = json!({ANNOTATION_RENDERED: plain.clone()});
     assert_ne!(plain, hash(labelled));
+}
+
+#[test]
+fn a_rendered_claim_is_kept_by_retain_and_owned_by_delete() {
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "orders-data"}, "spec": {}});
+    let r = rendered(vec![service("orders-p1"), pvc]);
+    let out = OutputPolicy::default().enforce(&owner(), &r).unwrap();
+    let m = &out[1]["metadata"];
+    assert!(m["ownerReferences"].is_null(), "{m}");
+    assert_eq!(m["labels"]["atoll.dev/retained-from"], "u-1");
+    assert_eq!(m["labels"]["atoll.dev/database"], "orders");
+
+    let delete = Owner {
+        deletion: DeletionPolicy::Delete,
+        ..owner()
+    };
+    let out = OutputPolicy::default().enforce(&delete, &r).unwrap();
+    let m = &out[1]["metadata"];
+    assert_eq!(m["ownerReferences"][0]["uid"], "u-1");
+    assert!(m["labels"]["atoll.dev/retained-from"].is_null(), "{m}");
+    assert_ne!(
+        out[1]["metadata"]["annotations"][ANNOTATION_RENDERED],
+        OutputPolicy::default().enforce(&owner(), &r).unwrap()[1]["metadata"]["annotations"]
+            [ANNOTATION_RENDERED],
+        "switching the policy changes the fingerprint, so the claim is re-applied"
+    );
 }
