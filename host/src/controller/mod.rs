@@ -17,6 +17,7 @@
 //! [`Context::concurrency`] at a time.
 
 pub mod converge;
+mod moves;
 pub mod observe;
 pub mod plan;
 pub mod readiness;

@@ -61,11 +61,25 @@ pub fn plan<'a>(
         .map(|(_, l)| l)
         .collect();
 
-    let losing: Vec<String> = prune
+    let deleting: Vec<String> = prune
         .iter()
         .filter(|l| holds_data(l))
         .map(|l| describe(l))
         .collect();
+    let moving = super::moves::moves(db, desired, live);
+    let mut losing = Vec::new();
+    if !deleting.is_empty() {
+        losing.push(format!(
+            "refusing to delete {} (data would be lost)",
+            deleting.join(", ")
+        ));
+    }
+    if !moving.is_empty() {
+        losing.push(format!(
+            "refusing to move data away from where it lives: {}",
+            moving.join("; ")
+        ));
+    }
     // A new plugin version (hot reload, upgrade) that stops rendering
     // children prunes nothing on its own: each Database approves it.
     let previous = db.status.as_ref().and_then(|s| s.plugin.as_ref());
@@ -86,14 +100,7 @@ pub fn plan<'a>(
             Some(match (losing.is_empty(), previous) {
                 (false, _) | (true, None) => Refusal {
                     reason: Reason::DataLossRefused,
-                    message: refusal(
-                        db,
-                        &format!(
-                            "refusing to delete {} (data would be lost)",
-                            losing.join(", ")
-                        ),
-                        &why,
-                    ),
+                    message: refusal(db, &losing.join("; "), &why),
                 },
                 (true, Some(p)) => Refusal {
                     reason: Reason::PruneRefused,

@@ -415,3 +415,78 @@ async fn a_new_plugin_version_that_drops_a_child_prunes_nothing_until_approved()
     let stored_plugin = api.get("databases", NS, "db").expect("db")["status"]["plugin"].clone();
     assert_eq!(stored_plugin["digest"], json!(serving));
 }
+
+/// The issue's `ledger`: raft, 6 partitions on `clusters` clusters of one
+/// replica, each replica with a volume.
+fn ledger(clusters: u32) -> Database {
+    let mut db = database(6, 1);
+    db.spec.storage.config = Some(json!({"clusters": clusters, "replicas": 1,
+        "volumeClaimTemplate": {"size": "1Gi"}}));
+    db
+}
+
+#[tokio::test]
+async fn partitions_moved_away_from_their_volumes_are_refused() {
+    let api = FakeApi::default();
+    let db = ledger(2);
+    seed(&api, &db);
+    run(&api, &db).await;
+    let before = api.get("services", NS, "db-p2").expect("p2")["spec"]["selector"].clone();
+    let mut more = stored(&api, &db);
+    more.spec.storage.config = ledger(3).spec.storage.config;
+    more.metadata.generation = Some(2);
+    api.clear_seen();
+    run(&api, &more).await;
+
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "DataLossRefused");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("partition 2: StatefulSet db-1 → StatefulSet db-3"),
+        "{message}"
+    );
+    assert!(
+        summary(&writes(&api))
+            .iter()
+            .all(|w| !w.contains("services/")),
+        "no Service was repointed"
+    );
+    assert_eq!(
+        api.get("services", NS, "db-p2").expect("p2")["spec"]["selector"],
+        before
+    );
+
+    // Approved for generation 2: applied.
+    more.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("atoll.dev/allow-data-loss".into(), "2".into());
+    run(&api, &more).await;
+    assert_ne!(
+        api.get("services", NS, "db-p2").expect("p2")["spec"]["selector"],
+        before
+    );
+}
+
+#[tokio::test]
+async fn switching_the_plugin_of_a_database_holding_data_is_refused() {
+    let api = FakeApi::default();
+    let db = ledger(1);
+    seed(&api, &db);
+    run(&api, &db).await;
+    let mut switched = stored(&api, &db);
+    switched.spec.storage.plugin = "log".into();
+    switched.spec.storage.config = None;
+    switched.metadata.generation = Some(2);
+    api.clear_seen();
+    run(&api, &switched).await;
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "DataLossRefused");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(message.contains("plugin raft → log"), "{message}");
+    assert!(
+        summary(&writes(&api))
+            .iter()
+            .all(|w| !w.starts_with("DELETE"))
+    );
+}
