@@ -40,7 +40,11 @@ fn a_restart_with_a_warm_cache_does_not_compile() {
     let cold_time = started.elapsed();
     assert_eq!(cold.compilations(), atoll::plugin::builtin::BUILTIN.len());
     let files = cache_files(&dir);
-    assert_eq!(files.len(), atoll::plugin::builtin::BUILTIN.len(), "{files:?}");
+    assert_eq!(
+        files.len(),
+        atoll::plugin::builtin::BUILTIN.len(),
+        "{files:?}"
+    );
     // Files are named by the component's digest.
     let raft = atoll::plugin::builtin::BUILTIN
         .iter()

@@ -31,7 +31,6 @@ fn config() -> ProptestConfig {
     }
 }
 
-
 /// Field names the built-in plugins know, plus some they do not.
 const FIELDS: &[&str] = &[
     "clusters",
