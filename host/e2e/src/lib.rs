@@ -21,8 +21,9 @@
 //! test asks for the binary: the cargo that runs the tests (`$CARGO`), from
 //! the workspace root, with the profile of this test binary and the atoll
 //! features this crate enables, so `CARGO_TARGET_DIR`, `.cargo/config.toml`
-//! and `RUSTFLAGS` apply as they do to the tests. Cargo's JSON messages name
-//! the executable. The first build after a change compiles the binary; when
+//! and `RUSTFLAGS` apply as they do to the tests (a `--target-dir` flag does
+//! not reach it: use `CARGO_TARGET_DIR`). Cargo's JSON messages name the
+//! executable. The first build after a change compiles the binary; when
 //! it is up to date this takes about a second. Cargo releases its lock
 //! before it runs tests, so the nested build never waits for the outer one.
 //! The lib's own unit test builds and runs the binary with no control plane,
