@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the pinned Helm (built from the Go module proxy) into a cache and
 # prints the binary's path on stdout; progress goes to stderr. Reruns are
-# instant. Used by `testenv/tests/deploy.rs` and CI:
+# instant. Used by `testenv/tests/all/deploy.rs` and CI:
 #
 #   HELM="$(deploy/helm/install-helm.sh)" && "$HELM" template deploy/helm/atoll
 #

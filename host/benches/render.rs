@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll::native::{self, Raft};
-use atoll::registry::Registry;
-use atoll::runtime::{Limits, LoadedPlugin, PluginDatabase, Rendered, Runtime};
+use atoll::contract::{PluginDatabase, Rendered};
+use atoll::plugin::native::{self, Raft};
+use atoll::plugin::{Limits, LoadedPlugin, Registry, Runtime};
 use criterion::Criterion;
 use serde_json::Value;
 

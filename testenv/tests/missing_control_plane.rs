@@ -1,6 +1,9 @@
 //! Without a control plane, tests fail with instructions instead of skipping.
-//! Its own test binary: it points the environment at an empty state directory,
-//! which must not leak into tests that need the real control plane.
+//! Its own test binary, not a module of `tests/all`: it sets
+//! `ATOLL_TESTENV_DIR` to an empty state directory and removes `KUBECONFIG`
+//! from the process environment, which must not leak into tests that need
+//! the real control plane (and changing the environment is only sound while
+//! no other thread runs).
 
 #[test]
 fn client_panics_with_instructions_when_no_control_plane_runs() {

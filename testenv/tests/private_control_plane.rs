@@ -2,7 +2,9 @@
 //! leaves no process behind when dropped: normally (directory removed) or
 //! while panicking (directory kept for its logs).
 //!
-//! Its own test binary: `use_by_default` is process-wide.
+//! Its own test binary, not a module of `tests/all`: `use_by_default` is
+//! process-wide, and would point the other tests' helpers at this private
+//! control plane.
 
 use std::path::{Path, PathBuf};
 

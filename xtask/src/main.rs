@@ -74,7 +74,9 @@ fn plugins() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The README's test command. Stops the control plane afterwards only if this
+/// The README's test command: both tiers (`--workspace` includes
+/// `atoll-e2e`, the tests that need the control plane, which is not a
+/// default member). Stops the control plane afterwards only if this
 /// invocation started it, so a developer's running cluster is left alone.
 fn test() -> Result<()> {
     let cluster = cluster::ensure_up()?;

@@ -1,9 +1,10 @@
 //! Building plugin components for `wasm32-wasip2`.
 //!
-//! One copy of this logic, used twice: `host/build.rs` includes this file with
-//! `#[path]` so a plain `cargo build -p atoll` embeds fresh plugins, and
-//! `cargo xtask plugins` uses it to build and report sizes. Only `std` here:
-//! build scripts should not pull in dependencies.
+//! One copy of this logic: `host/build.rs` includes this file with `#[path]`
+//! so a plain `cargo build -p atoll` embeds fresh plugins (and builds the test
+//! components), `host/e2e/build.rs` includes it to find the test components,
+//! and `cargo xtask plugins` uses it to build and report sizes. Only `std`
+//! here: build scripts should not pull in dependencies.
 
 #![allow(dead_code)] // each includer uses a different part
 
@@ -20,9 +21,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Test-only components, never embedded: (package, environment variable the
-/// host's tests find the component's path in). Built in their own cargo
-/// invocation, so features they enable on a plugin (raft's `library`) do not
-/// change the built-in plugin.
+/// tests of `atoll` and `atoll-e2e` find the component's path in). Built in
+/// their own cargo invocation, so features they enable on a plugin (raft's
+/// `library`) do not change the built-in plugin.
 pub const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("atoll-test-hostile", "ATOLL_TEST_HOSTILE_WASM"),
     ("atoll-test-raft-labelled", "ATOLL_TEST_RAFT_LABELLED_WASM"),

@@ -2,12 +2,10 @@
 //! children: after the last restart everything converges to exactly what the
 //! plugins render — no duplicates, no orphans, nothing missing.
 
-mod common;
-
 use std::time::Duration;
 
+use atoll_e2e::{k, managed, patch_database, wait_ready};
 use atoll_testenv::{TestNamespace, client};
-use common::{k, managed, patch_database, wait_ready};
 
 const DATABASES: usize = 8;
 const KILLS: usize = 8;
@@ -24,6 +22,7 @@ fn database(i: usize) -> String {
 
 #[tokio::test]
 async fn repeated_sigkill_mid_apply_converges_without_duplicates_or_orphans() {
+    let _records = atoll_e2e::plugin_records_shared().await; // atoll run writes them
     let client = client().await;
     let ns = TestNamespace::new(&client, "crash").await;
     let n = ns.name();
@@ -36,7 +35,7 @@ async fn repeated_sigkill_mid_apply_converges_without_duplicates_or_orphans() {
     // work half done by the previous one.
     let mut seen_at_kill = Vec::new();
     for round in 0..KILLS {
-        let mut atoll = common::start_atoll(n);
+        let mut atoll = atoll_e2e::start_atoll(n);
         tokio::time::sleep(Duration::from_millis(400 + 150 * round as u64)).await;
         atoll.kill().unwrap(); // SIGKILL
         atoll.wait().unwrap();
@@ -52,12 +51,12 @@ async fn repeated_sigkill_mid_apply_converges_without_duplicates_or_orphans() {
     }
     eprintln!("children present at each SIGKILL: {seen_at_kill:?}");
 
-    let atoll = common::KillOnDrop(common::start_atoll(n));
+    let atoll = atoll_e2e::KillOnDrop(atoll_e2e::start_atoll(n));
     for i in 0..DATABASES {
         wait_ready(&client, n, &format!("db-{i}")).await;
     }
 
-    common::assert_exactly_rendered(&client, n).await;
+    atoll_e2e::assert_exactly_rendered(&client, n).await;
 
     drop(atoll);
     ns.cleanup().await;

@@ -4,15 +4,13 @@
 //! namespace (a cluster-wide counter also counted the garbage collector
 //! emptying earlier tests' namespaces, and failed when one overlapped).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::api::Database;
 use atoll::controller;
+use atoll_e2e::{Operator, example, k, wait_ready};
 use atoll_testenv::TestNamespace;
-use common::{Operator, example, k, wait_ready};
 use kube::api::Api;
 
 /// Resources atoll writes (kube-controller-manager and kwok write others,

@@ -1,13 +1,11 @@
 //! The operator against the real control plane (kwok makes pods Ready): each
 //! test runs its own controller over its own namespace.
 
-mod common;
-
 use std::time::Duration;
 
 use atoll::api::Database;
+use atoll_e2e::{Operator, children, example, k, patch_database, wait_condition, wait_ready};
 use atoll_testenv::{TestNamespace, wait_for};
-use common::{Operator, children, example, k, patch_database, wait_condition, wait_ready};
 use kube::api::{Api, DeleteParams};
 
 #[tokio::test]

@@ -5,27 +5,21 @@
 //! Partition.
 //!
 //! Each step renders through the real plugins in the sandbox and plans with
-//! the controller's own [`atoll::plan::plan`]; applying is simulated (the
+//! the controller's own [`atoll::controller::plan::plan`]; applying is simulated (the
 //! cluster keeps what was applied; like the API server, it refuses to change
 //! an existing StatefulSet's volume claim templates). The property is checked
 //! with proptest over random sequences, with the budget stated in
 //! docs/reliability.md, plus a fixed sequence that must be refused.
 
 use std::collections::BTreeMap;
-mod common;
-
-use std::sync::{Arc, OnceLock};
 
 use atoll::api::Database;
-use atoll::apply::{self, Key, Kind, Live};
-use atoll::render::Renderer;
+use atoll::controller::observe::{self, Key, Kind, Live};
+use atoll::controller::plan;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-fn renderer() -> &'static Renderer {
-    static RENDERER: OnceLock<Arc<Renderer>> = OnceLock::new();
-    RENDERER.get_or_init(common::renderer)
-}
+use crate::support::renderer;
 
 /// One spec a user might apply.
 #[derive(Debug, Clone)]
@@ -65,13 +59,13 @@ impl Cluster {
         let Ok(desired) = renderer().render(&db) else {
             return; // Degraded: children untouched
         };
-        let plan = atoll::plan::plan(&db, renderer(), &desired, &self.live);
+        let plan = plan::plan(&db, renderer(), &desired, &self.live);
         if plan.refused.is_some() {
             return;
         }
-        let prune: Vec<Key> = plan.prune.iter().map(|l| apply::key(&l.object)).collect();
+        let prune: Vec<Key> = plan.prune.iter().map(|l| observe::key(&l.object)).collect();
         for object in plan.wanted {
-            let key = apply::key(&object);
+            let key = observe::key(&object);
             if let Some(old) = self.live.get(&key)
                 && key.0 == "StatefulSet"
                 && old.object["spec"]["volumeClaimTemplates"]
@@ -93,7 +87,7 @@ impl Cluster {
     fn holding_data(&self) -> Vec<Key> {
         self.live
             .iter()
-            .filter(|(_, l)| apply::holds_data(l))
+            .filter(|(_, l)| plan::holds_data(l))
             .map(|(k, _)| k.clone())
             .collect()
     }

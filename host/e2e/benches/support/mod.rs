@@ -1,7 +1,5 @@
 //! Whole-system bench helpers: API server request counts and CPU time.
 
-#![allow(dead_code)] // each bench uses a different part
-
 use std::time::Duration;
 
 use atoll_testenv::kubectl;

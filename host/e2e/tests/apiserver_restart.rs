@@ -7,14 +7,12 @@
 //! Alone in its test binary, because it points the testenv helpers (and so
 //! `kubectl` and atoll's `KUBECONFIG`) at that control plane.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use atoll::api::Database;
+use atoll_e2e::{KillOnDrop, managed_metadata};
 use atoll_testenv::{PrivateControlPlane, client, install_crds, kubectl, wait_for};
-use common::{KillOnDrop, managed_metadata};
 use k8s_openapi::jiff::{RoundMode, SignedDuration, Timestamp, TimestampRound, Unit};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -33,7 +31,7 @@ const CHILDREN_PER_DATABASE: usize = 15;
 const GRACE: Duration = Duration::from_secs(10);
 
 fn database(i: usize) -> Database {
-    common::raft_database(&format!("db-{i}"), 3)
+    atoll_e2e::raft_database(&format!("db-{i}"), 3)
 }
 
 #[tokio::test]
@@ -54,7 +52,7 @@ async fn atoll_converges_across_an_api_server_restart() {
 
     // atoll's log goes beside the control plane's, kept with them if this fails.
     let log = std::fs::File::create(plane.dir().join("logs/atoll.log")).unwrap();
-    let mut atoll = KillOnDrop(common::atoll_command(n).stderr(log).spawn().unwrap());
+    let mut atoll = KillOnDrop(atoll_e2e::atoll_command(n).stderr(log).spawn().unwrap());
 
     // All at once (kubectl would create them one by one, and atoll keeps
     // up with that), so most of the work is still ahead at the restart.
@@ -98,7 +96,7 @@ async fn atoll_converges_across_an_api_server_restart() {
     wait_for(
         "exactly the rendered children",
         Duration::from_secs(120),
-        || common::exactly_rendered(&client, n),
+        || atoll_e2e::exactly_rendered(&client, n),
     )
     .await;
     let children_in = back.elapsed();
@@ -109,7 +107,7 @@ async fn atoll_converges_across_an_api_server_restart() {
     )
     .await;
     let ready_in = back.elapsed();
-    common::assert_exactly_rendered(&client, n).await;
+    atoll_e2e::assert_exactly_rendered(&client, n).await;
 
     // Nothing lost, nothing replaced: the same Databases, and every child
     // that existed before the restart is still the same object.

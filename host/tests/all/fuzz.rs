@@ -9,17 +9,14 @@
 //!
 //! `PROPTEST_CASES` overrides the per-property budget (default below).
 
-mod common;
-
-use std::sync::{Arc, OnceLock};
-
-use atoll::api::Database;
-use atoll::policy::{LABEL_DATABASE, LABEL_MANAGED_BY, OutputPolicy, Owner};
-use atoll::render::Renderer;
-use atoll::runtime::{PartitionBinding, Rendered};
+use atoll::api::{Database, LABEL_DATABASE, LABEL_MANAGED_BY};
+use atoll::contract::{PartitionBinding, Rendered};
+use atoll::policy::{OutputPolicy, Owner};
 use atoll::{PluginError, RenderError};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+
+use crate::support::renderer;
 
 /// Cases per property when `PROPTEST_CASES` is not set.
 const CASES: u32 = 256;
@@ -32,11 +29,6 @@ fn config() -> ProptestConfig {
             .unwrap_or(CASES),
         ..ProptestConfig::default()
     }
-}
-
-fn renderer() -> &'static Renderer {
-    static RENDERER: OnceLock<Arc<Renderer>> = OnceLock::new();
-    RENDERER.get_or_init(common::renderer)
 }
 
 /// Field names the built-in plugins know, plus some they do not.

@@ -1,16 +1,14 @@
 //! atoll reconciles with its own ServiceAccount token and the RBAC from
 //! `deploy/`, not the admin credential: least privilege is enough for the job.
 
-mod common;
-
 use std::sync::Arc;
 
 use atoll::controller::{self, Context};
+use atoll_e2e::{example, k, patch_database, wait_condition, wait_ready};
 use atoll_testenv::{TestNamespace, kubectl};
-use common::{example, k, patch_database, wait_condition, wait_ready};
 
 fn deploy(file: &str) -> String {
-    std::fs::read_to_string(format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(atoll_e2e::workspace().join("deploy").join(file)).unwrap()
 }
 
 #[tokio::test]
@@ -27,7 +25,7 @@ async fn reconciles_with_the_service_account_from_deploy() {
 
     let ns = TestNamespace::new(&admin, "least-privilege").await;
     let n = ns.name();
-    let ctx = Arc::new(Context::new(sa, common::renderer()));
+    let ctx = Arc::new(Context::new(sa, atoll_e2e::renderer()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ns_name = n.to_string();
     let task = tokio::spawn(async move {

@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo xtask cluster up && export KUBECONFIG=...
-//! cargo bench -p atoll --features native-plugins --bench converge
+//! cargo bench -p atoll-e2e --features native-plugins --bench converge
 //! ```
 //!
 //! `ATOLL_BENCH_DATABASES=N` changes N; `ATOLL_BENCH_ROUNDS=R` repeats the
@@ -13,23 +13,18 @@
 //! Database (all clients, from `apiserver_request_total`), API server CPU and
 //! this process's CPU (the controller runs in it, release build).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll::api::Database;
-use atoll::policy::OutputPolicy;
-use atoll::registry::Registry;
-use atoll::render::Renderer;
-use atoll::runtime::{Limits, Runtime};
+use atoll::operator::PluginConfig;
+use atoll_e2e::Operator;
 use atoll_testenv::{TestNamespace, client};
 use kube::api::Api;
 
 fn database(i: usize) -> Database {
-    common::raft_database(&format!("db-{i:04}"), 1)
+    atoll_e2e::raft_database(&format!("db-{i:04}"), 1)
 }
 
 struct Figures {
@@ -70,18 +65,13 @@ async fn converge(count: usize, native: bool) -> Figures {
     let client = client().await;
     let ns = TestNamespace::new(&client, "bench-converge").await;
     let n = ns.name().to_string();
-    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
-    let registry = if native {
-        Registry::with_native_builtins(runtime).unwrap()
-    } else {
-        Registry::with_builtins(runtime).unwrap()
+    // As `atoll run [--native-plugins]` builds it.
+    let plugins = PluginConfig {
+        native,
+        ..PluginConfig::default()
     };
-    let renderer = Arc::new(Renderer {
-        registry: Arc::new(registry),
-        policy: OutputPolicy::default(),
-        cluster_domain: "cluster.local".into(),
-    });
-    let operator = common::Operator::start_with(&client, &n, renderer, false).await;
+    let renderer = plugins.renderer("cluster.local").unwrap();
+    let operator = Operator::start_with(&client, &n, renderer).await;
     let dbs: Api<Database> = Api::namespaced(client.clone(), &n);
 
     let before = support::ApiSnapshot::take().await;

@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo xtask cluster up && export KUBECONFIG=...
-//! cargo bench -p atoll --bench hot_reload            # ATOLL_BENCH_DATABASES=N to change N
+//! cargo bench -p atoll-e2e --features observe-by-listing --bench hot_reload   # ATOLL_BENCH_DATABASES=N to change N
 //! ```
 //!
 //! Prints the time to converge, then p50, p99 and max of the reload latency,
@@ -17,14 +17,13 @@
 //! `cache` (children observed from the controller's watch caches).
 //! `ATOLL_BENCH_MODES=cache` runs one mode only.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use atoll::api::Database;
+use atoll_e2e::Operator;
 use atoll_testenv::{TestNamespace, client};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
@@ -38,7 +37,7 @@ const LABELLED: &str = env!("ATOLL_TEST_RAFT_LABELLED_WASM");
 const RELEASE: &str = "atoll.dev/test-release=labelled";
 
 fn database(i: usize) -> Database {
-    common::raft_database(&format!("db-{i:04}"), 1)
+    atoll_e2e::raft_database(&format!("db-{i:04}"), 1)
 }
 
 #[tokio::main]
@@ -50,7 +49,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "atoll::source=info".into()),
+                .unwrap_or_else(|_| "atoll::plugin::source=info".into()),
         )
         .init();
     let modes = std::env::var("ATOLL_BENCH_MODES").unwrap_or_else(|_| "list,cache".into());
@@ -69,7 +68,7 @@ async fn scenario(count: usize, listing: bool) {
     let client = client().await;
     let ns = TestNamespace::new(&client, "bench-reload").await;
     let n = ns.name().to_string();
-    let operator = common::Operator::start_with_plugin_source_opts(&client, &n, listing).await;
+    let operator = Operator::start_with_plugin_source_opts(&client, &n, listing).await;
     let dbs: Api<Database> = Api::namespaced(client.clone(), &n);
 
     let api_before = support::ApiSnapshot::take().await;

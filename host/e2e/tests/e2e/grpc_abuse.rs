@@ -19,8 +19,6 @@
 //! after its second half than after its first. Figures are printed (run
 //! with `--nocapture` to see them).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,8 +29,8 @@ use atoll::api::Member as MemberRecord;
 use atoll::grpc::proto::atomix::membership::{
     GroupId, JoinGroupRequest, Member, MemberId, membership_service_client::MembershipServiceClient,
 };
+use atoll_e2e::KillOnDrop;
 use atoll_testenv::{TestNamespace, wait_for};
-use common::KillOnDrop;
 use kube::api::{Api, ListParams};
 use prost::Message;
 use prost::bytes::Bytes;
@@ -82,7 +80,7 @@ impl Atoll {
     /// Start it on ports the kernel picks, and wait until it logged them.
     async fn start(ns: &str, dir: &Path) -> Atoll {
         let log = dir.join("atoll.log");
-        let child = common::atoll_command(ns)
+        let child = atoll_e2e::atoll_command(ns)
             .arg("--log-json")
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(&log).unwrap())
@@ -385,6 +383,7 @@ async fn warm_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_streams_and_malformed_requests_leave_nothing_behind() {
+    let _records = atoll_e2e::plugin_records_shared().await; // atoll run writes them
     let client = atoll_testenv::client().await;
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
     let ns = TestNamespace::new(&client, "grpc-abuse").await;

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll::api::{self, Database};
+use atoll::plugin::{Limits, Registry, Runtime};
 use atoll::policy::OutputPolicy;
-use atoll::registry::Registry;
 use atoll::render::Renderer;
-use atoll::runtime::{Limits, Runtime};
 use atoll_testenv::{TestNamespace, kubectl, wait_for};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -32,9 +31,9 @@ async fn rendered_examples_apply_and_are_garbage_collected_with_their_database()
     let databases: Api<Database> = Api::namespaced(client.clone(), ns.name());
 
     for example in ["raft", "cache", "redis", "primary-backup", "log"] {
-        let path = format!("{}/../examples/{example}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let path = atoll_e2e::workspace().join(format!("examples/{example}.yaml"));
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut db = atoll::manifest::parse_databases(&path, &text)
+        let mut db = atoll::manifest::parse_databases(&path.display().to_string(), &text)
             .unwrap()
             .remove(0);
         db.metadata.namespace = Some(ns.name().to_string());

@@ -6,16 +6,14 @@
 //! One test function: the StoragePlugin record of `raft` is cluster-scoped,
 //! so these steps must not interleave.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use atoll::api::StoragePlugin;
-use atoll::runtime::Digest;
+use atoll::contract::Digest;
+use atoll_e2e::{Operator, example, k, wait_condition, wait_ready};
 use atoll_testenv::{TestNamespace, client, wait_for};
-use common::{Operator, example, k, wait_condition, wait_ready};
 use kube::api::Api;
 
 const LABELLED: &str = env!("ATOLL_TEST_RAFT_LABELLED_WASM");
@@ -41,6 +39,7 @@ spec:
 
 #[tokio::test]
 async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
+    let _records = atoll_e2e::plugin_records_exclusive().await; // asserts on raft's record
     let client = client().await;
     let ns = TestNamespace::new(&client, "hot-reload").await;
     let n = ns.name();
@@ -154,6 +153,7 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
 /// its Databases turn Degraded, naming the ConfigMap.
 #[tokio::test]
 async fn a_removed_plugin_without_a_built_in_degrades_its_databases() {
+    let _records = atoll_e2e::plugin_records_shared().await; // its plugin source writes them
     let client = client().await;
     let ns = TestNamespace::new(&client, "plugin-gone").await;
     let n = ns.name();

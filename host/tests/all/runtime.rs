@@ -6,10 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use atoll::api::Database;
+use atoll::plugin::{Limits, Registry, Runtime, Source};
 use atoll::policy::OutputPolicy;
-use atoll::registry::{Registry, Source};
 use atoll::render::Renderer;
-use atoll::runtime::{Limits, Runtime};
 use atoll::{PluginError, PolicyError, RenderError};
 use serde_json::json;
 

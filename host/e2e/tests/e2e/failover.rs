@@ -1,13 +1,11 @@
 //! Two `atoll run` replicas with leader election: only the Lease holder
 //! reconciles; SIGKILL it and the other takes over and converges.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use atoll_e2e::{children, example, k, patch_database, wait_ready};
 use atoll_testenv::{TestNamespace, wait_for};
-use common::{children, example, k, patch_database, wait_ready};
 
 struct Replica {
     name: &'static str,
@@ -19,7 +17,7 @@ impl Replica {
     fn start(name: &'static str, ns: &str) -> Self {
         let log = std::env::temp_dir().join(format!("atoll-failover-{ns}-{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        let child = Command::new(atoll_e2e::atoll_bin())
             .args([
                 "run",
                 "--namespace",
@@ -81,6 +79,7 @@ async fn holder(ns: &str) -> String {
 
 #[tokio::test]
 async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
+    let _records = atoll_e2e::plugin_records_shared().await; // atoll run writes them
     let client = atoll_testenv::client().await;
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
     let ns = TestNamespace::new(&client, "failover").await;
@@ -171,12 +170,13 @@ async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
 
 #[tokio::test]
 async fn a_single_replica_without_election_reconciles_and_stops_on_sigterm() {
+    let _records = atoll_e2e::plugin_records_shared().await; // atoll run writes them
     let client = atoll_testenv::client().await;
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
     let ns = TestNamespace::new(&client, "single-replica").await;
     let n = ns.name();
     let log = std::env::temp_dir().join(format!("atoll-single-{n}.log"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+    let mut child = Command::new(atoll_e2e::atoll_bin())
         .args([
             "run",
             "--namespace",

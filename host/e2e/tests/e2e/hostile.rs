@@ -3,12 +3,10 @@
 //! what happened; a healthy Database keeps converging; nothing is written
 //! outside the Databases' namespace; atoll keeps serving.
 
-mod common;
-
 use std::path::Path;
 
+use atoll_e2e::{Operator, k, patch_database, wait_condition, wait_ready};
 use atoll_testenv::{TestNamespace, client, kubectl};
-use common::{Operator, k, patch_database, wait_condition, wait_ready};
 
 /// (mode, condition reason, words the message must contain)
 const MISBEHAVIOURS: &[(&str, &str, &str)] = &[
@@ -38,6 +36,7 @@ const STEADY: &str = r#"{"apiVersion": "atoll.dev/v1alpha1", "kind": "Database",
 
 #[tokio::test]
 async fn hostile_plugins_degrade_only_their_database() {
+    let _records = atoll_e2e::plugin_records_shared().await; // its plugin source writes them
     let client = client().await;
     let ns = TestNamespace::new(&client, "hostile").await;
     let n = ns.name();

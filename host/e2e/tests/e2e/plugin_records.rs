@@ -2,23 +2,21 @@
 //! cluster-scoped: the built-ins' records are shared by every test process,
 //! so one test touches them (sequentially); failure records use unique names
 //! and are deleted afterwards. "Writes nothing" is checked with the API
-//! server's own request counter, so the tests here run one at a time.
+//! server's own request counter, so each test here holds
+//! [`atoll_e2e::plugin_records_exclusive`]: no other test of the process
+//! makes atoll write StoragePlugins meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use atoll::api::{self, StoragePlugin};
-use atoll::plugin_records::{self, Failure};
-use atoll::registry::{Registry, Source};
-use atoll::runtime::{Limits, Runtime};
+use atoll::plugin::records::{self as plugin_records, Failure};
+use atoll::plugin::{Limits, Registry, Runtime, Source};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const BUILTINS: [&str; 5] = ["cache", "log", "primary-backup", "raft", "redis"];
-
-/// Held by each test: writes are counted across the whole API server.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Write requests the API server has served on StoragePlugins (and their
 /// status), from its `apiserver_request_total` metric.
@@ -64,7 +62,7 @@ async fn versions(api: &Api<StoragePlugin>, names: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn builtins_are_published_loaded_and_written_only_on_change() {
-    let _serial = SERIAL.lock().await;
+    let _records = atoll_e2e::plugin_records_exclusive().await;
     let (client, api) = setup().await;
     let registry = registry();
     let counts = BTreeMap::from([("raft".to_owned(), 2), ("cache".to_owned(), 1)]);
@@ -192,7 +190,7 @@ async fn builtins_are_published_loaded_and_written_only_on_change() {
 
 #[tokio::test]
 async fn failures_of_unknown_plugins_are_recorded_and_updated() {
-    let _serial = SERIAL.lock().await;
+    let _records = atoll_e2e::plugin_records_exclusive().await;
     let (client, api) = setup().await;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

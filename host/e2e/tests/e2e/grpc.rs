@@ -3,8 +3,6 @@
 //! grpcurl (built from its own sources at a pinned tag, sharing no code with
 //! atoll) and, for membership streams, a tonic client.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,8 +10,8 @@ use atoll::grpc::proto::atomix::membership::{
     GroupId, JoinGroupRequest, JoinGroupResponse, Member, MemberId,
     membership_service_client::MembershipServiceClient,
 };
+use atoll_e2e::{Operator, example, k, wait_ready};
 use atoll_testenv::{TestNamespace, wait_for};
-use common::{Operator, example, k, wait_ready};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
@@ -44,7 +42,7 @@ async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
     let (stop, stopped) = oneshot::channel::<()>();
     let server = atoll::grpc::Server {
         client: client.clone(),
-        renderer: common::renderer(),
+        renderer: atoll_e2e::renderer(),
         ready: ready_rx,
         tls: None,
         metrics: Default::default(),
@@ -387,7 +385,7 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
         Some("apiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: broken}\nspec: {partitions: 1, storage: {plugin: raft, config: {clusters: 0}}}\n"),
     )
     .await;
-    common::wait_condition(&client, a.name(), "broken", "Degraded", "InvalidSpec").await;
+    atoll_e2e::wait_condition(&client, a.name(), "broken", "Degraded", "InvalidSpec").await;
     let (code, message) = fail(
         grpc.addr,
         &format!("{DB}/GetDatabase"),
@@ -409,7 +407,7 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
 
 /// Member names of `group` recorded in `ns`, sorted.
 async fn member_records(ns: &str, group: &str) -> Vec<String> {
-    common::names(ns, "members", &format!("atoll.dev/group={group}")).await
+    atoll_e2e::names(ns, "members", &format!("atoll.dev/group={group}")).await
 }
 
 /// Wait until the Member records of `group` are exactly `want`.
@@ -750,7 +748,7 @@ async fn plugins_are_listed_and_render_dry_runs() {
     )
     .await;
     let raft = &raft["plugin"];
-    let loaded = common::renderer().registry.get("raft").unwrap();
+    let loaded = atoll_e2e::renderer().registry.get("raft").unwrap();
     assert_eq!(raft["version"], loaded.metadata().version.as_str());
     assert_eq!(raft["digest"], loaded.digest().to_string());
     assert_eq!(raft["source"], "built-in");
@@ -835,6 +833,7 @@ async fn plugins_are_listed_and_render_dry_runs() {
 /// readiness, and SIGTERM stops it cleanly.
 #[tokio::test]
 async fn atoll_run_serves_grpc_over_tls_and_stops_on_sigterm() {
+    let _records = atoll_e2e::plugin_records_shared().await; // atoll run writes them
     let client = atoll_testenv::client().await;
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
     let ns = TestNamespace::new(&client, "grpc-run-tls").await;
@@ -870,7 +869,7 @@ async fn atoll_run_serves_grpc_over_tls_and_stops_on_sigterm() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let log = dir.join("atoll.log");
-    let mut atoll = tokio::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+    let mut atoll = tokio::process::Command::new(atoll_e2e::atoll_bin())
         .args([
             "run",
             "--namespace",
@@ -953,7 +952,7 @@ async fn every_service_works_under_the_deploy_service_account() {
     let admin = atoll_testenv::client().await;
     atoll_testenv::install_crds(&admin, atoll::api::crds()).await;
     for file in ["namespace.yaml", "rbac.yaml"] {
-        let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let path = atoll_e2e::workspace().join("deploy").join(file);
         let text = std::fs::read_to_string(path).unwrap();
         let out = atoll_testenv::kubectl(&["apply", "--server-side", "-f", "-"], Some(&text)).await;
         assert!(out.success, "{file}: {}", out.stderr);

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use atoll::runtime::{Digest, Limits, Runtime};
+use atoll::contract::Digest;
+use atoll::plugin::{Limits, Runtime};
 
 fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
     Arc::new(
@@ -15,7 +16,7 @@ fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
 }
 
 fn load_builtins(runtime: &Arc<Runtime>) {
-    for (name, bytes) in atoll::builtin::BUILTIN {
+    for (name, bytes) in atoll::plugin::builtin::BUILTIN {
         let plugin = runtime.load(name, bytes).unwrap();
         assert_eq!(plugin.metadata().name, *name);
     }
@@ -37,11 +38,15 @@ fn a_restart_with_a_warm_cache_does_not_compile() {
     let started = Instant::now();
     load_builtins(&cold);
     let cold_time = started.elapsed();
-    assert_eq!(cold.compilations(), atoll::builtin::BUILTIN.len());
+    assert_eq!(cold.compilations(), atoll::plugin::builtin::BUILTIN.len());
     let files = cache_files(&dir);
-    assert_eq!(files.len(), atoll::builtin::BUILTIN.len(), "{files:?}");
+    assert_eq!(
+        files.len(),
+        atoll::plugin::builtin::BUILTIN.len(),
+        "{files:?}"
+    );
     // Files are named by the component's digest.
-    let raft = atoll::builtin::BUILTIN
+    let raft = atoll::plugin::builtin::BUILTIN
         .iter()
         .find(|(n, _)| *n == "raft")
         .unwrap();

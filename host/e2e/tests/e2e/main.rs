@@ -1,0 +1,25 @@
+//! The end-to-end tier: atoll against a real control plane, one module per
+//! topic, in one binary (`cargo test -p atoll-e2e`; `cargo xtask test` starts
+//! the control plane and runs everything). Without a control plane every
+//! test fails with instructions; none skips.
+//!
+//! The tests run in parallel in this one process. A test that makes atoll
+//! write the cluster-scoped StoragePlugin records (`atoll run`, an operator
+//! loading plugin ConfigMaps) holds `atoll_e2e::plugin_records_shared()`;
+//! one that asserts on them holds `atoll_e2e::plugin_records_exclusive()`.
+//!
+//! `apiserver_restart` is a binary of its own (`tests/apiserver_restart.rs`):
+//! it points every testenv helper of its process at a private control plane.
+
+mod apiserver;
+mod crash;
+mod failover;
+mod grpc;
+mod grpc_abuse;
+mod hostile;
+mod hot_reload;
+mod leader;
+mod least_privilege;
+mod operator;
+mod plugin_records;
+mod steady_state;

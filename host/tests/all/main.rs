@@ -1,0 +1,10 @@
+//! The fast tier: every test of the `atoll` package that needs no control
+//! plane, in one binary (`cargo test` runs these and nothing else). Tests
+//! that need Kubernetes are in `host/e2e` (package `atoll-e2e`).
+
+mod cli;
+mod data_safety;
+mod disk_cache;
+mod fuzz;
+mod runtime;
+mod support;
