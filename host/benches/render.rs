@@ -7,6 +7,9 @@
 //! interleaved in one run and prints the ratio, plus the split of the wasm
 //! call into instantiation, the call itself and JSON decoding.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

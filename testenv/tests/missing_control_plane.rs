@@ -5,10 +5,14 @@
 //! the real control plane (and changing the environment is only sound while
 //! no other thread runs).
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 #[test]
 fn client_panics_with_instructions_when_no_control_plane_runs() {
     let empty = std::env::temp_dir().join(format!("atoll-testenv-missing-{}", std::process::id()));
     // SAFETY: this binary's only test, and no other thread exists yet.
+    #[allow(unsafe_code)]
     unsafe {
         std::env::set_var("ATOLL_TESTENV_DIR", &empty);
         std::env::remove_var("KUBECONFIG");

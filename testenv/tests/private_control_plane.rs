@@ -6,6 +6,9 @@
 //! process-wide, and would point the other tests' helpers at this private
 //! control plane.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use atoll_testenv::{PrivateControlPlane, client, kubeconfig_env, readyz};

@@ -17,6 +17,9 @@
 //! `cache` (children observed from the controller's watch caches).
 //! `ATOLL_BENCH_MODES=cache` runs one mode only.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap};

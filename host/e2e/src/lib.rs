@@ -44,6 +44,8 @@
 //! [`plugin_records_shared`] while atoll runs; a test that asserts on them
 //! or counts writes to them holds [`plugin_records_exclusive`].
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -236,6 +238,24 @@ pub async fn k(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
     out.stdout
 }
 
+/// Run the one-time approval command a refusal message gives
+/// (`kubectl annotate database … atoll.dev/allow-data-loss=<generation>
+/// --overwrite`), word for word, as a user would copy it.
+pub async fn approve_as_told(message: &str) {
+    let start = message
+        .find("kubectl annotate ")
+        .unwrap_or_else(|| panic!("the refusal does not say how to approve: {message}"));
+    let mut args: Vec<&str> = Vec::new();
+    for word in message[start..].split_whitespace().skip(1) {
+        args.push(word);
+        if word == "--overwrite" {
+            break;
+        }
+    }
+    let out = kubectl(&args, None).await;
+    assert!(out.success, "kubectl {args:?} failed: {}", out.stderr);
+}
+
 /// Merge-patch Database `name` with `patch` (JSON).
 pub async fn patch_database(ns: &str, name: &str, patch: &str) {
     k(
@@ -341,6 +361,9 @@ pub async fn managed(ns: &str) -> Vec<String> {
 /// by `Kind/name`. Through the client rather than kubectl, so a test can poll
 /// it quickly; the uids of two of these show objects deleted and created
 /// again under the same name.
+///
+/// # Errors
+/// A LIST failed, as text.
 pub async fn managed_metadata(
     client: &Client,
     ns: &str,
@@ -391,6 +414,9 @@ pub async fn assert_exactly_rendered(client: &Client, ns: &str) {
 }
 
 /// [`assert_exactly_rendered`], as a result for [`wait_for`].
+///
+/// # Errors
+/// What differs between the render and the cluster, as text.
 pub async fn exactly_rendered(client: &Client, ns: &str) -> Result<(), String> {
     use kube::ResourceExt;
     let api: Api<Database> = Api::namespaced(client.clone(), ns);

@@ -7,6 +7,9 @@
 //! Alone in its test binary, because it points the testenv helpers (and so
 //! `kubectl` and atoll's `KUBECONFIG`) at that control plane.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 

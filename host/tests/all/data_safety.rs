@@ -33,7 +33,8 @@ struct Edit {
 fn database(edit: &Edit) -> Database {
     let mut annotations = serde_json::Map::new();
     if edit.allow_data_loss {
-        annotations.insert("atoll.dev/allow-data-loss".into(), "true".into());
+        // Approves generation 1, the generation of every edit here.
+        annotations.insert("atoll.dev/allow-data-loss".into(), "1".into());
     }
     serde_json::from_value(json!({
         "apiVersion": "atoll.dev/v1alpha1",

@@ -9,7 +9,7 @@
 //!
 //! `PROPTEST_CASES` overrides the per-property budget (default below).
 
-use atoll::api::{Database, LABEL_DATABASE, LABEL_MANAGED_BY};
+use atoll::api::{Database, DeletionPolicy, LABEL_DATABASE, LABEL_MANAGED_BY};
 use atoll::contract::{PartitionBinding, Rendered};
 use atoll::policy::{OutputPolicy, Owner};
 use atoll::{PluginError, RenderError};
@@ -247,6 +247,7 @@ proptest! {
             uid: "u-1",
             plugin: "fuzz",
             partitions: 2,
+            deletion: DeletionPolicy::Retain,
         };
         let rendered = Rendered { objects, partitions };
         if let Ok(out) = OutputPolicy::default().enforce(&owner, &rendered) {

@@ -2,6 +2,9 @@
 //! plane, in one binary (`cargo test` runs these and nothing else). Tests
 //! that need Kubernetes are in `host/e2e` (package `atoll-e2e`).
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 mod cli;
 mod data_safety;
 mod disk_cache;

@@ -39,14 +39,9 @@ async fn reconciles_with_the_service_account_from_deploy() {
     wait_ready(&admin, n, "orders").await;
     // Data-loss refusal writes status and an Event: both allowed.
     patch_database(n, "orders", r#"{"spec":{"partitions":4}}"#).await;
-    wait_condition(&admin, n, "orders", "Degraded", "DataLossRefused").await;
+    let message = wait_condition(&admin, n, "orders", "Degraded", "DataLossRefused").await;
     // And pruning (delete) is allowed once the user agrees.
-    k(
-        n,
-        &["annotate", "db", "orders", "atoll.dev/allow-data-loss=true"],
-        None,
-    )
-    .await;
+    atoll_e2e::approve_as_told(&message).await;
     wait_ready(&admin, n, "orders").await;
 
     let _ = stop.send(());

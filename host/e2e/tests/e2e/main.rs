@@ -11,8 +11,12 @@
 //! `apiserver_restart` is a binary of its own (`tests/apiserver_restart.rs`):
 //! it points every testenv helper of its process at a private control plane.
 
+// Test code: a panic is how a check fails.
+#![allow(clippy::unwrap_used)]
+
 mod apiserver;
 mod crash;
+mod data_safety;
 mod failover;
 mod grpc;
 mod grpc_abuse;

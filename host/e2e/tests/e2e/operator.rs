@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use atoll::api::Database;
-use atoll_e2e::{Operator, children, example, k, patch_database, wait_condition, wait_ready};
+use atoll_e2e::{
+    Operator, approve_as_told, children, example, k, patch_database, wait_condition, wait_ready,
+};
 use atoll_testenv::{TestNamespace, wait_for};
 use kube::api::{Api, DeleteParams};
 
@@ -144,13 +146,9 @@ async fn config_changes_apply_in_place_and_partition_changes_are_guarded() {
     .await;
     assert!(!events.trim().is_empty(), "an Event is recorded");
 
-    // Allowed: the extra children go.
-    k(
-        n,
-        &["annotate", "db", "orders", "atoll.dev/allow-data-loss=true"],
-        None,
-    )
-    .await;
+    // Approved once, with the command the refusal gives: the extra
+    // children go.
+    approve_as_told(&message).await;
     wait_ready(&client, n, "orders").await;
     wait_for(
         "partitions 5..8 pruned",
@@ -164,6 +162,13 @@ async fn config_changes_apply_in_place_and_partition_changes_are_guarded() {
         },
     )
     .await;
+
+    // The approval was for that generation only: the next change that
+    // loses data is refused again, with the annotation still in place.
+    patch_database(n, "orders", r#"{"spec":{"partitions":2}}"#).await;
+    let again = wait_condition(&client, n, "orders", "Degraded", "DataLossRefused").await;
+    assert!(again.contains("Partition orders-4"), "{again}");
+    assert_eq!(children(n, "partitions", "orders").await.len(), 4);
     op.stop().await;
     ns.cleanup().await;
 }
