@@ -167,7 +167,9 @@ async fn claims_after_delete(deletion: &str) -> (Vec<String>, Vec<String>) {
     assert_eq!(policy, expected);
     let before = wait_for("the replica's claim", Duration::from_secs(60), || async {
         let c = claims(n).await;
-        (!c.is_empty()).then_some(c).ok_or("no claim yet".to_string())
+        (!c.is_empty())
+            .then_some(c)
+            .ok_or("no claim yet".to_string())
     })
     .await;
 

@@ -165,7 +165,7 @@ async fn config_changes_apply_in_place_and_partition_changes_are_guarded() {
 
     // The approval was for that generation only: the next change that
     // loses data is refused again, with the annotation still in place.
-    patch_database(n, "orders", r#"{"spec":{"partitions":2}}"#).await;
+    patch_database(n, "orders", r#"{"spec":{"partitions":3}}"#).await;
     let again = wait_condition(&client, n, "orders", "Degraded", "DataLossRefused").await;
     assert!(again.contains("Partition orders-4"), "{again}");
     assert_eq!(children(n, "partitions", "orders").await.len(), 4);
