@@ -174,7 +174,7 @@ fn describe(live: &Live) -> String {
 /// Whether deleting `live` destroys data: a PersistentVolumeClaim, a
 /// StatefulSet with volume claim templates (its claims are retained, but the
 /// replicas holding them are gone), or a Partition.
-pub fn holds_data(live: &Live) -> bool {
+fn holds_data(live: &Live) -> bool {
     match live.kind.resource.kind.as_str() {
         "PersistentVolumeClaim" | "Partition" => true,
         "StatefulSet" => live.object["spec"]["volumeClaimTemplates"]
