@@ -60,73 +60,93 @@ pub fn plan<'a>(
         .filter(|(key, _)| !wanted_keys.contains(*key))
         .map(|(_, l)| l)
         .collect();
+    let refused = guard(db, desired, live, &prune);
+    Plan {
+        wanted,
+        prune,
+        refused,
+    }
+}
 
+/// The data-loss guard: refuse what would lose data, or what a new plugin
+/// version would prune, unless this generation is approved.
+fn guard(
+    db: &Database,
+    desired: &Desired,
+    live: &BTreeMap<Key, Live>,
+    prune: &[&Live],
+) -> Option<Refusal> {
+    let losses = losses(db, desired, live, prune);
+    let dropped = dropped_by_new_version(db, desired, prune);
+    if losses.is_empty() && dropped.is_none() {
+        return None;
+    }
+    let why = match approval(db) {
+        Approval::ThisGeneration => return None,
+        Approval::Other(value) => format!(
+            " ({ALLOW_DATA_LOSS} is {value:?}, which approves nothing: it must name the generation it approves)"
+        ),
+        Approval::None => String::new(),
+    };
+    let (reason, what) = match dropped {
+        Some(dropped) if losses.is_empty() => (Reason::PruneRefused, dropped),
+        _ => (Reason::DataLossRefused, losses.join("; ")),
+    };
+    Some(Refusal {
+        reason,
+        message: refusal(db, &what, &why),
+    })
+}
+
+/// What the plan would delete or move of the Database's data.
+fn losses(
+    db: &Database,
+    desired: &Desired,
+    live: &BTreeMap<Key, Live>,
+    prune: &[&Live],
+) -> Vec<String> {
     let deleting: Vec<String> = prune
         .iter()
         .filter(|l| holds_data(l))
         .map(|l| describe(l))
         .collect();
     let moving = super::moves::moves(db, desired, live);
-    let mut losing = Vec::new();
+    let mut losses = Vec::new();
     if !deleting.is_empty() {
-        losing.push(format!(
+        losses.push(format!(
             "refusing to delete {} (data would be lost)",
             deleting.join(", ")
         ));
     }
     if !moving.is_empty() {
-        losing.push(format!(
+        losses.push(format!(
             "refusing to move data away from where it lives: {}",
             moving.join("; ")
         ));
     }
-    // A new plugin version (hot reload, upgrade) that stops rendering
-    // children prunes nothing on its own: each Database approves it.
-    let previous = db.status.as_ref().and_then(|s| s.plugin.as_ref());
-    let dropped: Vec<String> = match previous {
-        Some(p) if p.digest != desired.plugin.digest => prune.iter().map(|l| describe(l)).collect(),
-        _ => Vec::new(),
-    };
-    let refused = match approval(db) {
-        _ if losing.is_empty() && dropped.is_empty() => None,
-        Approval::ThisGeneration => None,
-        approval => {
-            let why = match approval {
-                Approval::Other(value) => format!(
-                    " ({ALLOW_DATA_LOSS} is {value:?}, which approves nothing: it must name the generation it approves)"
-                ),
-                _ => String::new(),
-            };
-            Some(match (losing.is_empty(), previous) {
-                (false, _) | (true, None) => Refusal {
-                    reason: Reason::DataLossRefused,
-                    message: refusal(db, &losing.join("; "), &why),
-                },
-                (true, Some(p)) => Refusal {
-                    reason: Reason::PruneRefused,
-                    message: refusal(
-                        db,
-                        &format!(
-                            "plugin {} {} ({}) no longer renders {}, which {} {} ({}) rendered; kept until approved",
-                            desired.plugin.name,
-                            desired.plugin.version,
-                            desired.plugin.digest,
-                            dropped.join(", "),
-                            p.name,
-                            p.version,
-                            p.digest
-                        ),
-                        &why,
-                    ),
-                },
-            })
-        }
-    };
-    Plan {
-        wanted,
-        prune,
-        refused,
+    losses
+}
+
+/// A plugin version other than the one that last converged the Database
+/// (a hot reload, an upgrade) prunes nothing on its own: what it would
+/// prune, described, or `None`.
+fn dropped_by_new_version(db: &Database, desired: &Desired, prune: &[&Live]) -> Option<String> {
+    let previous = db.status.as_ref()?.plugin.as_ref()?;
+    if previous.digest == desired.plugin.digest || prune.is_empty() {
+        return None;
     }
+    let dropped: Vec<String> = prune.iter().map(|l| describe(l)).collect();
+    let new = &desired.plugin;
+    Some(format!(
+        "plugin {} {} ({}) no longer renders {}, which {} {} ({}) rendered; kept until approved",
+        new.name,
+        new.version,
+        new.digest,
+        dropped.join(", "),
+        previous.name,
+        previous.version,
+        previous.digest
+    ))
 }
 
 /// What `atoll.dev/allow-data-loss` says about `db`'s current generation.
