@@ -256,6 +256,18 @@ pub async fn approve_as_told(message: &str) {
     assert!(out.success, "kubectl {args:?} failed: {}", out.stderr);
 }
 
+/// Names of the Events in `ns` with `reason`.
+pub async fn events(ns: &str, reason: &str) -> Vec<String> {
+    let selector = format!("reason={reason}");
+    let out = k(
+        ns,
+        &["get", "events", "--field-selector", &selector, "-o", "name"],
+        None,
+    )
+    .await;
+    out.lines().map(str::to_string).collect()
+}
+
 /// Merge-patch Database `name` with `patch` (JSON).
 pub async fn patch_database(ns: &str, name: &str, patch: &str) {
     k(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use atoll_e2e::{Operator, approve_as_told, k, patch_database, wait_condition, wait_ready};
+use atoll_e2e::{Operator, approve_as_told, events, k, patch_database, wait_condition, wait_ready};
 use atoll_testenv::{TestNamespace, wait_for};
 
 /// A raft Database `name` with 6 partitions on `clusters` clusters of one
@@ -51,20 +51,10 @@ async fn partitions_are_not_moved_away_from_their_volumes_without_approval() {
         message.contains("partition 2: StatefulSet ledger-1 → StatefulSet ledger-3"),
         "{message}"
     );
-    let events = k(
-        n,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=DataLossRefused",
-            "-o",
-            "name",
-        ],
-        None,
-    )
-    .await;
-    assert!(!events.trim().is_empty(), "an Event is recorded");
+    assert!(
+        !events(n, "DataLossRefused").await.is_empty(),
+        "an Event is recorded"
+    );
     assert_eq!(
         selector(n, "ledger-p2").await,
         before,

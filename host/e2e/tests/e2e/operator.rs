@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use atoll::api::Database;
 use atoll_e2e::{
-    Operator, approve_as_told, children, example, k, patch_database, wait_condition, wait_ready,
+    Operator, approve_as_told, children, events, example, k, patch_database, wait_condition,
+    wait_ready,
 };
 use atoll_testenv::{TestNamespace, wait_for};
 use kube::api::{Api, DeleteParams};
@@ -131,20 +132,10 @@ async fn config_changes_apply_in_place_and_partition_changes_are_guarded() {
         "{message}"
     );
     assert_eq!(children(n, "partitions", "orders").await.len(), 8);
-    let events = k(
-        n,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=DataLossRefused",
-            "-o",
-            "name",
-        ],
-        None,
-    )
-    .await;
-    assert!(!events.trim().is_empty(), "an Event is recorded");
+    assert!(
+        !events(n, "DataLossRefused").await.is_empty(),
+        "an Event is recorded"
+    );
 
     // Approved once, with the command the refusal gives: the extra
     // children go.
