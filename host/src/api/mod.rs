@@ -31,6 +31,8 @@ pub const LABEL_PLUGIN: &str = "atoll.dev/plugin";
 /// plugin stopped rendering (a label a new plugin version drops) changes this
 /// hash, so the controller re-applies and server-side apply removes it.
 pub const ANNOTATION_RENDERED: &str = "atoll.dev/rendered";
+/// Label holding a Member's group, so a group's members can be watched.
+pub const LABEL_GROUP: &str = "atoll.dev/group";
 /// Label on a PersistentVolumeClaim kept when its Database is deleted
 /// (`deletionPolicy: Retain`): the uid of that Database. While the Database
 /// exists it marks the claim as its own in place of an owner reference

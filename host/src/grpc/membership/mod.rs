@@ -52,8 +52,7 @@ use join::Join;
 use leave::{Leaving, leave_all};
 use watch::Watches;
 
-/// Label holding a Member's group, so a group's members can be watched.
-pub const LABEL_GROUP: &str = "atoll.dev/group";
+pub use crate::api::LABEL_GROUP;
 
 /// Member creates, and separately deletes, in flight at most. kube's client
 /// speaks HTTP/1.1, one connection per request in flight: a thousand clients
