@@ -380,8 +380,8 @@ impl Operator {
             }
             lost = *lost_rx.borrow();
         }
-        let _ = ready.send(false);
         readiness.abort();
+        let _ = ready.send(false);
         if let Some(source) = source {
             source.abort();
         }
