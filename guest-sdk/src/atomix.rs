@@ -14,7 +14,7 @@ use crate::k8s::{
     self, ContainerBuilder, Labels, PodBuilder, PullPolicy, Resources, ServiceBuilder,
     StatefulSetBuilder,
 };
-use crate::{Database, Observed, Output, StatusReport, Violation};
+use crate::{Database, Observed, Output, Placement, StatusReport, Violation};
 
 /// Port clients use (the Atomix API).
 pub const API_PORT: u16 = 5678;
@@ -184,8 +184,16 @@ impl NodeGroup {
 }
 
 /// Push Service `<db>-p<partition>` routing the API port to pods matching
-/// `selector`, and bind the partition to it.
-pub fn partition_service(db: &Database, partition: u32, selector: &Labels, out: &mut Output) {
+/// `selector`, and bind the partition to it, its data living at
+/// `placement` (usually [`Placement::statefulset`] of the [`NodeGroup`]
+/// serving it).
+pub fn partition_service(
+    db: &Database,
+    partition: u32,
+    selector: &Labels,
+    placement: Placement,
+    out: &mut Output,
+) {
     let name = db.child(format!("p{partition}"));
     out.push(
         ServiceBuilder::new(&name, selector)
@@ -193,7 +201,7 @@ pub fn partition_service(db: &Database, partition: u32, selector: &Labels, out: 
             .port("api", API_PORT)
             .build(),
     );
-    out.bind(partition, name, API_PORT);
+    out.bind(partition, name, API_PORT, placement);
 }
 
 /// Check a replica count for a majority-based group: odd, 1..=9, so a

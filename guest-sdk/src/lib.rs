@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use atoll_guest::k8s::{ServiceBuilder, labels};
-//! use atoll_guest::{Database, Observed, Output, Plugin, StatusReport};
+//! use atoll_guest::{Database, Observed, Output, Placement, Plugin, StatusReport};
 //!
 //! /// One Service per partition, in front of pods some other tool runs.
 //! struct Echo;
@@ -24,7 +24,8 @@
 //!         for p in 1..=db.partitions {
 //!             let name = format!("{}-p{p}", db.name);
 //!             out.push(ServiceBuilder::new(&name, &selector).port("api", 5678).build());
-//!             out.bind(p, name, 5678);
+//!             // The echo servers keep nothing: moving them loses no data.
+//!             out.bind(p, name, 5678, Placement::Nowhere);
 //!         }
 //!         Ok(())
 //!     }
@@ -63,7 +64,8 @@ mod wasm;
 pub use config::{config_schema, parse_config};
 pub use output::{Observed, Output};
 pub use types::{
-    Database, Level, Metadata, PartitionBinding, RenderError, Rendered, StatusReport, Violation,
+    Database, Level, Metadata, PartitionBinding, Placement, RenderError, Rendered, StatusReport,
+    Violation,
 };
 
 // Re-exported so plugins need no direct dependency to name these.
@@ -97,7 +99,8 @@ pub trait Plugin {
         Vec::new()
     }
 
-    /// Push the desired objects and one partition binding per partition.
+    /// Push the desired objects and one partition binding per partition,
+    /// each saying where the partition's data lives ([`Placement`]).
     /// Only called when [`Plugin::check`] returned nothing.
     ///
     /// # Errors

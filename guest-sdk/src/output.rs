@@ -1,6 +1,6 @@
 //! What a plugin renders, and what it observes.
 
-use crate::{PartitionBinding, Rendered};
+use crate::{PartitionBinding, Placement, Rendered};
 use k8s_openapi::Resource;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -43,12 +43,20 @@ impl Output {
         }
     }
 
-    /// Say where clients reach `partition`.
-    pub fn bind(&mut self, partition: u32, service: impl Into<String>, port: u16) {
+    /// Say where clients reach `partition` (`port` on Service `service`)
+    /// and where its data lives. Bind every partition exactly once.
+    pub fn bind(
+        &mut self,
+        partition: u32,
+        service: impl Into<String>,
+        port: u16,
+        placement: Placement,
+    ) {
         self.partitions.push(PartitionBinding {
             partition,
             service: service.into(),
             port,
+            placement,
         });
     }
 

@@ -119,12 +119,46 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// Where one partition is served (WIT `partition-binding`).
+/// Where one partition is served, and where its data lives (WIT
+/// `partition-binding`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionBinding {
     pub partition: u32,
     pub service: String,
     pub port: u16,
+    pub placement: Placement,
+}
+
+/// Where a partition's data lives (WIT `placement`).
+///
+/// atoll records it on the partition's `Partition` object and refuses a
+/// render that changes it while the old home holds data (a StatefulSet with
+/// volume claim templates, or a PersistentVolumeClaim), until the user
+/// approves that change once. Say where the data really is: a plugin that
+/// names the wrong workload loses the protection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Nowhere durable: the partition lives in memory only (a cache), so
+    /// serving it from elsewhere loses nothing that was kept.
+    Nowhere,
+    /// The pods of this workload (in the Database's namespace) hold the
+    /// partition's data, e.g. a StatefulSet whose volumes keep it.
+    Workload {
+        /// The workload's `kind`, e.g. `StatefulSet`.
+        kind: String,
+        /// Its `metadata.name`.
+        name: String,
+    },
+}
+
+impl Placement {
+    /// The partition lives in StatefulSet `name`.
+    pub fn statefulset(name: impl Into<String>) -> Self {
+        Placement::Workload {
+            kind: "StatefulSet".to_string(),
+            name: name.into(),
+        }
+    }
 }
 
 /// The desired state (WIT `rendered`): objects as JSON text.

@@ -86,6 +86,12 @@ impl<P: Plugin> bindings::Guest for Component<P> {
                         partition: b.partition,
                         service: b.service,
                         port: b.port,
+                        placement: match b.placement {
+                            crate::Placement::Nowhere => wit::Placement::Nowhere,
+                            crate::Placement::Workload { kind, name } => {
+                                wit::Placement::Workload(wit::WorkloadRef { kind, name })
+                            }
+                        },
                     })
                     .collect(),
             }),

@@ -22,6 +22,7 @@ fn main() {
         "guest-sdk",
         "wit",
         "host/test-plugins",
+        "host/wit-0.1",
         "xtask/src/wasm_build.rs",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());

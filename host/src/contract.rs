@@ -1,12 +1,14 @@
 //! The plugin contract's data types, generated from `wit/storage.wit`
-//! (`atoll:storage@0.1.0`, world `plugin`).
+//! (`atoll:storage@0.2.0`, world `plugin`), plus the 0.1.0 world that older
+//! plugins were built against (`host/wit-0.1/storage.wit`), adapted to 0.2 by
+//! `plugin::compat`.
 //!
 //! A leaf: render, policy, errors and the runtime all speak these types, and
 //! this module imports none of them. Objects cross the boundary as JSON text.
 
 use sha2::{Digest as _, Sha256};
 
-/// Generated from `wit/storage.wit`.
+/// Generated from `wit/storage.wit` (`atoll:storage@0.2.0`).
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
@@ -14,9 +16,18 @@ pub mod bindings {
     });
 }
 
+/// Generated from `host/wit-0.1/storage.wit` (`atoll:storage@0.1.0`): only
+/// for loading plugins built against it.
+pub mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "wit-0.1",
+    });
+}
+
 pub use bindings::atoll::storage::types::{
-    Database as PluginDatabase, Level, Metadata, PartitionBinding,
-    RenderError as PluginRenderError, Rendered, StatusReport, Violation,
+    Database as PluginDatabase, Level, Metadata, PartitionBinding, Placement,
+    RenderError as PluginRenderError, Rendered, StatusReport, Violation, WorkloadRef,
 };
 
 /// A sha256 digest of a component's bytes.

@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use crate::api::{
     ANNOTATION_OVERRIDDEN, Database, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN,
-    MAX_PARTITIONS, Partition, PartitionSpec, PluginRef,
+    MAX_PARTITIONS, Partition, PartitionPlacement, PartitionSpec, PluginRef,
 };
-use crate::contract::{PartitionBinding, PluginDatabase, PluginRenderError, Violation};
+use crate::contract::{PartitionBinding, Placement, PluginDatabase, PluginRenderError, Violation};
 use crate::error::RenderError;
 use crate::plugin::source::{Rendering, ShadowRenderer};
 use crate::plugin::{LoadedPlugin, Registry};
@@ -161,7 +161,8 @@ impl Renderer {
     }
 
     /// The Partition objects atoll keeps for `db`, one per binding, named
-    /// `<db>-<partition>` and owned by the Database like every child.
+    /// `<db>-<partition>` and owned by the Database like every child, each
+    /// recording where its data lives (`spec.placement`).
     pub fn partition_objects(&self, db: &Database, desired: &Desired) -> Vec<Partition> {
         let name = db.name_any();
         let namespace = db.namespace().unwrap_or_else(|| "default".into());
@@ -180,6 +181,7 @@ impl Renderer {
                         partition_id: b.partition,
                         service_name: b.service.clone(),
                         port: b.port,
+                        placement: recorded_placement(&b.placement),
                     },
                 );
                 p.metadata.namespace = Some(namespace.clone());
@@ -211,6 +213,18 @@ impl ShadowRenderer for Renderer {
                 .collect(),
             objects: desired.objects,
         })
+    }
+}
+
+/// What a Partition records of a binding's placement: the workload, or
+/// nothing for `nowhere` and `unknown`.
+pub fn recorded_placement(placement: &Placement) -> Option<PartitionPlacement> {
+    match placement {
+        Placement::Workload(w) => Some(PartitionPlacement {
+            kind: w.kind.clone(),
+            name: w.name.clone(),
+        }),
+        Placement::Nowhere | Placement::Unknown => None,
     }
 }
 

@@ -28,6 +28,7 @@ pub const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("atoll-test-hostile", "ATOLL_TEST_HOSTILE_WASM"),
     ("atoll-test-raft-labelled", "ATOLL_TEST_RAFT_LABELLED_WASM"),
     ("atoll-test-other-world", "ATOLL_TEST_OTHER_WORLD_WASM"),
+    ("atoll-test-v0-1", "ATOLL_TEST_V0_1_WASM"),
 ];
 
 /// The size limit a plugin must fit: a ConfigMap's 1 MiB.

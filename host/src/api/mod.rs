@@ -195,6 +195,25 @@ pub struct Condition {
 
 /// One partition of a Database, created by atoll from the plugin's partition
 /// bindings and owned by the Database.
+///
+/// `spec.placement` records where the partition's data lives, as the plugin
+/// said in the binding's placement (WIT `placement`):
+///
+/// ```yaml
+/// spec:
+///   database: orders
+///   partitionId: 2
+///   serviceName: orders-p2
+///   port: 5678
+///   placement: {kind: StatefulSet, name: orders-1}   # workload(StatefulSet, orders-1)
+/// ```
+///
+/// It is absent when the data lives nowhere durable (placement `nowhere`, a
+/// cache) or the plugin does not say (`unknown`, a 0.1 plugin). While the
+/// recorded workload holds data (a StatefulSet with volume claim templates,
+/// or a PersistentVolumeClaim), atoll refuses a render that places the
+/// partition elsewhere until approved; without a record it infers the home
+/// from what the partition's Service selects.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "atoll.dev",
@@ -220,6 +239,20 @@ pub struct PartitionSpec {
     pub service_name: String,
     /// Port on that Service.
     pub port: u16,
+    /// The workload whose pods hold the partition's data; absent when it
+    /// lives nowhere durable or the plugin does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PartitionPlacement>,
+}
+
+/// A workload in the Partition's namespace holding its data
+/// (`spec.placement`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct PartitionPlacement {
+    /// The workload's kind, e.g. `StatefulSet`.
+    pub kind: String,
+    /// Its name, e.g. `orders-1`.
+    pub name: String,
 }
 
 /// Observed state of a Partition.

@@ -200,6 +200,7 @@ mod tests {
                 partition_id: id,
                 service_name: format!("orders-{id}"),
                 port: 5678,
+                placement: None,
             },
         );
         p.status = Some(PartitionStatusFields {

@@ -3,13 +3,15 @@
 //!
 //! - [`runtime`]: the wasmtime sandbox (compile once per digest, a fresh
 //!   store per call, deadline and memory cap), with `disk_cache` keeping
-//!   compiled components across restarts and `sandbox` the per-call state;
+//!   compiled components across restarts, `sandbox` the per-call state and
+//!   `compat` the worlds a component may implement (0.2, or 0.1 adapted);
 //! - [`registry`]: loaded plugins by name, with the built-ins to fall back to;
 //! - [`source`]: plugins from labelled ConfigMaps, hot-reloaded;
 //! - [`records`]: the cluster-scoped `StoragePlugin` records;
 //! - [`builtin`]: the five plugins embedded in the binary.
 
 pub mod builtin;
+mod compat;
 mod configmap;
 mod disk_cache;
 #[cfg(feature = "native-plugins")]

@@ -6,7 +6,8 @@ use atoll_guest::{Plugin, dispatch};
 
 use super::runtime::NativeCalls;
 use crate::contract::{
-    PartitionBinding, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
+    PartitionBinding, Placement, PluginDatabase, PluginRenderError, Rendered, StatusReport,
+    Violation, WorkloadRef,
 };
 
 /// The native calls of built-in plugin `name`.
@@ -82,6 +83,12 @@ pub fn render<P: Plugin>(db: &PluginDatabase) -> Result<Rendered, PluginRenderEr
                     partition: b.partition,
                     service: b.service,
                     port: b.port,
+                    placement: match b.placement {
+                        atoll_guest::Placement::Nowhere => Placement::Nowhere,
+                        atoll_guest::Placement::Workload { kind, name } => {
+                            Placement::Workload(WorkloadRef { kind, name })
+                        }
+                    },
                 })
                 .collect(),
         }),

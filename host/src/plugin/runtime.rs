@@ -31,9 +31,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::error::PluginError;
 
+use super::compat::{Instance, Pre};
 use super::disk_cache::DiskCache;
 use super::sandbox::{CallState, LOG_LINES_PER_CALL, Limiter, forward_output};
-use crate::contract::bindings::{Plugin, PluginPre};
+use crate::contract::bindings::Plugin;
+use crate::contract::bindings_v0_1::Plugin as PluginV1;
 use crate::contract::{
     Digest, Metadata, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
 };
@@ -99,6 +101,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
+        // The 0.1 imports have other names (`atoll:storage/host@0.1.0`).
+        PluginV1::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -159,7 +164,8 @@ impl Runtime {
     }
 
     /// Compile (or reuse) `bytes`, link it against the `atoll:storage/plugin`
-    /// world, and call `metadata()`. `origin` names where the bytes came from
+    /// world (0.2.x, or 0.1.x through the adapter in `plugin/compat.rs`), and call
+    /// `metadata()`. `origin` names where the bytes came from
     /// in errors, e.g. a file path.
     ///
     /// # Errors
@@ -171,11 +177,7 @@ impl Runtime {
             origin: origin.to_string(),
             reason: format!("{e:#}"),
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
-        let pre = PluginPre::new(pre).map_err(wrong_world)?;
+        let pre = Pre::new(&self.linker, &component).map_err(wrong_world)?;
         let mut plugin = LoadedPlugin {
             runtime: Arc::clone(self),
             pre,
@@ -190,7 +192,7 @@ impl Runtime {
             size: bytes.len(),
             native: None,
         };
-        let metadata = plugin.call("metadata", |p, s| p.call_metadata(s))?;
+        let metadata = plugin.call("metadata", |p, s| p.metadata(s))?;
         check_metadata(origin, &metadata)?;
         plugin.name = Arc::from(metadata.name.as_str());
         plugin.metadata = metadata;
@@ -318,7 +320,7 @@ pub struct NativeCalls {
 /// A plugin ready to call: compiled, linked, and described by its metadata.
 pub struct LoadedPlugin {
     runtime: Arc<Runtime>,
-    pre: PluginPre<CallState>,
+    pre: Pre,
     name: Arc<str>,
     metadata: Metadata,
     digest: Digest,
@@ -331,6 +333,7 @@ impl std::fmt::Debug for LoadedPlugin {
         f.debug_struct("LoadedPlugin")
             .field("name", &self.name)
             .field("version", &self.metadata.version)
+            .field("contract", &self.pre.contract())
             .field("digest", &self.digest.to_string())
             .finish()
     }
@@ -343,6 +346,12 @@ impl LoadedPlugin {
 
     pub fn digest(&self) -> Digest {
         self.digest
+    }
+
+    /// The contract version the component implements: `0.2`, or `0.1`
+    /// (adapted: its bindings have placement `unknown`).
+    pub fn contract(&self) -> &'static str {
+        self.pre.contract()
     }
 
     /// Size of the component in bytes.
@@ -377,7 +386,7 @@ impl LoadedPlugin {
         if let Some(native) = &self.native {
             return Ok((native.validate)(db));
         }
-        self.call("validate", |p, s| p.call_validate(s, db))
+        self.call("validate", |p, s| p.validate(s, db))
     }
 
     /// `render(db)`, before the output policy.
@@ -391,7 +400,7 @@ impl LoadedPlugin {
         if let Some(native) = &self.native {
             return Ok((native.render)(db));
         }
-        self.call("render", |p, s| p.call_render(s, db))
+        self.call("render", |p, s| p.render(s, db))
     }
 
     /// `status(db, observed)`.
@@ -406,7 +415,7 @@ impl LoadedPlugin {
         if let Some(native) = &self.native {
             return Ok((native.status)(db, observed));
         }
-        self.call("status", |p, s| p.call_status(s, db, observed))
+        self.call("status", |p, s| p.status(s, db, observed))
     }
 
     /// Run `f` in a fresh store and instance, then forward captured output to
@@ -414,7 +423,7 @@ impl LoadedPlugin {
     fn call<R>(
         &self,
         function: &'static str,
-        f: impl FnOnce(&Plugin, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         // Calls run on blocking threads; wait there (the semaphore is never
         // closed) before the store exists, so waiting does not count against

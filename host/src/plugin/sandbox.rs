@@ -7,7 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::contract::{Level, bindings};
+use crate::contract::bindings_v0_1::atoll::storage::types::Level as LevelV1;
+use crate::contract::{Level, bindings, bindings_v0_1};
 
 /// Log lines a plugin may send per call through the `log` import; more are
 /// dropped (and counted) so a chatty plugin cannot flood the host's logs.
@@ -64,6 +65,22 @@ impl bindings::atoll::storage::host::Host for CallState {
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+}
+
+// A 0.1 plugin's imports: the same log, with the 0.1 level type.
+impl bindings_v0_1::atoll::storage::types::Host for CallState {}
+
+impl bindings_v0_1::atoll::storage::host::Host for CallState {
+    fn log(&mut self, level: LevelV1, message: String) {
+        let level = match level {
+            LevelV1::Trace => Level::Trace,
+            LevelV1::Debug => Level::Debug,
+            LevelV1::Info => Level::Info,
+            LevelV1::Warn => Level::Warn,
+            LevelV1::Error => Level::Error,
+        };
+        bindings::atoll::storage::host::Host::log(self, level, message);
     }
 }
 

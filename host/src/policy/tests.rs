@@ -1,5 +1,5 @@
 use super::*;
-use crate::contract::PartitionBinding;
+use crate::contract::{PartitionBinding, Placement};
 
 fn owner() -> Owner<'static> {
     Owner {
@@ -19,6 +19,7 @@ fn rendered(objects: Vec<Value>) -> Rendered {
             partition: 1,
             service: "orders-p1".into(),
             port: 5678,
+            placement: Placement::Nowhere,
         }],
     }
 }

@@ -10,7 +10,7 @@
 //! `PROPTEST_CASES` overrides the per-property budget (default below).
 
 use atoll::api::{Database, DeletionPolicy, LABEL_DATABASE, LABEL_MANAGED_BY};
-use atoll::contract::{PartitionBinding, Rendered};
+use atoll::contract::{PartitionBinding, Placement, Rendered};
 use atoll::policy::{OutputPolicy, Owner};
 use atoll::{PluginError, RenderError};
 use proptest::prelude::*;
@@ -229,6 +229,7 @@ fn bindings() -> impl Strategy<Value = Vec<PartitionBinding>> {
                 partition,
                 service: service.to_string(),
                 port,
+                placement: Placement::Unknown,
             })
             .collect()
     })

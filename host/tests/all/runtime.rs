@@ -249,3 +249,69 @@ fn unknown_plugin_and_version_mismatch_are_named() {
         "{err}"
     );
 }
+
+const V0_1: &str = env!("ATOLL_TEST_V0_1_WASM");
+const OTHER_WORLD: &str = env!("ATOLL_TEST_OTHER_WORLD_WASM");
+
+/// A plugin built against `atoll:storage@0.1.0` (before placement existed)
+/// still loads, validates, renders and reports status through the adapter;
+/// its bindings say placement `unknown` and its Partitions record none.
+#[test]
+fn a_contract_0_1_plugin_loads_and_renders_with_unknown_placement() {
+    use atoll::contract::Placement;
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let registry = Registry::with_builtins(Arc::clone(&runtime)).unwrap();
+    registry.load_file(V0_1.as_ref()).unwrap();
+    let r = Renderer {
+        registry: Arc::new(registry),
+        policy: OutputPolicy::default(),
+        cluster_domain: "cluster.local".into(),
+    };
+    let plugin = r.registry.get("legacy").unwrap();
+    assert_eq!(plugin.contract(), "0.1");
+    assert_eq!(plugin.metadata().version, "0.1.0");
+    assert_eq!(r.registry.get("raft").unwrap().contract(), "0.2");
+
+    let db = database("legacy", 2, json!({}));
+    let desired = r.render(&db).unwrap();
+    let bound: Vec<(u32, &str, u16)> = desired
+        .partitions
+        .iter()
+        .map(|b| (b.partition, b.service.as_str(), b.port))
+        .collect();
+    assert_eq!(bound, [(1, "orders-p1", 5678), (2, "orders-p2", 5678)]);
+    assert!(
+        desired
+            .partitions
+            .iter()
+            .all(|b| matches!(b.placement, Placement::Unknown)),
+        "{:?}",
+        desired.partitions
+    );
+    let partitions = r.partition_objects(&db, &desired);
+    assert!(partitions.iter().all(|p| p.spec.placement.is_none()));
+
+    let input = atoll::render::plugin_input(&db, "cluster.local");
+    let status = plugin.status(&input, &[]).unwrap();
+    assert_eq!(status.ready_partitions, [1, 2]);
+
+    // The 0.1 violations come back as the host's.
+    let bad = atoll::render::plugin_input(&database("legacy", 2, json!({"x": 1})), "cluster.local");
+    let v = plugin.validate(&bad).unwrap().unwrap_err();
+    assert_eq!(v[0].field, "spec.storage.config");
+    assert!(v[0].message.contains("must be empty"), "{v:?}");
+}
+
+/// A component of another world is refused naming both versions atoll loads.
+#[test]
+fn a_component_of_another_world_is_refused_naming_both_versions() {
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let bytes = std::fs::read(OTHER_WORLD).unwrap();
+    let err = runtime.load(OTHER_WORLD, &bytes).unwrap_err();
+    assert!(matches!(err, PluginError::WrongWorld { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("0.2.x") && message.contains("0.1.x"),
+        "{message}"
+    );
+}

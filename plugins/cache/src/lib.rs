@@ -10,7 +10,7 @@
 
 use atoll_guest::atomix::{self, NodeGroup};
 use atoll_guest::k8s::{PullPolicy, Resources};
-use atoll_guest::{Database, Observed, Output, Plugin, StatusReport, Violation};
+use atoll_guest::{Database, Observed, Output, Placement, Plugin, StatusReport, Violation};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -111,7 +111,8 @@ impl Plugin for Cache {
         }
         for p in db.partition_ids() {
             let node = &nodes[(node_of(p, per_node) - 1) as usize];
-            atomix::partition_service(db, p, &node.labels, out);
+            // In memory only: a cache keeps nothing that a move could lose.
+            atomix::partition_service(db, p, &node.labels, Placement::Nowhere, out);
         }
         Ok(())
     }

@@ -263,3 +263,12 @@ fn metadata_publishes_the_config_schema() {
     assert!(props["resources"].is_object());
     assert_eq!(schema["additionalProperties"], false);
 }
+
+#[test]
+fn partitions_live_nowhere_durable() {
+    let out = testing::render::<Cache>(&db(5, json!({"partitionsPerNode": 2}))).unwrap();
+    assert_eq!(out.partitions.len(), 5);
+    for b in &out.partitions {
+        assert_eq!(b.placement, Placement::Nowhere, "{b:?}");
+    }
+}

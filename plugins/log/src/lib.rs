@@ -11,7 +11,9 @@
 
 use atoll_guest::atomix::{self, NodeGroup};
 use atoll_guest::k8s::{self, PullPolicy, Resources};
-use atoll_guest::{Database, Observed, Output, Plugin, StatusReport, Violation, quantity};
+use atoll_guest::{
+    Database, Observed, Output, Placement, Plugin, StatusReport, Violation, quantity,
+};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -184,7 +186,8 @@ impl Plugin for Log {
         let group = Self::group(db, config)?;
         group.render(db, out)?;
         for p in db.partition_ids() {
-            atomix::partition_service(db, p, &group.labels, out);
+            let placement = Placement::statefulset(&group.name);
+            atomix::partition_service(db, p, &group.labels, placement, out);
         }
         Ok(())
     }

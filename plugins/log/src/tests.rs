@@ -293,3 +293,13 @@ fn metadata_publishes_the_config_schema() {
     assert_eq!(storage["flushOnCommit"]["default"], false);
     assert!(storage["className"].is_object());
 }
+
+#[test]
+fn every_partition_lives_in_the_one_statefulset() {
+    let out = testing::render::<Log>(&db(4, json!({}))).unwrap();
+    assert_eq!(out.names("StatefulSet"), ["events"]);
+    assert_eq!(out.partitions.len(), 4);
+    for b in &out.partitions {
+        assert_eq!(b.placement, Placement::statefulset("events"), "{b:?}");
+    }
+}

@@ -8,7 +8,7 @@
 
 use atoll_guest::atomix::{self, NodeGroup};
 use atoll_guest::k8s::{PullPolicy, Resources};
-use atoll_guest::{Database, Observed, Output, Plugin, StatusReport, Violation};
+use atoll_guest::{Database, Observed, Output, Placement, Plugin, StatusReport, Violation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +141,8 @@ impl Plugin for PrimaryBackup {
         let group = Self::group(db, config);
         group.render(db, out)?;
         for p in db.partition_ids() {
-            atomix::partition_service(db, p, &group.labels, out);
+            let placement = Placement::statefulset(&group.name);
+            atomix::partition_service(db, p, &group.labels, placement, out);
         }
         Ok(())
     }

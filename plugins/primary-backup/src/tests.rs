@@ -253,3 +253,13 @@ fn metadata_publishes_the_config_schema() {
         assert!(text.contains(value), "{value} in {text}");
     }
 }
+
+#[test]
+fn every_partition_lives_in_the_groups_statefulset() {
+    let out = testing::render::<PrimaryBackup>(&db(3, json!({}))).unwrap();
+    assert_eq!(out.names("StatefulSet"), ["carts"]);
+    assert_eq!(out.partitions.len(), 3);
+    for b in &out.partitions {
+        assert_eq!(b.placement, Placement::statefulset("carts"), "{b:?}");
+    }
+}

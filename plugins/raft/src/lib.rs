@@ -7,7 +7,7 @@
 
 use atoll_guest::atomix::{self, NodeGroup};
 use atoll_guest::k8s::{PullPolicy, Resources, VolumeClaimConfig};
-use atoll_guest::{Database, Observed, Output, Plugin, StatusReport, Violation};
+use atoll_guest::{Database, Observed, Output, Placement, Plugin, StatusReport, Violation};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -135,7 +135,9 @@ impl Plugin for Raft {
         }
         for p in db.partition_ids() {
             let group = &groups[(cluster_of(p, config.clusters) - 1) as usize];
-            atomix::partition_service(db, p, &group.labels, out);
+            // The cluster's StatefulSet holds the partition's replicas.
+            let placement = Placement::statefulset(&group.name);
+            atomix::partition_service(db, p, &group.labels, placement, out);
         }
         Ok(())
     }

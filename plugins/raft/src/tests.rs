@@ -232,3 +232,26 @@ fn metadata_publishes_the_config_schema() {
     assert!(schema["properties"]["replicas"].is_object(), "{schema}");
     assert!(schema["properties"]["volumeClaimTemplate"].is_object());
 }
+
+#[test]
+fn each_partition_lives_in_its_clusters_statefulset() {
+    let out = testing::render::<Raft>(&db(6, json!({"clusters": 3, "replicas": 3}))).unwrap();
+    // Partition p is served by cluster (p mod clusters) + 1.
+    let placed: Vec<(u32, Placement)> = out
+        .partitions
+        .iter()
+        .map(|b| (b.partition, b.placement.clone()))
+        .collect();
+    let sts = Placement::statefulset;
+    assert_eq!(
+        placed,
+        [
+            (1, sts("orders-2")),
+            (2, sts("orders-3")),
+            (3, sts("orders-1")),
+            (4, sts("orders-2")),
+            (5, sts("orders-3")),
+            (6, sts("orders-1")),
+        ]
+    );
+}

@@ -15,7 +15,7 @@ use atoll_guest::k8s::{
     self, ContainerBuilder, PodBuilder, PullPolicy, Resources, ServiceBuilder, StatefulSetBuilder,
     VolumeClaimConfig,
 };
-use atoll_guest::{Database, Observed, Output, Plugin, StatusReport, Violation};
+use atoll_guest::{Database, Observed, Output, Placement, Plugin, StatusReport, Violation};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -283,7 +283,9 @@ impl Plugin for Redis {
         Self::render_proxy(db, config, out);
         let proxies = Self::proxy_labels(db);
         for p in db.partition_ids() {
-            atomix::partition_service(db, p, &proxies, out);
+            // Clients reach the proxies; the data lives in the Redis pods.
+            let placement = Placement::statefulset(db.child("redis"));
+            atomix::partition_service(db, p, &proxies, placement, out);
         }
         Ok(())
     }

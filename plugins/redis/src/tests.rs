@@ -407,3 +407,14 @@ fn metadata_publishes_the_config_schema() {
     assert_eq!(proxy["image"]["default"], "atomix/redis-proxy:v0.5.0");
     assert_eq!(proxy["replicas"]["default"], 1);
 }
+
+#[test]
+fn partitions_live_in_the_redis_statefulset_not_the_proxies() {
+    let out = testing::render::<Redis>(&db(3, json!({}))).unwrap();
+    assert_eq!(out.names("StatefulSet"), ["kv-redis"]);
+    assert_eq!(out.partitions.len(), 3);
+    for b in &out.partitions {
+        // Clients reach the proxies; the data is in the Redis pods.
+        assert_eq!(b.placement, Placement::statefulset("kv-redis"), "{b:?}");
+    }
+}

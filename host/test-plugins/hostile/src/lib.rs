@@ -8,7 +8,7 @@ use atoll_guest::k8s::{self, ServiceBuilder};
 use atoll_guest::k8s_openapi::api::core::v1::ConfigMap;
 use atoll_guest::k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use atoll_guest::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use atoll_guest::{Database, Observed, Output, Plugin, StatusReport};
+use atoll_guest::{Database, Observed, Output, Placement, Plugin, StatusReport};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -135,7 +135,7 @@ impl Plugin for Hostile {
                     .port("api", 5678)
                     .build(),
             );
-            out.bind(p, name, 5678);
+            out.bind(p, name, 5678, Placement::Nowhere);
         }
         Ok(())
     }
