@@ -151,25 +151,31 @@ async fn statefulset_applied_with_kubectl_runs_three_ready_pods_within_60s() {
             pod.metadata.name
         );
     }
-    let out = kubectl(
-        &[
-            "get",
-            "statefulset",
-            "web",
-            "-n",
-            ns.name(),
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ],
-        None,
+    // The StatefulSet controller reports the Pods' readiness in its status
+    // a moment after the Pods turn Ready; under load that takes a while.
+    wait_for(
+        "the StatefulSet's status to count 3 ready replicas",
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl(
+                &[
+                    "get",
+                    "statefulset",
+                    "web",
+                    "-n",
+                    ns.name(),
+                    "-o",
+                    "jsonpath={.status.readyReplicas}",
+                ],
+                None,
+            )
+            .await;
+            (out.stdout.trim() == "3")
+                .then_some(())
+                .ok_or(format!("readyReplicas {:?}; {}", out.stdout, out.stderr))
+        },
     )
     .await;
-    assert_eq!(
-        out.stdout.trim(),
-        "3",
-        "readyReplicas; stderr: {}",
-        out.stderr
-    );
     // Each Pod's claim from volumeClaimTemplates, provisioned and bound through
     // the default StorageClass that `cluster up` installs.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns.name());
