@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use atoll::api::StoragePlugin;
 use atoll::contract::Digest;
-use atoll_e2e::{Operator, example, k, wait_condition, wait_ready};
+use atoll_e2e::{Operator, approve_as_told, example, k, wait_condition, wait_ready};
 use atoll_testenv::{TestNamespace, client, wait_for};
 use kube::api::Api;
 
@@ -37,6 +37,24 @@ spec:
       replicas: 1
 "#;
 
+/// A raft Database the labelled release renders without its
+/// PodDisruptionBudget: that release would prune it.
+const DROPPING: &str = r#"
+apiVersion: atoll.dev/v1alpha1
+kind: Database
+metadata:
+  name: dropping
+  labels:
+    atoll.dev/test-drop: pdb
+spec:
+  partitions: 1
+  storage:
+    plugin: raft
+    config:
+      clusters: 1
+      replicas: 3
+"#;
+
 #[tokio::test]
 async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
     let _records = atoll_e2e::plugin_records_exclusive().await; // asserts on raft's record
@@ -48,8 +66,10 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
 
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
     k(n, &["apply", "-f", "-"], Some(PINNED)).await;
+    k(n, &["apply", "-f", "-"], Some(DROPPING)).await;
     wait_ready(&client, n, "orders").await;
     wait_ready(&client, n, "pinned").await;
+    wait_ready(&client, n, "dropping").await;
     assert_labelled(n, false).await;
 
     // A new release: every object of `orders` carries its label within
@@ -69,6 +89,10 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
         "orders changes, pinned (=0.1.0) fails to render: {shadow:?}"
     );
     assert!(shadow.from.starts_with("0.1.0 sha256:"), "{shadow:?}");
+    assert!(
+        shadow.prunes >= 1,
+        "dropping would lose its PDB: {shadow:?}"
+    );
     event(n, "raft-next", "PluginLoaded").await;
     // The pinned Database names both versions.
     let message = wait_condition(&client, n, "pinned", "Degraded", "PluginVersionMismatch").await;
@@ -77,6 +101,27 @@ async fn configmap_plugins_reload_refuse_broken_ones_and_fall_back() {
         "{message}"
     );
     wait_ready(&client, n, "orders").await;
+
+    // The release would prune `dropping`'s PodDisruptionBudget: kept, and
+    // the Database says so, until it approves this one change.
+    let message = wait_condition(&client, n, "dropping", "Degraded", "PruneRefused").await;
+    assert!(
+        message.contains("no longer renders PodDisruptionBudget dropping-1"),
+        "{message}"
+    );
+    let pdbs = k(n, &["get", "pdb", "-o", "name"], None).await;
+    assert!(pdbs.contains("dropping-1"), "kept: {pdbs}");
+    approve_as_told(&message).await;
+    wait_for(
+        "dropping's PDB pruned once approved",
+        Duration::from_secs(30),
+        || async {
+            let pdbs = k(n, &["get", "pdb", "-o", "name"], None).await;
+            (!pdbs.contains("dropping-1")).then_some(()).ok_or(pdbs)
+        },
+    )
+    .await;
+    wait_ready(&client, n, "dropping").await;
 
     // Broken components are refused; the last good release keeps serving.
     let garbage = dir.join("garbage.wasm");
