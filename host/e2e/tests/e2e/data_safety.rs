@@ -201,3 +201,159 @@ async fn deleting_a_delete_database_removes_its_claims() {
     assert!(!before.is_empty());
     assert!(after.is_empty(), "{after:?}");
 }
+
+/// An operator of `ns` that loaded the hostile test plugin from a ConfigMap.
+async fn with_hostile_plugin(client: &kube::Client, ns: &str) -> Operator {
+    let hostile = env!("ATOLL_TEST_HOSTILE_WASM");
+    let from = format!("--from-file=plugin.wasm={hostile}");
+    k(ns, &["create", "configmap", "hostile", &from], None).await;
+    k(
+        ns,
+        &["label", "configmap", "hostile", "atoll.dev/plugin=hostile"],
+        None,
+    )
+    .await;
+    Operator::start_with_plugin_source(client, ns).await
+}
+
+#[tokio::test]
+async fn a_claim_made_by_hand_with_a_rendered_name_is_left_alone() {
+    let _records = atoll_e2e::plugin_records_shared().await; // loads a plugin ConfigMap
+    let client = atoll_testenv::client().await;
+    let ns = TestNamespace::new(&client, "adopt-claim").await;
+    let n = ns.name();
+    let claim = r#"{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+  "metadata": {"name": "taken-claim", "labels": {"mine": "yes"}},
+  "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}"#;
+    k(n, &["apply", "-f", "-"], Some(claim)).await;
+    let original = k(
+        n,
+        &["get", "pvc", "taken-claim", "-o", "jsonpath={.metadata}"],
+        None,
+    )
+    .await;
+    let op = with_hostile_plugin(&client, n).await;
+    let db = r#"{"apiVersion": "atoll.dev/v1alpha1", "kind": "Database",
+  "metadata": {"name": "taken"},
+  "spec": {"partitions": 1, "storage": {"plugin": "hostile", "config": {"mode": "claims"}}}}"#;
+    k(n, &["apply", "-f", "-"], Some(db)).await;
+    let message = wait_condition(&client, n, "taken", "Degraded", "NameConflict").await;
+    assert!(
+        message
+            .contains("PersistentVolumeClaim taken-claim already exists (created outside atoll)"),
+        "{message}"
+    );
+    let now = k(
+        n,
+        &["get", "pvc", "taken-claim", "-o", "jsonpath={.metadata}"],
+        None,
+    )
+    .await;
+    assert_eq!(now, original, "the claim is untouched");
+    let sts = k(n, &["get", "sts", "-o", "name"], None).await;
+    assert!(
+        sts.trim().is_empty(),
+        "nothing else of the render was written: {sts}"
+    );
+    op.stop().await;
+    ns.cleanup().await;
+}
+
+/// A Database of the hostile test plugin in its `claims` mode (a claim of
+/// its own, and a StatefulSet asking Kubernetes to delete its claims) with
+/// `deletion`; deleted once running. Returns the overridden retention
+/// policy, the claims before the deletion and those left after.
+async fn plugin_claims_after_delete(deletion: &str) -> (String, Vec<String>, Vec<String>) {
+    let _records = atoll_e2e::plugin_records_shared().await; // loads a plugin ConfigMap
+    let client = atoll_testenv::client().await;
+    let name = format!("plugin-claims-{}", deletion.to_lowercase());
+    let ns = TestNamespace::new(&client, &name).await;
+    let n = ns.name();
+    let hostile = env!("ATOLL_TEST_HOSTILE_WASM");
+    let from = format!("--from-file=plugin.wasm={hostile}");
+    k(n, &["create", "configmap", "hostile", &from], None).await;
+    k(
+        n,
+        &["label", "configmap", "hostile", "atoll.dev/plugin=hostile"],
+        None,
+    )
+    .await;
+    let op = Operator::start_with_plugin_source(&client, n).await;
+    let db = format!(
+        r#"{{"apiVersion": "atoll.dev/v1alpha1", "kind": "Database",
+  "metadata": {{"name": "claims"}},
+  "spec": {{"partitions": 1, "deletionPolicy": "{deletion}",
+    "storage": {{"plugin": "hostile", "config": {{"mode": "claims"}}}}}}}}"#
+    );
+    k(n, &["apply", "-f", "-"], Some(&db)).await;
+    let ready = wait_ready(&client, n, "claims").await;
+    let message = ready
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains("atoll overrode StatefulSet claims"),
+        "the override is reported: {message}"
+    );
+    let policy = k(
+        n,
+        &[
+            "get",
+            "sts",
+            "claims",
+            "-o",
+            "jsonpath={.spec.persistentVolumeClaimRetentionPolicy}",
+        ],
+        None,
+    )
+    .await;
+    let before = wait_for("both claims", Duration::from_secs(60), || async {
+        let c = claims(n).await;
+        (c.len() == 2).then_some(c.clone()).ok_or(format!("{c:?}"))
+    })
+    .await;
+
+    k(n, &["delete", "db", "claims", "--wait"], None).await;
+    wait_for(
+        "the StatefulSet deleted",
+        Duration::from_secs(60),
+        || async {
+            let sts = k(n, &["get", "sts", "-o", "name"], None).await;
+            sts.trim().is_empty().then_some(()).ok_or(sts)
+        },
+    )
+    .await;
+    let after = if deletion == "Delete" {
+        wait_for("the claims deleted", Duration::from_secs(90), || async {
+            let c = claims(n).await;
+            c.is_empty().then_some(c.clone()).ok_or(format!("{c:?}"))
+        })
+        .await
+    } else {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        claims(n).await
+    };
+    op.stop().await;
+    ns.cleanup().await;
+    (policy, before, after)
+}
+
+#[tokio::test]
+async fn a_plugin_asking_to_delete_claims_is_overridden_and_retain_keeps_them_all() {
+    let (policy, before, after) = plugin_claims_after_delete("Retain").await;
+    assert_eq!(policy, r#"{"whenDeleted":"Retain","whenScaled":"Retain"}"#);
+    assert!(
+        before.contains(&"persistentvolumeclaim/claims-claim".to_string()),
+        "{before:?}"
+    );
+    assert_eq!(after, before, "templated and rendered claims kept");
+}
+
+#[tokio::test]
+async fn delete_removes_rendered_and_templated_claims_but_scale_downs_never_do() {
+    let (policy, before, after) = plugin_claims_after_delete("Delete").await;
+    assert_eq!(policy, r#"{"whenDeleted":"Delete","whenScaled":"Retain"}"#);
+    assert_eq!(before.len(), 2);
+    assert!(after.is_empty(), "{after:?}");
+}

@@ -38,6 +38,10 @@ pub enum Mode {
     Flood,
     /// Emit an object that is not JSON at all.
     Malformed,
+    /// Emit a PersistentVolumeClaim of its own and a StatefulSet with
+    /// volumes whose claims the plugin asks Kubernetes to delete (on
+    /// scale-down and deletion): what atoll's deletion policy overrides.
+    Claims,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -47,6 +51,30 @@ pub struct Config {
 }
 
 pub struct Hostile;
+
+fn claim(name: &str) -> String {
+    serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}})
+    .to_string()
+}
+
+fn statefulset(name: &str) -> String {
+    let labels = serde_json::json!({"app": format!("{name}-claims")});
+    serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "serviceName": name,
+            "selector": {"matchLabels": labels},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"},
+            "template": {"metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    .to_string()
+}
 
 fn config_map(name: String, namespace: Option<&str>, payload: String) -> ConfigMap {
     ConfigMap {
@@ -121,6 +149,10 @@ impl Plugin for Hostile {
                 for i in 0..50 {
                     out.push(config_map(db.child(i), None, "x".repeat(1_000_000)));
                 }
+            }
+            Mode::Claims => {
+                out.push_raw(claim(&db.child("claim")));
+                out.push_raw(statefulset(&db.name));
             }
             Mode::Malformed => out.push_raw(format!(
                 "{{\"kind\": \"ConfigMap\", \"metadata\": {{\"name\": \"{}\"",
