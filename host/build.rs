@@ -12,19 +12,7 @@ fn main() {
     compile_protos();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest.parent().expect("host/ is inside the workspace");
-    // Cargo.toml: the `plugin` profile lives there.
-    for dir in [
-        "Cargo.toml",
-        "plugins",
-        "guest-sdk",
-        "wit",
-        "host/test-plugins",
-        "host/wit-0.1",
-        "xtask/src/wasm_build.rs",
-    ] {
-        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
-    }
-    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    wasm_build::rerun_if_inputs_change(workspace);
 
     let packages: Vec<&str> = wasm_build::BUILTIN.iter().map(|(_, p)| *p).collect();
     let paths = wasm_build::build(workspace, &packages).unwrap_or_else(|e| panic!("{e}"));
@@ -44,10 +32,7 @@ fn main() {
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
     std::fs::write(Path::new(&out).join("builtin.rs"), src).expect("writing OUT_DIR/builtin.rs");
 
-    let test_paths = wasm_build::build_test_components(workspace).unwrap_or_else(|e| panic!("{e}"));
-    for ((_, var), path) in wasm_build::TEST_COMPONENTS.iter().zip(&test_paths) {
-        println!("cargo:rustc-env={var}={}", path.display());
-    }
+    wasm_build::export_test_components(workspace);
 }
 
 /// Generates the gRPC messages and services from `host/proto` (into

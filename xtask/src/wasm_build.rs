@@ -48,6 +48,35 @@ pub fn build_test_components(workspace: &Path) -> Result<Vec<PathBuf>, String> {
     build_in(workspace, "wasm-test", &packages)
 }
 
+/// For a build script: rerun when any input of the components changes.
+pub fn rerun_if_inputs_change(workspace: &Path) {
+    // Cargo.toml: the `plugin` profile lives there.
+    for input in [
+        "Cargo.toml",
+        "plugins",
+        "guest-sdk",
+        "wit",
+        "host/test-plugins",
+        "host/wit-0.1",
+        "xtask/src/wasm_build.rs",
+    ] {
+        println!("cargo:rerun-if-changed={}", workspace.join(input).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+}
+
+/// For a build script: build the [`TEST_COMPONENTS`] and hand each path to
+/// the crate's tests in its variable (`ATOLL_TEST_HOSTILE_WASM`, ...).
+///
+/// # Panics
+/// When a component does not build (the build script fails with why).
+pub fn export_test_components(workspace: &Path) {
+    let paths = build_test_components(workspace).unwrap_or_else(|e| panic!("{e}"));
+    for ((_, var), path) in TEST_COMPONENTS.iter().zip(&paths) {
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
+}
+
 /// Uses its own target directory `<target>/<dir>`: the outer cargo (when
 /// called from a build script) holds the lock on the main one.
 fn build_in(workspace: &Path, dir: &str, packages: &[&str]) -> Result<Vec<PathBuf>, String> {

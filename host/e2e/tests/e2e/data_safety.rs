@@ -132,6 +132,33 @@ async fn claims(ns: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
+/// Delete Database `db` and wait until its StatefulSets are gone; then the
+/// claims left: after a grace period for the garbage collector under
+/// `Retain`, or once they are gone under `Delete`.
+async fn delete_and_list_claims(n: &str, db: &str, deletion: &str) -> Vec<String> {
+    k(n, &["delete", "db", db, "--wait"], None).await;
+    wait_for(
+        "the StatefulSet deleted",
+        Duration::from_secs(60),
+        || async {
+            let sts = k(n, &["get", "sts", "-o", "name"], None).await;
+            sts.trim().is_empty().then_some(()).ok_or(sts)
+        },
+    )
+    .await;
+    if deletion == "Delete" {
+        wait_for("the claims deleted", Duration::from_secs(90), || async {
+            let c = claims(n).await;
+            c.is_empty().then_some(c.clone()).ok_or(format!("{c:?}"))
+        })
+        .await
+    } else {
+        // Give the garbage collector time to do what it would do.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        claims(n).await
+    }
+}
+
 /// Create a 1-cluster raft Database with `deletion`, wait for its claims,
 /// delete it, and return the claims left a while after its StatefulSet went.
 async fn claims_after_delete(deletion: &str) -> (Vec<String>, Vec<String>) {
@@ -163,27 +190,7 @@ async fn claims_after_delete(deletion: &str) -> (Vec<String>, Vec<String>) {
     })
     .await;
 
-    k(n, &["delete", "db", "keep", "--wait"], None).await;
-    wait_for(
-        "the StatefulSet deleted",
-        Duration::from_secs(60),
-        || async {
-            let sts = k(n, &["get", "sts", "-o", "name"], None).await;
-            sts.trim().is_empty().then_some(()).ok_or(sts)
-        },
-    )
-    .await;
-    let after = if deletion == "Delete" {
-        wait_for("the claims deleted", Duration::from_secs(90), || async {
-            let c = claims(n).await;
-            c.is_empty().then_some(c.clone()).ok_or(format!("{c:?}"))
-        })
-        .await
-    } else {
-        // Give the garbage collector time to do what it would do.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        claims(n).await
-    };
+    let after = delete_and_list_claims(n, "keep", deletion).await;
     op.stop().await;
     ns.cleanup().await;
     (before, after)
@@ -314,26 +321,7 @@ async fn plugin_claims_after_delete(deletion: &str) -> (String, Vec<String>, Vec
     })
     .await;
 
-    k(n, &["delete", "db", "claims", "--wait"], None).await;
-    wait_for(
-        "the StatefulSet deleted",
-        Duration::from_secs(60),
-        || async {
-            let sts = k(n, &["get", "sts", "-o", "name"], None).await;
-            sts.trim().is_empty().then_some(()).ok_or(sts)
-        },
-    )
-    .await;
-    let after = if deletion == "Delete" {
-        wait_for("the claims deleted", Duration::from_secs(90), || async {
-            let c = claims(n).await;
-            c.is_empty().then_some(c.clone()).ok_or(format!("{c:?}"))
-        })
-        .await
-    } else {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        claims(n).await
-    };
+    let after = delete_and_list_claims(n, "claims", deletion).await;
     op.stop().await;
     ns.cleanup().await;
     (policy, before, after)
