@@ -18,6 +18,7 @@ mod disk_cache;
 pub mod native;
 pub mod records;
 pub mod registry;
+mod reload;
 pub mod runtime;
 mod sandbox;
 pub mod source;
