@@ -17,7 +17,7 @@
 //! that StatefulSet, the partition moves. Plugins that place data some
 //! other way and do not say so are not seen by this inference.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
@@ -31,6 +31,17 @@ use crate::render::Desired;
 /// data exists.
 pub fn moves(db: &Database, desired: &Desired, live: &BTreeMap<Key, Live>) -> Vec<String> {
     let mut moves = Vec::new();
+    // Looked up once, not per partition: a reconcile runs this every time,
+    // and raft at 1,024 partitions renders thousands of objects.
+    let services: HashMap<&str, &Value> = desired
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Service")
+        .map(|o| (name(o), o))
+        .collect();
+    let volumes_live = live
+        .values()
+        .any(|l| l.kind.resource.kind == "StatefulSet" && has_volumes(&l.object));
     for binding in &desired.partitions {
         let record = live.get(&(
             "Partition".to_string(),
@@ -40,7 +51,10 @@ pub fn moves(db: &Database, desired: &Desired, live: &BTreeMap<Key, Live>) -> Ve
             serde_json::from_value::<PartitionPlacement>(r.object["spec"]["placement"].clone()).ok()
         });
         let moved = match (&binding.placement, recorded) {
-            (Placement::Unknown, _) | (_, None) => inferred_move(binding, record, desired, live),
+            (Placement::Unknown, _) | (_, None) if volumes_live => {
+                inferred_move(binding, record, &services, desired, live)
+            }
+            (Placement::Unknown, _) | (_, None) => None,
             (placement, Some(old)) => placement_move(binding.partition, &old, placement, live),
         };
         moves.extend(moved);
@@ -96,6 +110,7 @@ fn placement_move(
 fn inferred_move(
     binding: &PartitionBinding,
     record: Option<&Live>,
+    services: &HashMap<&str, &Value>,
     desired: &Desired,
     live: &BTreeMap<Key, Live>,
 ) -> Option<String> {
@@ -104,10 +119,8 @@ fn inferred_move(
         .unwrap_or(&binding.service);
     let old = live.get(&("Service".to_string(), old_service.to_string()))?;
     let old_selector = &old.object["spec"]["selector"];
-    let new_selector = desired
-        .objects
-        .iter()
-        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == binding.service.as_str())
+    let new_selector = services
+        .get(binding.service.as_str())
         .map_or(&Value::Null, |s| &s["spec"]["selector"]);
     if old_selector == new_selector {
         return None;
