@@ -37,9 +37,8 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::DynamicObject;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{API_VERSION, Database, DatabaseStatus, Reason};
+use crate::api::{API_VERSION, DatabaseStatus, Reason};
 use crate::metrics::Metrics;
 use crate::plugin::Requeue;
 use crate::render::Renderer;
@@ -131,12 +130,6 @@ impl Context {
             #[cfg(feature = "observe-by-listing")]
             observe_by_listing: false,
         }
-    }
-
-    /// Reconcile `db` as soon as possible, whatever its resync time. A no-op
-    /// while no controller runs.
-    pub fn requeue(&self, db: ObjectRef<Database>) {
-        self.requeue.send(db);
     }
 
     /// The watch caches, while [`run`] keeps them.
