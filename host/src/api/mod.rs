@@ -69,6 +69,7 @@ pub fn event_recorder(client: kube::Client) -> kube::runtime::events::Recorder {
     status = "DatabaseStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
+    printcolumn = r#"{"name":"Available","type":"integer","jsonPath":".status.availablePartitions"}"#,
     printcolumn = r#"{"name":"Ready-Partitions","type":"integer","jsonPath":".status.readyPartitions","priority":1}"#,
     printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.storage.plugin"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -90,6 +91,61 @@ pub struct DatabaseSpec {
     /// deletes claims either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Settings atoll applies to every pod template the plugin renders
+    /// (StatefulSets and Deployments): environment, placement, labels,
+    /// annotations, default resources and the pod security context. A value
+    /// set here wins over the plugin's; see [`PodOverrides`] for how each
+    /// field merges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+}
+
+/// `spec.pod`: what a platform team sets on every pod of a Database,
+/// whichever plugin renders it. Precedence, field by field: `env` entries
+/// replace the plugin's entry of the same name in every container and are
+/// added where missing; `nodeSelector`, `labels` and `annotations` are merged
+/// key by key with the Database's value winning; `tolerations` and
+/// `topologySpreadConstraints` are appended; `affinity`,
+/// `priorityClassName` and `securityContext` replace the plugin's;
+/// `resources` fill in each container's requests and limits the plugin left
+/// unset (a plugin's own value stays).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Environment variables set in every container (and init container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<k8s_openapi::api::core::v1::EnvVar>>,
+    /// Node labels every pod must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// Tolerations added to every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+    /// Affinity of every pod, replacing the plugin's (for example its
+    /// anti-affinity between replicas: restate it here if you still want it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    /// Topology spread constraints added to every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints:
+        Option<Vec<k8s_openapi::api::core::v1::TopologySpreadConstraint>>,
+    /// PriorityClass of every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Labels added to every pod template (not to the workload, so selectors
+    /// never change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Annotations added to every pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// Default requests and limits of every container, for the resources
+    /// the plugin leaves unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Pod security context of every pod, replacing the plugin's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<k8s_openapi::api::core::v1::PodSecurityContext>,
 }
 
 /// What deleting a Database does to its PersistentVolumeClaims.
@@ -135,17 +191,22 @@ pub struct DatabaseStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// How many partitions can serve requests.
+    /// How many partitions have every replica ready.
     #[serde(default)]
     pub ready_partitions: u32,
+    /// How many partitions can serve requests now (a quorum, a primary or
+    /// the node is up, as the plugin judges): at most `readyPartitions`
+    /// fewer than all while replicas are missing.
+    #[serde(default)]
+    pub available_partitions: u32,
     /// Every partition, with where to reach it.
     #[serde(default)]
     pub partitions: Vec<PartitionStatus>,
     /// The plugin that rendered this Database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRef>,
-    /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message
-    /// saying what is wrong and how to fix it.
+    /// `Ready`, `Available`, `Progressing` and `Degraded`, each with a
+    /// reason and a message saying what is wrong and how to fix it.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -160,7 +221,11 @@ pub struct PartitionStatus {
     pub service: String,
     /// `host:port` clients connect to.
     pub endpoint: String,
+    /// Every replica of the partition is ready.
     pub ready: bool,
+    /// The partition can serve requests now (it may be missing replicas).
+    #[serde(default)]
+    pub available: bool,
 }
 
 /// Which plugin (and which build of it) rendered a Database.
@@ -177,7 +242,7 @@ pub struct PluginRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Progressing` or `Degraded`.
+    /// `Ready`, `Available`, `Progressing` or `Degraded`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
@@ -226,6 +291,7 @@ pub struct Condition {
     printcolumn = r#"{"name":"Partition","type":"integer","jsonPath":".spec.partitionId"}"#,
     printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.serviceName"}"#,
     printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.ready"}"#,
+    printcolumn = r#"{"name":"Available","type":"boolean","jsonPath":".status.available"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -259,9 +325,12 @@ pub struct PartitionPlacement {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PartitionStatusFields {
-    /// Whether the partition can serve requests.
+    /// Whether every replica of the partition is ready.
     #[serde(default)]
     pub ready: bool,
+    /// Whether the partition can serve requests now.
+    #[serde(default)]
+    pub available: bool,
     /// `host:port` endpoints of the partition.
     #[serde(default)]
     pub endpoints: Vec<String>,

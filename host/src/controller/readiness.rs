@@ -54,6 +54,7 @@ pub async fn readiness(
                 service: b.service.clone(),
                 endpoint: ctx.renderer.endpoint(&namespace, b),
                 ready: ready.contains(&b.partition),
+                available: ready.contains(&b.partition),
             })
             .collect();
         Readiness {

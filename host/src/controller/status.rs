@@ -74,6 +74,7 @@ pub fn database_status(
             DatabaseStatus {
                 observed_generation: generation,
                 ready_partitions: ready,
+                available_partitions: partitions.iter().filter(|p| p.available).count() as u32,
                 partitions,
                 plugin: Some(plugin),
                 conditions: vec![
@@ -117,6 +118,7 @@ pub fn database_status(
             DatabaseStatus {
                 observed_generation: generation,
                 ready_partitions: ready,
+                available_partitions: partitions.iter().filter(|p| p.available).count() as u32,
                 partitions,
                 plugin: plugin.or_else(|| previous.and_then(|s| s.plugin.clone())),
                 conditions: vec![
@@ -277,6 +279,7 @@ mod tests {
                     service: format!("db-p{}", i + 1),
                     endpoint: "x:1".into(),
                     ready,
+                    available: ready,
                 })
                 .collect(),
             message: "m".into(),

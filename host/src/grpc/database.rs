@@ -180,6 +180,7 @@ mod tests {
             "orders",
             DatabaseSpec {
                 deletion_policy: None,
+                pod: None,
                 partitions: 3,
                 storage: StorageSpec {
                     plugin: "raft".into(),
@@ -205,6 +206,7 @@ mod tests {
         );
         p.status = Some(PartitionStatusFields {
             ready,
+            available: ready,
             endpoints: vec![],
         });
         p
