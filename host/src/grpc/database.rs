@@ -1,14 +1,22 @@
 //! `atomix.database.DatabaseService`: where each Database's partitions are
 //! served.
 //!
-//! What counts as present: a Database (not being deleted) with at least one
-//! ready partition. Only ready partitions are returned, so a client never
-//! gets an endpoint that cannot answer; while a Database is not Ready it
-//! shows the partitions that are, and with none ready it is NOT_FOUND (with
-//! a message saying it exists but is not ready) and left out of
-//! GetDatabases. Partitions come from the Partition records atoll keeps for
-//! each Database (spec `serviceName` and `port`, status `ready`), and are
-//! counted only when the Database controls them (owner uid).
+//! Discovery is all or nothing. Atomix clients sort the partitions they get
+//! and route each key to `partitions[hash(key) % len]`, so a list missing one
+//! partition would send keys to the wrong partitions. A Database is therefore
+//! listed with every partition, in id order, once each of them has its
+//! Service; readiness does not matter (a partition missing a replica still
+//! serves through its quorum, and a client retries one that cannot answer).
+//! Before that, `GetDatabase` answers `UNAVAILABLE` naming the partitions
+//! still missing (Atomix clients retry it) and `GetDatabases` leaves the
+//! Database out. A Database being deleted is absent.
+//!
+//! Partitions come from the Partition records atoll keeps for each Database
+//! (counted only when the Database controls them, by owner uid). A partition
+//! has its Service once its record's `status.endpoints` is written: atoll
+//! writes it after applying the partition's Service. "Every partition" is
+//! 1..=`spec.partitions`, and any higher partition still recorded (a
+//! decrease the data-loss guard refused keeps serving them).
 
 use std::collections::BTreeMap;
 
@@ -63,7 +71,10 @@ impl DatabaseApi {
             .iter()
             .filter_map(|db| {
                 let parts = by_owner.get(&db.uid()?).map(Vec::as_slice).unwrap_or(&[]);
-                present(db, parts, &self.cluster_domain)
+                match discover(db, parts, &self.cluster_domain) {
+                    Discovery::Listed(database) => Some(database),
+                    Discovery::Missing(_) | Discovery::Deleting => None,
+                }
             })
             .collect())
     }
@@ -98,12 +109,27 @@ impl pb::database_service_server::DatabaseService for DatabaseApi {
             .into_iter()
             .filter(|p| controller_uid(p).is_some() && controller_uid(p) == db.uid())
             .collect();
-        let database = present(&db, &owned, &self.cluster_domain).ok_or_else(|| {
-            GrpcError::NotFound(format!(
-                "Database {ns}/{} exists but has no ready partition yet (kubectl get db {} -n {ns} shows why)",
-                id.name, id.name
-            ))
-        })?;
+        let database = match discover(&db, &owned, &self.cluster_domain) {
+            Discovery::Listed(database) => database,
+            Discovery::Deleting => {
+                return Err(GrpcError::NotFound(format!(
+                    "Database {ns}/{} is being deleted",
+                    id.name
+                ))
+                .into());
+            }
+            Discovery::Missing(missing) => {
+                return Err(GrpcError::Unavailable(format!(
+                    "Database {ns}/{} is not served yet: partition{} {} {} no Service yet; retry (kubectl get db {} -n {ns} shows progress)",
+                    id.name,
+                    if missing.len() == 1 { "" } else { "s" },
+                    ids(&missing),
+                    if missing.len() == 1 { "has" } else { "have" },
+                    id.name,
+                ))
+                .into());
+            }
+        };
         Ok(Response::new(pb::GetDatabaseResponse {
             database: Some(database),
         }))
@@ -131,31 +157,43 @@ fn controller_uid(p: &Partition) -> Option<String> {
         .map(|o| o.uid.clone())
 }
 
-/// `db` as the API returns it: its ready partitions by id, each with its
-/// Service's DNS name and port; `None` when it is not present (being
-/// deleted, or no ready partition).
-fn present(db: &Database, partitions: &[Partition], cluster_domain: &str) -> Option<pb::Database> {
+/// What discovery says of one Database.
+#[derive(Debug, PartialEq)]
+enum Discovery {
+    /// Every partition, in id order.
+    Listed(pb::Database),
+    /// These partitions (ids, ascending) have no Service yet.
+    Missing(Vec<u32>),
+    /// Being deleted.
+    Deleting,
+}
+
+/// `db` as the API returns it: every partition by id, each with its
+/// Service's DNS name and port, or why it is not listed.
+fn discover(db: &Database, partitions: &[Partition], cluster_domain: &str) -> Discovery {
     if db.metadata.deletion_timestamp.is_some() {
-        return None;
+        return Discovery::Deleting;
     }
     let namespace = db.namespace().unwrap_or_default();
-    let mut ready: Vec<&Partition> = partitions
+    let served: BTreeMap<u32, &Partition> = partitions
         .iter()
-        .filter(|p| p.status.as_ref().is_some_and(|s| s.ready))
         .filter(|p| p.spec.database == db.name_any())
+        .filter(|p| p.status.as_ref().is_some_and(|s| !s.endpoints.is_empty()))
+        .map(|p| (p.spec.partition_id, p))
         .collect();
-    if ready.is_empty() {
-        return None;
+    let recorded = partitions.iter().map(|p| p.spec.partition_id).max();
+    let last = recorded.unwrap_or(0).max(db.spec.partitions);
+    let missing: Vec<u32> = (1..=last).filter(|id| !served.contains_key(id)).collect();
+    if !missing.is_empty() {
+        return Discovery::Missing(missing);
     }
-    ready.sort_by_key(|p| p.spec.partition_id);
-    ready.dedup_by_key(|p| p.spec.partition_id);
-    Some(pb::Database {
+    Discovery::Listed(pb::Database {
         id: Some(pb::DatabaseId {
             name: db.name_any(),
             namespace: namespace.clone(),
         }),
-        partitions: ready
-            .into_iter()
+        partitions: served
+            .into_values()
             .map(|p| pb::Partition {
                 // partition_id is at most 1024 (CRD schema), so it fits.
                 partition_id: Some(pb::PartitionId {
@@ -168,6 +206,15 @@ fn present(db: &Database, partitions: &[Partition], cluster_domain: &str) -> Opt
             })
             .collect(),
     })
+}
+
+/// `1, 2, 5` for a message, at most ten of them.
+fn ids(ids: &[u32]) -> String {
+    let mut shown: Vec<String> = ids.iter().take(10).map(u32::to_string).collect();
+    if ids.len() > 10 {
+        shown.push(format!("and {} more", ids.len() - 10));
+    }
+    shown.join(", ")
 }
 
 #[cfg(test)]
@@ -193,7 +240,7 @@ mod tests {
         db
     }
 
-    fn partition(id: u32, ready: bool) -> Partition {
+    fn partition(id: u32, ready: bool, has_service: bool) -> Partition {
         let mut p = Partition::new(
             &format!("orders-{id}"),
             PartitionSpec {
@@ -207,22 +254,37 @@ mod tests {
         p.status = Some(PartitionStatusFields {
             ready,
             available: ready,
-            endpoints: vec![],
+            endpoints: if has_service {
+                vec![format!("orders-{id}.shop.svc.cluster.local:5678")]
+            } else {
+                vec![]
+            },
         });
         p
     }
 
+    fn listed(d: Discovery) -> pb::Database {
+        match d {
+            Discovery::Listed(db) => db,
+            other => panic!("expected the Database listed, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn only_ready_partitions_are_present_with_dns_names() {
-        let parts = [partition(3, true), partition(1, true), partition(2, false)];
-        let got = present(&db(), &parts, "example.org").unwrap();
+    fn every_partition_is_listed_in_id_order_ready_or_not() {
+        let parts = [
+            partition(3, true, true),
+            partition(1, true, true),
+            partition(2, false, true),
+        ];
+        let got = listed(discover(&db(), &parts, "example.org"));
         assert_eq!(got.id.unwrap().namespace, "shop");
         let ids: Vec<i32> = got
             .partitions
             .iter()
             .map(|p| p.partition_id.unwrap().partition)
             .collect();
-        assert_eq!(ids, [1, 3]);
+        assert_eq!(ids, [1, 2, 3], "a partition that is not ready still counts");
         assert_eq!(
             got.partitions[0].endpoints,
             [pb::PartitionEndpoint {
@@ -233,13 +295,46 @@ mod tests {
     }
 
     #[test]
-    fn a_database_without_ready_partitions_is_absent() {
-        assert!(present(&db(), &[partition(1, false)], "cluster.local").is_none());
-        assert!(present(&db(), &[], "cluster.local").is_none());
+    fn a_partition_without_its_service_hides_the_whole_database() {
+        // Partition 2's record exists but its Service was not applied yet
+        // (no endpoints); partition 3 has no record at all.
+        let parts = [partition(1, true, true), partition(2, false, false)];
+        assert_eq!(
+            discover(&db(), &parts, "cluster.local"),
+            Discovery::Missing(vec![2, 3])
+        );
+        assert_eq!(
+            discover(&db(), &[], "cluster.local"),
+            Discovery::Missing(vec![1, 2, 3])
+        );
         let mut deleting = db();
         deleting.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
         );
-        assert!(present(&deleting, &[partition(1, true)], "cluster.local").is_none());
+        let all = [1, 2, 3].map(|id| partition(id, true, true));
+        assert_eq!(
+            discover(&deleting, &all, "cluster.local"),
+            Discovery::Deleting
+        );
+    }
+
+    #[test]
+    fn partitions_kept_by_a_refused_decrease_are_still_listed() {
+        // spec says 3, but 4 partitions still run (lowering was refused).
+        let parts = [1, 2, 3, 4].map(|id| partition(id, true, true));
+        let got = listed(discover(&db(), &parts, "cluster.local"));
+        assert_eq!(got.partitions.len(), 4);
+        let parts = [1, 2, 4].map(|id| partition(id, true, true));
+        assert_eq!(
+            discover(&db(), &parts, "cluster.local"),
+            Discovery::Missing(vec![3])
+        );
+    }
+
+    #[test]
+    fn missing_ids_are_bounded_in_messages() {
+        assert_eq!(ids(&[1, 2]), "1, 2");
+        let many: Vec<u32> = (1..=25).collect();
+        assert_eq!(ids(&many), "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, and 15 more");
     }
 }

@@ -17,6 +17,10 @@ pub enum GrpcError {
     /// plugin that refuses to render).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Not served yet; the caller should retry (a Database whose partitions
+    /// do not all have their Service).
+    #[error("{0}")]
+    Unavailable(String),
     /// A Kubernetes API call failed, with what atoll was doing.
     #[error("{doing}: {source}")]
     Kube { doing: String, source: kube::Error },
@@ -38,6 +42,7 @@ impl GrpcError {
             GrpcError::NotFound(_) => Code::NotFound,
             GrpcError::AlreadyExists(_) => Code::AlreadyExists,
             GrpcError::FailedPrecondition(_) => Code::FailedPrecondition,
+            GrpcError::Unavailable(_) => Code::Unavailable,
             GrpcError::Internal(_) => Code::Internal,
             GrpcError::Kube { source, .. } => match source {
                 kube::Error::Api(status) => match status.code {

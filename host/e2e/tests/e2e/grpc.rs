@@ -377,8 +377,9 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
     let (code, _) = fail(grpc.addr, &format!("{DB}/GetDatabase"), json!({})).await;
     assert_eq!(code, "InvalidArgument");
 
-    // A Database with no ready partition is not present: a raft Database
-    // whose plugin config is invalid never gets any.
+    // Discovery is all or nothing: a raft Database whose plugin config is
+    // invalid never gets its partition Services, so it is UNAVAILABLE (the
+    // code Atomix clients retry) and left out of the list.
     k(
         a.name(),
         &["apply", "-f", "-"],
@@ -392,8 +393,11 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
         json!({ "id": { "name": "broken", "namespace": a.name() } }),
     )
     .await;
-    assert_eq!(code, "NotFound");
-    assert!(message.contains("no ready partition"), "{message}");
+    assert_eq!(code, "Unavailable", "{message}");
+    assert!(
+        message.contains("partition 1 has no Service yet"),
+        "{message}"
+    );
     assert_eq!(
         listed_databases(grpc.addr, a.name()).await,
         [format!("{}/orders", a.name())]
