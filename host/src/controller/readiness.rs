@@ -93,9 +93,11 @@ pub fn rollouts<'a>(objects: impl Iterator<Item = &'a Value>) -> Vec<String> {
 }
 
 /// `1/3 replicas updated` while a StatefulSet's pods are not all at its
-/// update revision, or the controller has not yet seen its latest spec.
-/// A StatefulSet that was just created (no revision yet) is starting, not
-/// rolling out.
+/// update revision (its controller moves `currentRevision` to the update
+/// revision once every replica is updated and ready), or the controller has
+/// not yet seen its latest spec. A StatefulSet just created (no revision
+/// yet) is starting, and one missing a pod of its current revision is short
+/// a replica: neither is a rollout.
 fn statefulset_rollout(sts: &Value) -> Option<String> {
     let status = &sts["status"];
     let want = sts["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -104,10 +106,10 @@ fn statefulset_rollout(sts: &Value) -> Option<String> {
     let update = status["updateRevision"].as_str()?;
     if unobserved(sts) {
         return Some(format!(
-            "{updated}/{want} replicas updated (new template not yet seen by its controller)"
+            "0/{want} replicas updated (its controller has not seen the new spec yet)"
         ));
     }
-    (current != update || updated < want).then(|| format!("{updated}/{want} replicas updated"))
+    (current != update).then(|| format!("{updated}/{want} replicas updated"))
 }
 
 /// The same for a Deployment: pods of an older template still run, or not
@@ -121,7 +123,7 @@ fn deployment_rollout(deploy: &Value) -> Option<String> {
     let total = status["replicas"].as_i64().unwrap_or(0);
     if unobserved(deploy) {
         return Some(format!(
-            "{updated}/{want} replicas updated (new template not yet seen by its controller)"
+            "0/{want} replicas updated (its controller has not seen the new spec yet)"
         ));
     }
     // A Deployment that is only starting has no pods of an older template.
@@ -167,6 +169,17 @@ mod tests {
     }
 
     #[test]
+    fn a_statefulset_missing_a_pod_of_its_revision_is_not_rolling_out() {
+        let short = sts(
+            "shop-2",
+            3,
+            json!({"observedGeneration": 2, "currentRevision": "b", "updateRevision": "b",
+                   "updatedReplicas": 2, "readyReplicas": 2}),
+        );
+        assert!(rollouts(std::iter::once(&short)).is_empty());
+    }
+
+    #[test]
     fn a_statefulset_whose_new_spec_is_unseen_is_rolling_out() {
         let unseen = sts(
             "shop-1",
@@ -176,7 +189,12 @@ mod tests {
         );
         let lines = rollouts(std::iter::once(&unseen));
         assert_eq!(lines.len(), 1);
-        assert!(lines[0].contains("not yet seen"), "{lines:?}");
+        assert_eq!(
+            lines,
+            [
+                "StatefulSet shop-1: 0/3 replicas updated (its controller has not seen the new spec yet)"
+            ]
+        );
     }
 
     #[test]

@@ -265,7 +265,7 @@ pub async fn write_partition_status(
     let api: Api<Partition> = Api::namespaced(ctx.client.clone(), namespace);
     for p in partitions {
         let name = format!("{database}-{}", p.id);
-        let status = json!({"ready": p.ready, "endpoints": [p.endpoint]});
+        let status = json!({"ready": p.ready, "available": p.available, "endpoints": [p.endpoint]});
         let current = live
             .get(&("Partition".to_string(), name.clone()))
             .map(|l| &l.object["status"]);

@@ -200,17 +200,23 @@ fn readiness_follows_each_clusters_statefulset() {
     // Cluster 3 is absent: partitions 2 and 5 do not.
     assert_eq!(some.available_partitions, [1, 3, 4, 6]);
     assert!(
-        some.message.contains("cluster 2: 2/3 replicas ready (serving)"),
+        some.message
+            .contains("cluster 2: 2/3 replicas ready (serving)"),
         "{}",
         some.message
     );
     assert!(
-        some.message.contains("cluster 3: 0/3 replicas ready (no quorum)"),
+        some.message
+            .contains("cluster 3: 0/3 replicas ready (no quorum)"),
         "{}",
         some.message
     );
     let lost = testing::status::<Raft>(&db, &[sts(1, 3), sts(2, 1), sts(3, 3)]);
-    assert_eq!(lost.available_partitions, [2, 3, 5, 6], "1 of 3 is no quorum");
+    assert_eq!(
+        lost.available_partitions,
+        [2, 3, 5, 6],
+        "1 of 3 is no quorum"
+    );
 
     let all = testing::status::<Raft>(&db, &[sts(1, 3), sts(2, 3), sts(3, 3)]);
     assert_eq!(all.ready_partitions, [1, 2, 3, 4, 5, 6]);
