@@ -149,7 +149,7 @@ async fn a_partition_missing_a_replica_stays_available_and_listed() {
     let ns = TestNamespace::new(&client, "availability").await;
     let n = ns.name();
     let op = Operator::start(&client, n).await;
-    let grpc = start_grpc(&client, true).await;
+    let grpc = start_grpc(&client, true, &[n]).await;
     k(n, &["apply", "-f", "-"], Some(SHOP)).await;
     wait_ready(&client, n, "shop").await;
     assert_eq!(discovered(grpc.addr, n, "shop").await, Ok(vec![1, 2, 3]));
@@ -253,7 +253,7 @@ async fn partitions_without_services_are_unavailable_to_discovery() {
     let ns = TestNamespace::new(&client, "discovery-all-or-nothing").await;
     let n = ns.name();
     let op = Operator::start(&client, n).await;
-    let grpc = start_grpc(&client, true).await;
+    let grpc = start_grpc(&client, true, &[n]).await;
     k(n, &["apply", "-f", "-"], Some(SHOP)).await;
     wait_ready(&client, n, "shop").await;
 

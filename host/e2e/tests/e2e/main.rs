@@ -21,6 +21,7 @@ mod data_safety;
 mod failover;
 mod grpc;
 mod grpc_abuse;
+mod grpc_auth;
 mod hostile;
 mod hot_reload;
 mod leader;
