@@ -258,8 +258,8 @@ mod tests {
         assert_eq!(render_error(failed).code(), tonic::Code::FailedPrecondition);
     }
 
-    #[test]
-    fn failed_and_removed_plugins_are_listed_with_their_error() {
+    #[tokio::test]
+    async fn failed_and_removed_plugins_are_listed_with_their_error() {
         use crate::plugin::{Limits, Registry, Runtime, Source};
         use crate::policy::OutputPolicy;
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
