@@ -93,6 +93,8 @@ pub struct GrpcConfig {
     pub tls: Option<TlsFiles>,
     /// Who may call.
     pub auth: crate::grpc::AuthConfig,
+    /// Connections, streams and call rates at most.
+    pub limits: crate::grpc::GrpcLimits,
 }
 
 /// The Lease replicas compete for.
@@ -299,6 +301,7 @@ impl Operator {
                     ready: ready.subscribe(),
                     tls: grpc.tls.clone(),
                     auth: grpc.auth.clone(),
+                    limits: grpc.limits,
                     metrics: ctx.metrics.clone(),
                 };
                 Some(tokio::spawn(server.serve(listener, stop.clone())))

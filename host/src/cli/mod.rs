@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::PluginError;
-use crate::grpc::TlsFiles;
+use crate::grpc::{GrpcLimits, TlsFiles};
 use crate::operator::{Config, GrpcConfig, LeaderElectionConfig, PluginConfig, PluginConfigMaps};
 use crate::plugin::{Limits, Runtime};
 use crate::policy::AllowedKind;
@@ -123,6 +123,20 @@ pub struct GrpcArgs {
         value_parser = namespace_name
     )]
     grpc_anonymous_namespaces: Vec<String>,
+    /// Open gRPC connections at most; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = GrpcLimits::default().max_connections, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    grpc_max_connections: usize,
+    /// Concurrent streams (calls, JoinGroup streams included) per gRPC
+    /// connection.
+    #[arg(long, value_name = "N", default_value_t = GrpcLimits::default().max_streams_per_connection, value_parser = clap::value_parser!(u32).range(1..))]
+    grpc_max_streams_per_connection: u32,
+    /// Sustained gRPC calls per second per caller (a verified user, or the
+    /// address of a caller without credentials); 0 turns the limit off.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = GrpcLimits::default().requests_per_second)]
+    grpc_rate_limit: u32,
+    /// gRPC calls a caller may make at once above its sustained rate.
+    #[arg(long, value_name = "N", default_value_t = GrpcLimits::default().burst, value_parser = clap::value_parser!(u32).range(1..))]
+    grpc_rate_burst: u32,
 }
 
 /// A namespace name as `--grpc-anonymous-namespaces` takes it.
@@ -272,6 +286,12 @@ impl RunArgs {
                 auth: crate::grpc::AuthConfig::kubernetes(
                     self.grpc.grpc_anonymous_namespaces.iter().cloned(),
                 ),
+                limits: GrpcLimits {
+                    max_connections: self.grpc.grpc_max_connections,
+                    max_streams_per_connection: self.grpc.grpc_max_streams_per_connection,
+                    requests_per_second: self.grpc.grpc_rate_limit,
+                    burst: self.grpc.grpc_rate_burst,
+                },
             }),
             leader_election: self.leader_elect.then(|| LeaderElectionConfig {
                 namespace: self.leader_election_namespace.clone(),

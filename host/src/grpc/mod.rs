@@ -14,6 +14,7 @@
 pub mod auth;
 mod database;
 mod error;
+mod limits;
 mod membership;
 mod plugins;
 mod primitive;
@@ -35,6 +36,7 @@ use crate::render::Renderer;
 pub use auth::{Auth, AuthConfig};
 pub use database::DatabaseApi;
 pub use error::{GrpcError, MAX_STATUS_MESSAGE};
+pub use limits::GrpcLimits;
 pub use membership::MembershipApi;
 pub use plugins::PluginApi;
 pub use primitive::PrimitiveApi;
@@ -103,6 +105,8 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// Who may call (see [`auth`]).
     pub auth: AuthConfig,
+    /// Connections, streams and call rates at most.
+    pub limits: GrpcLimits,
     /// Where the membership service counts its streams, records and
     /// watches (the same metrics `/metrics` serves).
     pub metrics: Metrics,
@@ -128,6 +132,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(self.limits.max_streams_per_connection))
             // Notice clients that vanished without closing the connection,
             // so their JoinGroup streams end and their members leave.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -176,7 +181,7 @@ impl Server {
         };
         use tonic_reflection::pb::{v1, v1alpha};
         let domain = self.renderer.cluster_domain.clone();
-        let auth = Arc::new(Auth::new(self.client.clone(), self.auth));
+        let auth = Arc::new(Auth::new(self.client.clone(), self.auth, &self.limits));
         let (membership, leaving) = MembershipApi::new(
             self.client.clone(),
             self.metrics.clone(),
@@ -219,7 +224,7 @@ impl Server {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
 
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = limits::limited(listener, self.limits.max_connections);
         router
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;

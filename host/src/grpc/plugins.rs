@@ -7,9 +7,9 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use tonic::{Request, Response, Status};
 
-use super::auth::{Access, Auth, Credentials};
 #[cfg(test)]
 use super::auth::AuthConfig;
+use super::auth::{Access, Auth, Credentials};
 use super::error::GrpcError;
 use super::proto::atoll::v1alpha1 as pb;
 use crate::api::{Database, Reason};
@@ -278,7 +278,8 @@ mod tests {
         registry.record_failure("echo", failure("echo", "removed"));
         // Never asked: this test calls no service method.
         let nowhere = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-        let auth = Auth::new(kube::Client::try_from(nowhere).unwrap(), AuthConfig::disabled());
+        let client = kube::Client::try_from(nowhere).unwrap();
+        let auth = Auth::new(client, AuthConfig::disabled(), &Default::default());
         let renderer = Renderer {
             registry,
             policy: OutputPolicy::default(),

@@ -49,6 +49,7 @@ async fn serve_as(client: &kube::Client, ready: bool, anonymous: &[&str]) -> Grp
         ready: ready_rx,
         tls: None,
         auth: atoll::grpc::AuthConfig::kubernetes(anonymous.iter().copied()),
+        limits: Default::default(),
         metrics: Default::default(),
     };
     let task = tokio::spawn(server.serve(listener, async {

@@ -389,3 +389,125 @@ async fn grpcurl_with_a_bearer_token_calls_every_service() {
     op.stop().await;
     ns.cleanup().await;
 }
+
+/// The server with `limits`, compatibility mode in `ns`.
+async fn serve_with(
+    client: &kube::Client,
+    ns: &str,
+    limits: atoll::grpc::GrpcLimits,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    atoll_testenv::install_crds(client, atoll::api::crds()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_ready, ready) = tokio::sync::watch::channel(true);
+    let server = atoll::grpc::Server {
+        client: client.clone(),
+        renderer: atoll_e2e::renderer(),
+        ready,
+        tls: None,
+        auth: atoll::grpc::AuthConfig::kubernetes([ns]),
+        limits,
+        metrics: Default::default(),
+    };
+    let task = tokio::spawn(async move {
+        let _ready = _ready;
+        let _ = server.serve(listener, std::future::pending()).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn connections_streams_and_call_rates_are_bounded() {
+    let client = atoll_testenv::client().await;
+    let ns = TestNamespace::new(&client, "grpc-limits").await;
+    let n = ns.name();
+    let limits = atoll::grpc::GrpcLimits {
+        max_connections: 1,
+        max_streams_per_connection: 2,
+        requests_per_second: 1,
+        burst: 4,
+    };
+    let (addr, server) = serve_with(&client, n, limits).await;
+
+    // Two streams fill the connection: a third call on it waits.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut members = MembershipServiceClient::new(channel.clone());
+    let mut open = Vec::new();
+    for member in ["s1", "s2"] {
+        let stream = members
+            .join_group(join_request(n, member))
+            .await
+            .unwrap()
+            .into_inner();
+        open.push(stream);
+    }
+    let mut third = MembershipServiceClient::new(channel.clone());
+    let waiting = tokio::spawn(async move { third.join_group(join_request("x", "s3")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third stream on a connection allowing two must wait"
+    );
+
+    // A second connection is not served while the first is open: its call
+    // gets no answer at all (refused or not) within 2 s.
+    let second = tokio::time::timeout(Duration::from_secs(2), async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await;
+        match channel {
+            Ok(channel) => {
+                let reply = MembershipServiceClient::new(channel)
+                    .join_group(join_request(n, "elsewhere"))
+                    .await;
+                format!("answered: {:?}", reply.map(|_| ()))
+            }
+            Err(e) => format!("connect failed: {e}"),
+        }
+    })
+    .await;
+    assert!(
+        second.is_err(),
+        "a second connection was served: {second:?}"
+    );
+
+    // Closing the first connection's streams lets the waiting call in (it
+    // is refused for its namespace, which proves it was heard). Then the
+    // per-peer rate: a burst of 4, refilled at 1 call/s, runs out within
+    // a few more calls.
+    drop(open);
+    let third = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting call runs once streams close")
+        .unwrap();
+    assert_eq!(
+        third.unwrap_err().code(),
+        Code::Unauthenticated,
+        "namespace x is not anonymous"
+    );
+    let mut refused = None;
+    for i in 0..10 {
+        let member = format!("r{i}");
+        match members.join_group(join_request(n, &member)).await {
+            Ok(stream) => drop(stream),
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a burst of 4 and 1 call/s refuses within 10 quick calls");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("over its rate"),
+        "{}",
+        refused.message()
+    );
+    server.abort();
+    ns.cleanup().await;
+}

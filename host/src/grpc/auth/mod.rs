@@ -32,6 +32,21 @@ use tonic::{Request, Status};
 
 use cache::TtlCache;
 
+use super::limits::{GrpcLimits, RateLimiter};
+
+/// Whom an authenticated caller is rate-limited as.
+fn user_key(user: &User) -> String {
+    format!("user {:?}", user.name)
+}
+
+/// Whom a caller without verified credentials is rate-limited as.
+fn peer_key(credentials: &Credentials) -> String {
+    match credentials.peer {
+        Some(ip) => format!("peer {ip}"),
+        None => "a peer of unknown address".to_string(),
+    }
+}
+
 /// How long an accepted token and an allowed access are remembered.
 pub const REMEMBER_YES: Duration = Duration::from_secs(30);
 /// How long a refused token and a denied access are remembered.
@@ -124,9 +139,18 @@ pub struct User {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
-/// What a request presents.
+/// What a request presents, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
+pub struct Credentials {
+    pub presented: Presented,
+    /// The peer's address: whom a caller without verified credentials is
+    /// rate-limited as.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// The credentials of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
     None,
     Bearer(String),
     /// From a client certificate the TLS handshake verified.
@@ -139,28 +163,45 @@ impl Credentials {
     /// The credentials of `request`: its `authorization` header, else its
     /// verified client certificate.
     pub fn of<T>(request: &Request<T>) -> Self {
+        Credentials {
+            presented: Presented::of(request),
+            peer: request.remote_addr().map(|a| a.ip()),
+        }
+    }
+
+    /// Presenting nothing, from nowhere known.
+    pub fn none() -> Self {
+        Credentials {
+            presented: Presented::None,
+            peer: None,
+        }
+    }
+}
+
+impl Presented {
+    fn of<T>(request: &Request<T>) -> Self {
         if let Some(value) = request.metadata().get("authorization") {
             let Ok(value) = value.to_str() else {
-                return Credentials::Malformed("the authorization header is not text".into());
+                return Presented::Malformed("the authorization header is not text".into());
             };
             return match value.split_once(' ') {
                 Some((scheme, token))
                     if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
                 {
-                    Credentials::Bearer(token.trim().to_string())
+                    Presented::Bearer(token.trim().to_string())
                 }
-                _ => Credentials::Malformed(
-                    "the authorization header must be `Bearer <token>`".into(),
-                ),
+                _ => {
+                    Presented::Malformed("the authorization header must be `Bearer <token>`".into())
+                }
             };
         }
         match request.peer_certs() {
             Some(chain) => match chain.first().map(|c| cert::user(c.as_ref())) {
-                Some(Ok(user)) => Credentials::Certificate(user),
-                Some(Err(why)) => Credentials::Malformed(why),
-                None => Credentials::None,
+                Some(Ok(user)) => Presented::Certificate(user),
+                Some(Err(why)) => Presented::Malformed(why),
+                None => Presented::None,
             },
-            None => Credentials::None,
+            None => Presented::None,
         }
     }
 }
@@ -185,16 +226,18 @@ impl Scope {
 pub struct Auth {
     client: Client,
     config: AuthConfig,
+    limiter: RateLimiter,
     /// sha256 of a token → its user, or why it was refused.
     tokens: TtlCache<[u8; 32], Result<User, String>>,
     decisions: TtlCache<(User, Access), bool>,
 }
 
 impl Auth {
-    pub fn new(client: Client, config: AuthConfig) -> Self {
+    pub fn new(client: Client, config: AuthConfig, limits: &GrpcLimits) -> Self {
         Auth {
             client,
             config,
+            limiter: RateLimiter::new(limits),
             tokens: TtlCache::new(CACHE_ENTRIES),
             decisions: TtlCache::new(CACHE_ENTRIES),
         }
@@ -210,7 +253,7 @@ impl Auth {
     /// `UNAUTHENTICATED` (no usable credentials where anonymous callers may
     /// not act, or a token the API server refuses), `PERMISSION_DENIED`
     /// (naming what would be needed), `UNAVAILABLE` (the API server could
-    /// not be asked).
+    /// not be asked), `RESOURCE_EXHAUSTED` (over the caller's rate).
     pub async fn check(&self, credentials: &Credentials, access: Access) -> Result<(), Status> {
         if !self.config.enabled {
             return Ok(());
@@ -220,9 +263,10 @@ impl Auth {
             .as_ref()
             .is_some_and(|ns| self.config.anonymous_namespaces.contains(ns));
         if anonymous_ok {
-            return Ok(());
+            return self.admit(&peer_key(credentials));
         }
         let user = self.authenticate(credentials, &access).await?;
+        self.admit(&user_key(&user))?;
         if self.allowed(&user, &access).await? {
             Ok(())
         } else {
@@ -247,10 +291,12 @@ impl Auth {
         }
         let access = Access::cluster(verb, resource);
         let anonymous = &self.config.anonymous_namespaces;
-        if *credentials == Credentials::None && !anonymous.is_empty() {
+        if credentials.presented == Presented::None && !anonymous.is_empty() {
+            self.admit(&peer_key(credentials))?;
             return Ok(Scope::Only(anonymous.clone()));
         }
         let user = self.authenticate(credentials, &access).await?;
+        self.admit(&user_key(&user))?;
         if self.allowed(&user, &access).await? {
             Ok(Scope::All)
         } else if !anonymous.is_empty() {
@@ -265,13 +311,11 @@ impl Auth {
         credentials: &Credentials,
         access: &Access,
     ) -> Result<User, Status> {
-        let token = match credentials {
-            Credentials::None => {
-                return Err(Status::unauthenticated(self.anonymous_refused(access)));
-            }
-            Credentials::Malformed(why) => return Err(Status::unauthenticated(why.clone())),
-            Credentials::Certificate(user) => return Ok(user.clone()),
-            Credentials::Bearer(token) => token,
+        let token = match &credentials.presented {
+            Presented::None => return Err(Status::unauthenticated(self.anonymous_refused(access))),
+            Presented::Malformed(why) => return Err(Status::unauthenticated(why.clone())),
+            Presented::Certificate(user) => return Ok(user.clone()),
+            Presented::Bearer(token) => token,
         };
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
@@ -316,6 +360,17 @@ impl Auth {
         let ttl = if allowed { REMEMBER_YES } else { REMEMBER_NO };
         self.decisions.insert(key, allowed, ttl, now);
         Ok(allowed)
+    }
+
+    /// Take one call from `caller`'s rate.
+    fn admit(&self, caller: &str) -> Result<(), Status> {
+        if self.limiter.admit(caller, Instant::now()) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(format!(
+                "{caller} is over its rate of calls (--grpc-rate-limit per second, --grpc-rate-burst at once); retry later"
+            )))
+        }
     }
 
     fn anonymous_refused(&self, access: &Access) -> String {

@@ -3,6 +3,7 @@ use std::collections::BTreeSet;
 use tonic::{Code, Request};
 
 use super::*;
+use crate::grpc::limits::GrpcLimits;
 
 /// A client for an API server that is not there: the paths tested here
 /// must decide without asking it.
@@ -11,33 +12,41 @@ fn nowhere() -> Client {
     Client::try_from(config).unwrap()
 }
 
-fn with_header(value: &str) -> Credentials {
+fn with_header(value: &str) -> Presented {
     let mut request = Request::new(());
     request
         .metadata_mut()
         .insert("authorization", value.parse().unwrap());
-    Credentials::of(&request)
+    Credentials::of(&request).presented
+}
+
+fn presenting(presented: Presented) -> Credentials {
+    Credentials {
+        presented,
+        peer: Some([10, 0, 0, 1].into()),
+    }
+}
+
+fn auth(config: AuthConfig) -> Auth {
+    Auth::new(nowhere(), config, &GrpcLimits::default())
 }
 
 #[test]
 fn bearer_tokens_are_read_and_other_schemes_refused() {
-    assert_eq!(with_header("Bearer abc"), Credentials::Bearer("abc".into()));
-    assert_eq!(
-        with_header("bearer  abc "),
-        Credentials::Bearer("abc".into())
-    );
+    assert_eq!(with_header("Bearer abc"), Presented::Bearer("abc".into()));
+    assert_eq!(with_header("bearer  abc "), Presented::Bearer("abc".into()));
     assert!(matches!(
         with_header("Basic dXNlcg=="),
-        Credentials::Malformed(_)
+        Presented::Malformed(_)
     ));
-    assert!(matches!(with_header("Bearer "), Credentials::Malformed(_)));
-    assert_eq!(Credentials::of(&Request::new(())), Credentials::None);
+    assert!(matches!(with_header("Bearer "), Presented::Malformed(_)));
+    assert_eq!(Credentials::of(&Request::new(())), Credentials::none());
 }
 
 #[tokio::test]
 async fn anonymous_callers_act_only_in_the_listed_namespaces() {
-    let auth = Auth::new(nowhere(), AuthConfig::kubernetes(["legacy"]));
-    let none = Credentials::None;
+    let auth = auth(AuthConfig::kubernetes(["legacy"]));
+    let none = presenting(Presented::None);
     auth.check(&none, Access::new("create", "members", "legacy"))
         .await
         .unwrap();
@@ -72,9 +81,12 @@ async fn anonymous_callers_act_only_in_the_listed_namespaces() {
 
 #[tokio::test]
 async fn without_the_flag_anonymous_callers_are_refused_naming_it() {
-    let auth = Auth::new(nowhere(), AuthConfig::kubernetes(Vec::<String>::new()));
+    let auth = auth(AuthConfig::kubernetes(Vec::<String>::new()));
     let refused = auth
-        .check(&Credentials::None, Access::new("get", "databases", "shop"))
+        .check(
+            &presenting(Presented::None),
+            Access::new("get", "databases", "shop"),
+        )
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -86,13 +98,13 @@ async fn without_the_flag_anonymous_callers_are_refused_naming_it() {
         refused.message()
     );
     let list = auth
-        .scope(&Credentials::None, "list", "databases")
+        .scope(&presenting(Presented::None), "list", "databases")
         .await
         .unwrap_err();
     assert_eq!(list.code(), Code::Unauthenticated);
     let malformed = auth
         .check(
-            &Credentials::Malformed("bad header".into()),
+            &presenting(Presented::Malformed("bad header".into())),
             Access::new("get", "databases", "shop"),
         )
         .await
@@ -105,10 +117,10 @@ async fn without_the_flag_anonymous_callers_are_refused_naming_it() {
 
 #[tokio::test]
 async fn an_unreachable_api_server_is_unavailable_not_a_refusal() {
-    let auth = Auth::new(nowhere(), AuthConfig::kubernetes(Vec::<String>::new()));
+    let auth = auth(AuthConfig::kubernetes(Vec::<String>::new()));
     let err = auth
         .check(
-            &Credentials::Bearer("t".into()),
+            &presenting(Presented::Bearer("t".into())),
             Access::new("get", "databases", "shop"),
         )
         .await
@@ -118,15 +130,15 @@ async fn an_unreachable_api_server_is_unavailable_not_a_refusal() {
 
 #[tokio::test]
 async fn disabled_checks_nothing() {
-    let auth = Auth::new(nowhere(), AuthConfig::disabled());
+    let auth = auth(AuthConfig::disabled());
     auth.check(
-        &Credentials::None,
+        &presenting(Presented::None),
         Access::cluster("list", "storageplugins"),
     )
     .await
     .unwrap();
     assert_eq!(
-        auth.scope(&Credentials::None, "list", "databases")
+        auth.scope(&presenting(Presented::None), "list", "databases")
             .await
             .unwrap(),
         Scope::All
@@ -153,4 +165,30 @@ fn refusals_use_the_words_of_rbac() {
         cluster.contains("at the cluster scope") && cluster.contains("--all-namespaces"),
         "{cluster}"
     );
+}
+
+#[tokio::test]
+async fn callers_over_their_rate_are_told_to_retry() {
+    let limits = GrpcLimits {
+        requests_per_second: 1,
+        burst: 2,
+        ..GrpcLimits::default()
+    };
+    let auth = Auth::new(nowhere(), AuthConfig::kubernetes(["legacy"]), &limits);
+    let access = || Access::new("get", "databases", "legacy");
+    let caller = presenting(Presented::None);
+    auth.check(&caller, access()).await.unwrap();
+    auth.check(&caller, access()).await.unwrap();
+    let over = auth.check(&caller, access()).await.unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    assert!(
+        over.message().starts_with("peer 10.0.0.1 is over its rate"),
+        "{}",
+        over.message()
+    );
+    let elsewhere = Credentials {
+        presented: Presented::None,
+        peer: Some([10, 0, 0, 2].into()),
+    };
+    auth.check(&elsewhere, access()).await.unwrap();
 }
