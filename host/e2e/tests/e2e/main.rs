@@ -17,6 +17,7 @@
 mod apiserver;
 mod crash;
 mod data_safety;
+mod day2_pods;
 mod failover;
 mod grpc;
 mod grpc_abuse;
