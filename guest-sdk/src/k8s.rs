@@ -18,7 +18,6 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,6 +25,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Violation, quantity};
+
+mod rollout;
+pub use rollout::{
+    deployment_strategy, pod_disruption_budget, pod_disruption_budget_max_unavailable,
+    statefulset_strategy,
+};
 
 /// Label map, ordered so rendered output is deterministic.
 pub type Labels = BTreeMap<String, String>;
@@ -47,7 +52,7 @@ pub fn meta(name: &str, labels: &Labels) -> ObjectMeta {
     }
 }
 
-fn selector(labels: &Labels) -> LabelSelector {
+pub(crate) fn selector(labels: &Labels) -> LabelSelector {
     LabelSelector {
         match_labels: Some(labels.clone()),
         ..Default::default()
@@ -355,7 +360,8 @@ impl PodBuilder {
 }
 
 /// Builds a [`StatefulSet`] with parallel pod management (replicas of a
-/// storage group do not need ordered start-up) and PVCs retained on deletion
+/// storage group do not need ordered start-up), rolling updates one pod at a
+/// time ([`statefulset_strategy`]) and PVCs retained on deletion
 /// and scale-down, so data outlives its pods unless a human removes it.
 #[derive(Debug, Clone)]
 pub struct StatefulSetBuilder {
@@ -400,6 +406,7 @@ impl StatefulSetBuilder {
                 selector: selector(&self.selector),
                 service_name: Some(self.service_name),
                 pod_management_policy: Some("Parallel".to_string()),
+                update_strategy: Some(statefulset_strategy()),
                 template: self.pod,
                 persistent_volume_claim_retention_policy: (!self.claims.is_empty()).then(|| {
                     StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -415,7 +422,8 @@ impl StatefulSetBuilder {
     }
 }
 
-/// A [`Deployment`] of `replicas` stateless pods selected by `selector`.
+/// A [`Deployment`] of `replicas` stateless pods selected by `selector`,
+/// rolled out surge-first ([`deployment_strategy`]).
 pub fn deployment(
     name: &str,
     selector_labels: &Labels,
@@ -428,6 +436,7 @@ pub fn deployment(
             replicas: Some(replicas),
             selector: selector(selector_labels),
             template: pod,
+            strategy: Some(deployment_strategy()),
             ..Default::default()
         }),
         status: None,
@@ -512,24 +521,6 @@ pub fn config_map<K: Into<String>, V: Into<String>>(
                 .collect(),
         ),
         ..Default::default()
-    }
-}
-
-/// A [`PodDisruptionBudget`] keeping at least `min_available` pods matching
-/// `selector` up during voluntary disruptions (node drains).
-pub fn pod_disruption_budget(
-    name: &str,
-    selector_labels: &Labels,
-    min_available: i32,
-) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: meta(name, selector_labels),
-        spec: Some(PodDisruptionBudgetSpec {
-            min_available: Some(IntOrString::Int(min_available)),
-            selector: Some(selector(selector_labels)),
-            ..Default::default()
-        }),
-        status: None,
     }
 }
 

@@ -17,8 +17,20 @@ pub struct ManifestError {
 
 /// Fields a Database spec may have; anything else is a typo that the API
 /// server would silently drop, so the CLI refuses it.
-const SPEC_FIELDS: &[&str] = &["partitions", "storage", "deletionPolicy"];
+const SPEC_FIELDS: &[&str] = &["partitions", "storage", "deletionPolicy", "pod"];
 const STORAGE_FIELDS: &[&str] = &["plugin", "version", "config"];
+const POD_FIELDS: &[&str] = &[
+    "env",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+    "labels",
+    "annotations",
+    "resources",
+    "securityContext",
+];
 
 /// Parse every document in `text` as a Database. `origin` names the source
 /// (a path or `-`) in errors. Namespace defaults to `default`, like kubectl.
@@ -62,6 +74,7 @@ fn parse_one(doc: Value) -> Result<Database, String> {
     }
     unknown_fields(&doc["spec"], "spec", SPEC_FIELDS)?;
     unknown_fields(&doc["spec"]["storage"], "spec.storage", STORAGE_FIELDS)?;
+    unknown_fields(&doc["spec"]["pod"], "spec.pod", POD_FIELDS)?;
     let mut db: Database = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -107,6 +120,33 @@ mod tests {
     }
 
     #[test]
+    fn every_spec_pod_field_is_allowed() {
+        let full = crate::api::PodOverrides {
+            env: Some(vec![]),
+            node_selector: Some(Default::default()),
+            tolerations: Some(vec![]),
+            affinity: Some(Default::default()),
+            topology_spread_constraints: Some(vec![]),
+            priority_class_name: Some(String::new()),
+            labels: Some(Default::default()),
+            annotations: Some(Default::default()),
+            resources: Some(Default::default()),
+            security_context: Some(Default::default()),
+        };
+        let value = serde_json::to_value(full).unwrap();
+        let mut fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut allowed = POD_FIELDS.to_vec();
+        fields.sort_unstable();
+        allowed.sort_unstable();
+        assert_eq!(fields, allowed);
+    }
+
+    #[test]
     fn errors_name_file_document_and_field() {
         let text = "apiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: a}\nspec: {partitions: many, storage: {plugin: raft}}\n";
         let e = parse_databases("f.yaml", text).unwrap_err().to_string();
@@ -118,6 +158,10 @@ mod tests {
         let text = "apiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: a}\nspec: {partitions: 1, storage: {plugin: raft, confg: {}}}\n";
         let e = parse_databases("f.yaml", text).unwrap_err().to_string();
         assert!(e.contains("spec.storage.confg: unknown field"), "{e}");
+
+        let text = "apiVersion: atoll.dev/v1alpha1\nkind: Database\nmetadata: {name: a}\nspec: {partitions: 1, storage: {plugin: raft}, pod: {nodeSelector: {a: b}, tolerance: []}}\n";
+        let e = parse_databases("f.yaml", text).unwrap_err().to_string();
+        assert!(e.contains("spec.pod.tolerance: unknown field"), "{e}");
 
         let e = parse_databases(
             "f.yaml",

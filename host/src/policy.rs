@@ -232,7 +232,7 @@ fn stamp(metadata: &mut Map<String, Value>, owner: &Owner) {
 }
 
 /// Set [`ANNOTATION_RENDERED`] to a hash of the object without it.
-fn fingerprint(object: &mut Value) {
+pub(crate) fn fingerprint(object: &mut Value) {
     use sha2::{Digest as _, Sha256};
     let Some(metadata) = object["metadata"].as_object_mut() else {
         return;

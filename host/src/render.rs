@@ -1,8 +1,12 @@
 //! From a Database to the objects atoll applies: spec checks, plugin render,
-//! output policy, and the Partition objects derived from partition bindings.
+//! output policy, pod overrides (`spec.pod`), config checksums, and the
+//! Partition objects derived from partition bindings.
 //!
 //! The operator and the offline `atoll render` command both go through
 //! [`Renderer::render`], so what the CLI prints is what atoll applies.
+
+pub mod checksum;
+pub mod pod_overrides;
 
 use std::sync::Arc;
 
@@ -45,6 +49,26 @@ impl Desired {
             })
             .collect()
     }
+
+    /// ConfigMaps and Secrets the pod templates refer to that this render
+    /// does not contain (the controller reads them for the checksums).
+    pub fn external_configs(&self) -> std::collections::BTreeSet<checksum::ConfigRef> {
+        checksum::external(&self.objects)
+    }
+
+    /// Stamp every pod template's config checksum again, with `external`
+    /// holding what was read of [`Desired::external_configs`], and refresh
+    /// the rendered-hash annotation of the templates' workloads.
+    pub fn stamp_config_checksums(&mut self, external: &checksum::External) {
+        checksum::stamp(&mut self.objects, external);
+        for object in self
+            .objects
+            .iter_mut()
+            .filter(|o| pod_overrides::has_template(o))
+        {
+            crate::policy::fingerprint(object);
+        }
+    }
 }
 
 /// Renders Databases through the registry's plugins.
@@ -56,7 +80,10 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// Render `db`: check the spec, find its plugin, render, enforce the policy.
+    /// Render `db`: check the spec, find its plugin, render, enforce the
+    /// policy, apply `spec.pod` to every pod template and stamp each
+    /// template's config checksum (references outside the render hash as
+    /// not read until [`Desired::stamp_config_checksums`] is given them).
     ///
     /// # Errors
     /// [`RenderError`]: whose fault, and what to do.
@@ -97,14 +124,17 @@ impl Renderer {
             partitions: input.partitions,
             deletion: db.spec.deletion_policy.unwrap_or_default(),
         };
-        let objects =
+        let mut objects =
             self.policy
                 .enforce(&owner, &rendered)
                 .map_err(|error| RenderError::Policy {
                     plugin: metadata.name.clone(),
                     error: Box::new(error),
                 })?;
-        Ok(Desired {
+        if let Some(pod) = &db.spec.pod {
+            pod_overrides::apply(&mut objects, pod).map_err(RenderError::Invalid)?;
+        }
+        let mut desired = Desired {
             plugin: PluginRef {
                 name: metadata.name.clone(),
                 version: metadata.version.clone(),
@@ -113,7 +143,11 @@ impl Renderer {
             component: Arc::clone(plugin),
             objects,
             partitions: rendered.partitions,
-        })
+        };
+        // Offline: references outside the render hash as not read; the
+        // controller stamps again with what it reads.
+        desired.stamp_config_checksums(&checksum::External::new());
+        Ok(desired)
     }
 
     /// The plugin `db` asks for, after the checks atoll makes itself
@@ -134,6 +168,9 @@ impl Renderer {
         }
         if let Err(e) = requirement(db) {
             violations.push(e);
+        }
+        if let Some(pod) = &db.spec.pod {
+            violations.extend(pod_overrides::check(pod));
         }
         if !violations.is_empty() {
             return Err(RenderError::Invalid(violations));

@@ -42,6 +42,10 @@ pub const LABEL_RETAINED_FROM: &str = "atoll.dev/retained-from";
 /// why (for example a volume claim retention policy the Database's
 /// `deletionPolicy` overrides).
 pub const ANNOTATION_OVERRIDDEN: &str = "atoll.dev/overridden";
+/// Pod-template annotation holding a SHA-256 of the data of every ConfigMap
+/// and Secret the template mounts or reads, so editing them rolls the pods
+/// (`render::checksum`).
+pub const ANNOTATION_CONFIG_CHECKSUM: &str = "atoll.dev/config-checksum";
 
 mod reason;
 pub use reason::Reason;
@@ -107,8 +111,12 @@ pub struct DatabaseSpec {
 /// key by key with the Database's value winning; `tolerations` and
 /// `topologySpreadConstraints` are appended; `affinity`,
 /// `priorityClassName` and `securityContext` replace the plugin's;
-/// `resources` fill in each container's requests and limits the plugin left
-/// unset (a plugin's own value stays).
+/// `resources` are defaults, applied per resource (cpu, memory, ...) to each
+/// container that sets neither a request nor a limit for it (a plugin's
+/// request or limit keeps that resource the plugin's, so a default can never
+/// make a limit fall below a request). Labels go on the pod template only;
+/// keys atoll sets (`atoll.dev/*`, `app.kubernetes.io/managed-by`) and keys
+/// the plugin's workload selector uses are refused.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
@@ -133,14 +141,14 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
     /// Labels added to every pod template (not to the workload, so selectors
-    /// never change).
+    /// never change); a key the workload's selector uses is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<std::collections::BTreeMap<String, String>>,
     /// Annotations added to every pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<std::collections::BTreeMap<String, String>>,
-    /// Default requests and limits of every container, for the resources
-    /// the plugin leaves unset.
+    /// Default requests and limits of every container, for each resource
+    /// the plugin sets neither a request nor a limit for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     /// Pod security context of every pod, replacing the plugin's.

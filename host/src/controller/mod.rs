@@ -5,7 +5,9 @@
 //! in the order data flows through them:
 //! 1. [`observe`]: the children this Database owns, from the watch caches;
 //! 2. render ([`crate::render`]): the plugin's objects after the output
-//!    policy; an error makes the Database `Degraded` and touches no child;
+//!    policy, `spec.pod` and config checksums; an error makes the Database
+//!    `Degraded` and touches no child; [`configs`] then reads the ConfigMaps
+//!    and Secrets pod templates use but the render lacks, for the checksums;
 //! 3. [`plan`]: what to apply and prune, or a refusal by the data-loss guard;
 //! 4. [`converge`]: apply what drifted, prune what is no longer rendered;
 //! 5. [`readiness`]: the plugin's `status` over the observed children;
@@ -16,6 +18,7 @@
 //! caches and the triggers, and reconciles run at most
 //! [`Context::concurrency`] at a time.
 
+pub mod configs;
 pub mod converge;
 mod moves;
 pub mod observe;

@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 
 use super::converge::{self, ConvergeError};
 use super::status::{self, Outcome};
-use super::{Context, Error, RESYNC, RETRY, observe, plan, readiness};
+use super::{Context, Error, RESYNC, RETRY, configs, observe, plan, readiness};
 use crate::api::{Database, PluginRef, Reason};
 use crate::render::Desired;
 
@@ -30,7 +30,7 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
     result
 }
 
-/// observe → render → plan → converge → readiness → status.
+/// observe → render → external configs → plan → converge → readiness → status.
 async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     if db.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children through their owner
@@ -42,13 +42,15 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     let uid = db.uid().unwrap_or_default();
     let live = observe::children(ctx, &namespace, &name, &uid).await?;
 
-    let desired = match render(ctx, db).await? {
+    let mut desired = match render(ctx, db).await? {
         Ok(desired) => desired,
         Err(e) => {
             let after = if e.is_transient() { RETRY } else { RESYNC };
             return problem(ctx, db, e.reason(), e.to_string(), None, after).await;
         }
     };
+
+    configs::stamp_external(ctx, &namespace, &mut desired).await?;
 
     let plan = plan::plan(db, &ctx.renderer, &desired, &live);
     if let Some(refusal) = &plan.refused {

@@ -416,4 +416,5 @@ async fn a_new_plugin_version_that_drops_a_child_prunes_nothing_until_approved()
     assert_eq!(stored_plugin["digest"], json!(serving));
 }
 
+mod day2;
 mod moves;

@@ -212,3 +212,74 @@ fn crds_are_generated_for_every_kind() {
     assert!(text.contains("x-kubernetes-preserve-unknown-fields: true"));
     assert!(text.contains("- db"), "short name");
 }
+
+/// The redis example with `spec.pod` appended (it has no other `pod:` key).
+fn redis_with_pod(pod: &str) -> String {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/redis.yaml"
+    ))
+    .unwrap();
+    format!("{}  pod:\n{pod}", example.trim_end().to_string() + "\n")
+}
+
+#[test]
+fn offline_render_applies_spec_pod_and_config_checksums() {
+    let text = redis_with_pod(
+        "    env:\n    - {name: LOG_LEVEL, value: debug}\n    nodeSelector: {pool: db}\n",
+    );
+    let out = atoll(&["render", "-f", "-", "-o", "json"], Some(&text));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let workloads: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "StatefulSet" || o["kind"] == "Deployment")
+        .collect();
+    assert_eq!(workloads.len(), 2, "redis servers and proxies");
+    for w in workloads {
+        let template = &w["spec"]["template"];
+        assert_eq!(template["spec"]["nodeSelector"]["pool"], "db", "{w}");
+        for c in template["spec"]["containers"].as_array().unwrap() {
+            let env = c["env"].as_array().unwrap();
+            assert!(
+                env.contains(&serde_json::json!({"name": "LOG_LEVEL", "value": "debug"})),
+                "{c}"
+            );
+        }
+        let checksum = &template["metadata"]["annotations"]["atoll.dev/config-checksum"];
+        match w["kind"].as_str() {
+            // Mounts ConfigMap <db>-redis.
+            Some("StatefulSet") => assert_eq!(checksum.as_str().unwrap().len(), 64, "{w}"),
+            // Reads no ConfigMap or Secret.
+            _ => assert!(checksum.is_null(), "{w}"),
+        }
+    }
+}
+
+#[test]
+fn an_invalid_spec_pod_is_refused_naming_the_field() {
+    let text = redis_with_pod(
+        "    env:\n    - {name: OK, value: x}\n    - {name: 9LIVES, value: z}\n    labels: {atoll.dev/database: x}\n",
+    );
+    let out = atoll(&["render", "-f", "-"], Some(&text));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.pod.env[1].name: `9LIVES` is not an environment variable name"),
+        "{err}"
+    );
+    assert!(err.contains("spec.pod.labels[atoll.dev/database]"), "{err}");
+
+    let selector = redis_with_pod("    labels: {app.kubernetes.io/component: x}\n");
+    let out = atoll(&["render", "-f", "-"], Some(&selector));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.pod.labels[app.kubernetes.io/component]: `app.kubernetes.io/component` is a label of the pod selector"),
+        "{err}"
+    );
+}

@@ -52,7 +52,11 @@ pub struct Storage {
     /// Size of each replica's volume, a Kubernetes quantity such as `10Gi`.
     pub size: String,
     /// StorageClass of the volumes; the cluster default when absent.
-    pub class_name: Option<String>,
+    pub storage_class_name: Option<String>,
+    /// The old spelling of `storageClassName`, refused with a message saying
+    /// to rename it (a silent alias would keep two spellings alive).
+    #[schemars(skip)]
+    pub class_name: Option<serde_json::Value>,
     /// Size of one log segment file, a quantity such as `64Mi`; at most `size`.
     pub segment_size: String,
     /// Largest entry the log accepts, a quantity such as `1Mi`; at most
@@ -67,6 +71,7 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             size: "1Gi".into(),
+            storage_class_name: None,
             class_name: None,
             segment_size: "64Mi".into(),
             max_entry_size: "1Mi".into(),
@@ -109,7 +114,7 @@ impl Log {
             data: Some(k8s::volume_claim(
                 "data",
                 &storage.size,
-                storage.class_name.as_deref(),
+                storage.storage_class_name.as_deref(),
             )),
             spread: Some(("kubernetes.io/hostname".into(), false)),
             // A budget on a single replica would block every node drain.
@@ -122,13 +127,19 @@ impl Log {
         let size = quantity::value(&storage.size)
             .map_err(|e| v.push(Violation::config("storage.size", e)))
             .ok();
+        if storage.class_name.is_some() {
+            v.push(Violation::config(
+                "storage.className",
+                "is now spelled storageClassName, as in the other plugins: rename the key to storage.storageClassName",
+            ));
+        }
         if storage
-            .class_name
+            .storage_class_name
             .as_deref()
             .is_some_and(|c| c.trim().is_empty())
         {
             v.push(Violation::config(
-                "storage.className",
+                "storage.storageClassName",
                 "must name a StorageClass (got an empty name); omit it to use the cluster default",
             ));
         }

@@ -125,7 +125,7 @@ fn defaults_three_replicas_with_a_claim_each() {
 #[test]
 fn storage_settings_are_rendered() {
     let cfg = json!({"replicas": 5, "storage": {
-        "size": "20Gi", "className": "fast", "segmentSize": "128Mi",
+        "size": "20Gi", "storageClassName": "fast", "segmentSize": "128Mi",
         "maxEntrySize": "4Mi", "flushOnCommit": true}});
     let out = testing::render::<Log>(&db(1, cfg)).unwrap();
     let sts: StatefulSet = out.typed("events");
@@ -156,7 +156,7 @@ fn single_replica_has_no_disruption_budget_but_keeps_its_claim() {
 #[test]
 fn validation_names_each_field_and_the_fix() {
     let bad = json!({"replicas": 4, "image": "", "resources": {"limits": {"cpu": "fast"}},
-        "storage": {"size": "big", "className": "", "segmentSize": "64MB", "maxEntrySize": "500m"}});
+        "storage": {"size": "big", "storageClassName": "", "segmentSize": "64MB", "maxEntrySize": "500m"}});
     assert_eq!(
         fields(bad),
         [
@@ -164,7 +164,7 @@ fn validation_names_each_field_and_the_fix() {
             "spec.storage.config.image",
             "spec.storage.config.resources.limits.cpu",
             "spec.storage.config.storage.size",
-            "spec.storage.config.storage.className",
+            "spec.storage.config.storage.storageClassName",
             "spec.storage.config.storage.segmentSize",
             "spec.storage.config.storage.maxEntrySize",
         ]
@@ -218,14 +218,11 @@ fn sizes_must_nest() {
 
 #[test]
 fn unknown_and_mistyped_fields_are_named() {
-    let v = &testing::violations::<Log>(&db(1, json!({"storage": {"storageClassName": "x"}})))[0];
-    assert_eq!(v.field, "spec.storage.config.storage.storageClassName");
+    let v = &testing::violations::<Log>(&db(1, json!({"storage": {"storageClass": "x"}})))[0];
+    assert_eq!(v.field, "spec.storage.config.storage.storageClass");
+    assert!(v.message.contains("unknown field `storageClass`"), "{v}");
     assert!(
-        v.message.contains("unknown field `storageClassName`"),
-        "{v}"
-    );
-    assert!(
-        v.message.contains("className"),
+        v.message.contains("storageClassName"),
         "suggests the real fields: {v}"
     );
     let v = &testing::violations::<Log>(&db(1, json!({"storage": {"flushOnCommit": "yes"}})))[0];
@@ -296,7 +293,24 @@ fn metadata_publishes_the_config_schema() {
     assert_eq!(storage["segmentSize"]["default"], "64Mi");
     assert_eq!(storage["maxEntrySize"]["default"], "1Mi");
     assert_eq!(storage["flushOnCommit"]["default"], false);
-    assert!(storage["className"].is_object());
+    assert!(storage["storageClassName"].is_object());
+    assert!(
+        storage.get("className").is_none(),
+        "the old spelling is not advertised: {schema}"
+    );
+}
+
+#[test]
+fn the_old_class_name_key_is_refused_with_the_rename() {
+    let v = testing::violations::<Log>(&db(1, json!({"storage": {"className": "fast"}})));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].field, "spec.storage.config.storage.className");
+    assert!(
+        v[0].message
+            .contains("rename the key to storage.storageClassName"),
+        "{}",
+        v[0]
+    );
 }
 
 #[test]

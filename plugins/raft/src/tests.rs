@@ -108,6 +108,19 @@ fn statefulset_has_probes_spread_and_data_volume() {
 }
 
 #[test]
+fn clusters_roll_one_replica_at_a_time() {
+    let out = testing::render::<Raft>(&db(3, json!({"clusters": 3}))).unwrap();
+    for c in 1..=3 {
+        let sts = out.get("StatefulSet", &format!("orders-{c}"));
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            "orders-{c}: no maxUnavailable, so one pod at a time"
+        );
+    }
+}
+
+#[test]
 fn volume_claim_template_replaces_empty_dir() {
     let cfg =
         json!({"volumeClaimTemplate": {"size": "10Gi", "storageClassName": "fast"}, "replicas": 5});

@@ -3,7 +3,8 @@
 //!
 //! ConfigMap `<db>-redis` (`redis.conf`), StatefulSet `<db>-redis` (pod 0 is
 //! the primary, the others run with `replicaof` pointing at it) and its
-//! headless Service `<db>-redis-hs`; proxy Deployment `<db>-proxy`, which the
+//! headless Service `<db>-redis-hs`, PodDisruptionBudget `<db>-redis` (at
+//! most one Redis server evicted at a time); proxy Deployment `<db>-proxy`, which the
 //! partition Services `<db>-p<p>` all select. Every partition is ready when
 //! every Redis replica and at least one proxy is. atoll does not fail over: if
 //! the primary's pod is lost, writes wait until the StatefulSet restarts it.
@@ -207,6 +208,11 @@ impl Redis {
             sts = sts.volume_claim(claim.claim("data"));
         }
         out.push(sts.build());
+        // One server down at a time: with the primary or a replica gone the
+        // others still serve, and a single server can still be drained.
+        out.push(k8s::pod_disruption_budget_max_unavailable(
+            &name, &labels, 1,
+        ));
     }
 
     fn render_proxy(db: &Database, config: &Config, out: &mut Output) {

@@ -1,6 +1,8 @@
 use super::*;
 use atoll_guest::k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use atoll_guest::k8s_openapi::api::core::v1::{Container, PodSpec};
+use atoll_guest::k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use atoll_guest::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use atoll_guest::testing::{self, with_status};
 use serde_json::{Value, json};
 
@@ -51,8 +53,8 @@ fn renders_redis_proxy_and_partition_services() {
         out.names("Service"),
         ["kv-redis-hs", "kv-p1", "kv-p2", "kv-p3"]
     );
-    assert!(out.names("PodDisruptionBudget").is_empty());
-    assert_eq!(out.objects.len(), 7);
+    assert_eq!(out.names("PodDisruptionBudget"), ["kv-redis"]);
+    assert_eq!(out.objects.len(), 8);
 
     let hs = out.get("Service", "kv-redis-hs");
     assert_eq!(hs["spec"]["clusterIP"], "None");
@@ -84,6 +86,51 @@ fn renders_redis_proxy_and_partition_services() {
     assert_eq!(
         bindings,
         [(1, "kv-p1", 5678), (2, "kv-p2", 5678), (3, "kv-p3", 5678)]
+    );
+}
+
+#[test]
+fn redis_servers_are_evicted_one_at_a_time() {
+    for replicas in [1, 3] {
+        let out = testing::render::<Redis>(&db(1, json!({"replicas": replicas}))).unwrap();
+        let pdb: PodDisruptionBudget = out.typed("kv-redis");
+        let spec = pdb.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        let selector = spec.selector.unwrap().match_labels.unwrap();
+        assert_eq!(
+            selector,
+            [
+                ("app.kubernetes.io/component", "redis"),
+                ("app.kubernetes.io/instance", "kv"),
+                ("app.kubernetes.io/name", "redis"),
+                ("atoll.dev/database", "kv"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        );
+        let sts: StatefulSet = out.typed("kv-redis");
+        assert_eq!(
+            sts.spec.unwrap().selector.match_labels.unwrap(),
+            selector,
+            "the budget covers the StatefulSet's pods"
+        );
+    }
+}
+
+#[test]
+fn workloads_roll_without_losing_capacity() {
+    let out = testing::render::<Redis>(&db(1, json!({"replicas": 3}))).unwrap();
+    let sts = out.get("StatefulSet", "kv-redis");
+    assert_eq!(
+        sts["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    );
+    let proxy = out.get("Deployment", "kv-proxy");
+    assert_eq!(
+        proxy["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
     );
 }
 

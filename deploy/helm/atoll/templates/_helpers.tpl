@@ -84,6 +84,8 @@ deploy/rbac.yaml (the deploy test compares them).
 # Secrets are included because plugins may render them (e.g. passwords);
 # atoll only ever touches objects it owns, but RBAC cannot say "only owned".
 # ConfigMaps labelled atoll.dev/plugin are also read as plugin sources.
+# ConfigMaps and Secrets pod templates refer to are read (get) for config
+# checksums, owned or not.
 - apiGroups: [""]
   resources: [configmaps, secrets, services, serviceaccounts, persistentvolumeclaims]
   verbs: [get, list, watch, create, patch, delete]

@@ -18,6 +18,7 @@ mod apiserver;
 mod availability;
 mod crash;
 mod data_safety;
+mod day2_pods;
 mod failover;
 mod grpc;
 mod grpc_abuse;
