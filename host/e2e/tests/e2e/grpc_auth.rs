@@ -511,3 +511,176 @@ async fn connections_streams_and_call_rates_are_bounded() {
     server.abort();
     ns.cleanup().await;
 }
+
+/// `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and client certificates for
+/// `alice` (group `atoll-testers`) and `mallory`, all signed by the CA:
+/// the commands docs/grpc.md gives.
+fn certificates(dir: &std::path::Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=atoll-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    let sign = |name: &str, subject: &str, ext: &str| {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        let (csr, crt, extfile) = (
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        // Extensions make it an X.509 v3 certificate, which rustls requires.
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-extfile",
+                &extfile,
+            ],
+        );
+    };
+    sign(
+        "server",
+        "/CN=atoll-grpc",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    );
+    let client = "extendedKeyUsage=clientAuth\n";
+    sign("alice", "/CN=alice/O=atoll-testers", client);
+    sign("mallory", "/CN=mallory", client);
+}
+
+#[tokio::test]
+async fn client_certificates_identify_callers_over_mutual_tls() {
+    let client = atoll_testenv::client().await;
+    let ns = TestNamespace::new(&client, "grpc-mtls").await;
+    let n = ns.name();
+    let dir = std::env::temp_dir().join(format!("atoll-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    // The group of alice's certificate may list Databases in the namespace.
+    grant_in(
+        n,
+        "testers",
+        json!({"kind": "Group", "name": "atoll-testers", "apiGroup": "rbac.authorization.k8s.io"}),
+        json!([{"apiGroups": ["atoll.dev"], "resources": ["databases"], "verbs": ["list"]}]),
+    )
+    .await;
+    atoll_testenv::install_crds(&client, atoll::api::crds()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_ready, ready) = tokio::sync::watch::channel(true);
+    let server = atoll::grpc::Server {
+        client: client.clone(),
+        renderer: atoll_e2e::renderer(),
+        ready,
+        tls: Some(atoll::grpc::TlsFiles {
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            client_ca: Some(dir.join("ca.crt")),
+        }),
+        auth: atoll::grpc::AuthConfig::kubernetes(Vec::<String>::new()),
+        limits: Default::default(),
+        metrics: Default::default(),
+    };
+    let task = tokio::spawn(server.serve(listener, std::future::pending()));
+    let grpcurl = tokio::task::spawn_blocking(atoll_testenv::grpcurl)
+        .await
+        .unwrap();
+    let list = |who: Option<&'static str>| {
+        let mut cmd = tokio::process::Command::new(&grpcurl);
+        cmd.arg("-cacert").arg(dir.join("ca.crt"));
+        if let Some(who) = who {
+            cmd.arg("-cert").arg(dir.join(format!("{who}.crt")));
+            cmd.arg("-key").arg(dir.join(format!("{who}.key")));
+        }
+        cmd.args([
+            "-d",
+            &json!({"namespace": n}).to_string(),
+            &addr.to_string(),
+            "atomix.database.DatabaseService/GetDatabases",
+        ]);
+        async move {
+            let out = cmd.output().await.expect("running grpcurl");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    let (ok, out) = eventually("alice lists Databases with her certificate", || async {
+        match list(Some("alice")).await {
+            (true, out) => Ok((true, out)),
+            (false, out) => Err(out),
+        }
+    })
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = list(Some("mallory")).await;
+    assert!(
+        !ok && out.contains("PermissionDenied")
+            && out.contains("User \"mallory\" cannot list resource \"databases\""),
+        "{out}"
+    );
+    let (ok, out) = list(None).await;
+    assert!(
+        !ok && out.contains("Unauthenticated"),
+        "TLS without a client certificate or token: {out}"
+    );
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    ns.cleanup().await;
+}
