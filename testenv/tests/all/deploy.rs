@@ -148,13 +148,20 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(workspace().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The plain manifests, in the order `deploy/namespace.yaml` documents.
+/// The plain manifests: the namespace, then the rest of `deploy/`, as
+/// `deploy/namespace.yaml` documents.
 fn plain_manifests() -> String {
-    ["namespace", "rbac", "deployment", "service"]
-        .iter()
-        .map(|f| read(&format!("deploy/{f}.yaml")))
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+    [
+        "namespace",
+        "deployment",
+        "networkpolicy",
+        "rbac",
+        "service",
+    ]
+    .iter()
+    .map(|f| read(&format!("deploy/{f}.yaml")))
+    .collect::<Vec<_>>()
+    .join("\n---\n")
 }
 
 /// `kubectl apply --server-side` of `yaml`; panics with kubectl's output on failure.
@@ -395,6 +402,14 @@ const NEEDED: &[Can] = &[
         &["get", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
         "read the leader Lease",
     ),
+    yes(
+        &["create", "tokenreviews.authentication.k8s.io"],
+        "authenticate gRPC callers' bearer tokens",
+    ),
+    yes(
+        &["create", "subjectaccessreviews.authorization.k8s.io"],
+        "authorize each gRPC call",
+    ),
 ];
 
 /// What atoll must not be able to do, whatever it watches.
@@ -473,6 +488,313 @@ const FORBIDDEN: &[Can] = &[
     no(&["*", "*"], "no wildcard"),
 ];
 
+/// The read-only mount holding the `--grpc-tls-cert` file, as (the Secret
+/// behind it, its directory); `None` without `--grpc-tls-cert`. Panics if
+/// the file is not on such a mount, or another TLS flag's file is elsewhere.
+fn tls_volume(deployment: &Value) -> Option<(String, String)> {
+    let args = args_of(deployment);
+    let cert = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--grpc-tls-cert="))?;
+    let dir = Path::new(cert)
+        .parent()
+        .and_then(Path::to_str)
+        .expect("an absolute path");
+    let files = tls_files(deployment);
+    assert!(
+        files.iter().all(|f| f.starts_with(&format!("{dir}/"))),
+        "{files:?} are not all in {dir}"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == dir))
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}: {pod}"));
+    assert_eq!(mount["readOnly"], true, "{mount}");
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .unwrap_or_else(|| panic!("no volume for {mount}"));
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{volume} is not a Secret"));
+    Some((secret.to_owned(), dir.to_owned()))
+}
+
+/// The files `--grpc-tls-cert`, `--grpc-tls-key` and `--grpc-client-ca` name.
+fn tls_files(deployment: &Value) -> Vec<String> {
+    args_of(deployment)
+        .iter()
+        .filter_map(|a| {
+            ["--grpc-tls-cert=", "--grpc-tls-key=", "--grpc-client-ca="]
+                .iter()
+                .find_map(|flag| a.strip_prefix(flag))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn volume_names(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .chain(
+            deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["mountPath"].as_str().unwrap().to_owned()),
+        )
+        .collect()
+}
+
+/// The chart's gRPC values: client certificates, anonymous namespaces, a
+/// Secret of another name; plaintext; no NetworkPolicy; other selectors.
+async fn grpc_values() {
+    let all = objects(
+        &helm_template(
+            "g",
+            "ops",
+            &[
+                "--set",
+                "grpc.anonymousNamespaces={shop,orders},grpc.tls.clientCA=true",
+                "--set",
+                "grpc.tls.secretName=my-cert",
+            ],
+        )
+        .await,
+    )
+    .await;
+    let deployment = find(&all, "Deployment", "g-atoll");
+    assert_eq!(
+        args_of(deployment),
+        [
+            "run",
+            "--log-json",
+            "--leader-elect",
+            "--leader-election-lease=g-atoll",
+            "--grpc-tls-cert=/etc/atoll/grpc-tls/tls.crt",
+            "--grpc-tls-key=/etc/atoll/grpc-tls/tls.key",
+            "--grpc-client-ca=/etc/atoll/grpc-tls/ca.crt",
+            "--grpc-anonymous-namespaces=shop,orders"
+        ]
+    );
+    assert_eq!(
+        tls_volume(deployment),
+        Some(("my-cert".to_owned(), "/etc/atoll/grpc-tls".to_owned()))
+    );
+    assert_eq!(
+        find(&all, "NetworkPolicy", "g-atoll")["metadata"]["namespace"],
+        "ops"
+    );
+
+    // Plaintext: no TLS flags, no Secret volume; and no NetworkPolicy.
+    let all = objects(
+        &helm_template(
+            "g",
+            "ops",
+            &[
+                "--set",
+                "grpc.tls.enabled=false,grpc.anonymousNamespaces={shop}",
+                "--set",
+                "networkPolicy.enabled=false",
+            ],
+        )
+        .await,
+    )
+    .await;
+    let deployment = find(&all, "Deployment", "g-atoll");
+    assert_eq!(
+        args_of(deployment),
+        [
+            "run",
+            "--log-json",
+            "--leader-elect",
+            "--leader-election-lease=g-atoll",
+            "--grpc-anonymous-namespaces=shop"
+        ]
+    );
+    assert_eq!(tls_volume(deployment), None);
+    assert_eq!(
+        volume_names(deployment),
+        ["plugin-cache", "/var/cache/atoll"]
+    );
+    assert!(
+        all.iter().all(|o| o["kind"] != "NetworkPolicy"),
+        "networkPolicy.enabled=false still renders one"
+    );
+
+    // Client certificates are part of the TLS handshake.
+    let chart = chart();
+    let (ok, _, stderr) = run_helm(&[
+        "template",
+        "g",
+        chart.to_str().unwrap(),
+        "--set",
+        "grpc.tls.enabled=false,grpc.tls.clientCA=true",
+    ])
+    .await;
+    assert!(
+        !ok && stderr.contains("grpc.tls.clientCA needs grpc.tls.enabled"),
+        "{stderr}"
+    );
+
+    // Another selector for the scrapers (the default label removed with
+    // null, as values.yaml says); the gRPC rule keeps its own.
+    let all = objects(
+        &helm_template(
+            "g",
+            "ops",
+            &[
+                "--set",
+                r"networkPolicy.metrics.namespaceSelector.matchLabels.atoll\.dev/metrics-scraper=null",
+                "--set",
+                r"networkPolicy.metrics.namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring",
+            ],
+        )
+        .await,
+    )
+    .await;
+    let ingress = &find(&all, "NetworkPolicy", "g-atoll")["spec"]["ingress"];
+    assert_eq!(
+        ingress[0]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"atoll.dev/grpc-client": "true"}}}])
+    );
+    assert_eq!(
+        ingress[1]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+    assert_eq!(
+        ingress[1]["ports"],
+        serde_json::json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+}
+
+/// The openssl and kubectl commands docs/grpc.md gives for the gRPC TLS
+/// Secret: the `sh` block after the line naming this file.
+fn documented_tls_commands() -> String {
+    let doc = read("docs/grpc.md");
+    let marker = "<!-- testenv/tests/all/deploy.rs runs the next block -->";
+    let after = doc
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("docs/grpc.md lost the line {marker}"))
+        .1;
+    let block = after
+        .trim_start()
+        .strip_prefix("```sh\n")
+        .expect("a ```sh block right after the marker");
+    block
+        .split_once("\n```")
+        .expect("the block's end")
+        .0
+        .to_owned()
+}
+
+/// Creates the gRPC TLS Secret `<service>-tls` in `namespace` with the
+/// commands docs/grpc.md documents (for `atoll-grpc` in `atoll-system`,
+/// there replaced by `service` and `namespace`), replacing an earlier one;
+/// checks that the certificate they make verifies, for the Service's name,
+/// against the CA they make. Returns the Secret's name.
+async fn create_tls_secret_as_documented(namespace: &str, service: &str) -> String {
+    let secret = format!("{service}-tls");
+    let out = kubectl(
+        &[
+            "delete",
+            "secret",
+            &secret,
+            "-n",
+            namespace,
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.success, "{}", out.stderr);
+    let script = documented_tls_commands()
+        .replace("atoll-system", namespace)
+        .replace("atoll-grpc", service);
+    let dir = std::env::temp_dir().join(format!(
+        "atoll-deploy-tls-{namespace}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(&dir)
+            .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, output) = run("sh", &["-ec", &script]);
+    assert!(ok, "the documented commands failed:\n{script}\n{output}");
+    // As a client of the Service would check it (grpcurl -cacert ca.crt).
+    let host = format!("{service}.{namespace}.svc");
+    let (ok, output) = run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            "ca.crt",
+            "-purpose",
+            "sslserver",
+            "-verify_hostname",
+            &host,
+            "tls.crt",
+        ],
+    );
+    assert!(ok, "tls.crt does not verify for {host}: {output}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    secret
+}
+
+/// The Secret `name` in `namespace` is a kubernetes.io/tls Secret holding
+/// every file the live Deployment's TLS flags name, where it mounts it.
+async fn serves_tls_from(namespace: &str, deployment: &str, name: &str) {
+    let out = kubectl(
+        &[
+            "get",
+            "deployment",
+            deployment,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.success, "{}", out.stderr);
+    let deployment: Value = serde_json::from_str(&out.stdout).unwrap();
+    let (secret, dir) = tls_volume(&deployment).expect("TLS on by default");
+    assert_eq!(secret, name);
+    let out = kubectl(
+        &["get", "secret", name, "-n", namespace, "-o", "json"],
+        None,
+    )
+    .await;
+    assert!(out.success, "{}", out.stderr);
+    let secret: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    for file in tls_files(&deployment) {
+        let key = file.strip_prefix(&format!("{dir}/")).unwrap();
+        assert!(
+            secret["data"][key].as_str().is_some_and(|d| !d.is_empty()),
+            "Secret {name} has no {key} for {file}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn chart_crds_are_a_copy_of_deploy_crds() {
     assert!(
@@ -544,6 +866,7 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
         "terminationGracePeriodSeconds",
         "affinity",
         "containers",
+        "volumes",
     ] {
         assert_eq!(chart_pod[field], plain_pod[field], "pod spec .{field}");
     }
@@ -551,7 +874,53 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
     assert_eq!(container["image"], "ghcr.io/atoll-dev/atoll:0.1.0");
     assert_eq!(
         args_of(plain_deploy),
-        ["run", "--log-json", "--leader-elect"]
+        [
+            "run",
+            "--log-json",
+            "--leader-elect",
+            "--grpc-tls-cert=/etc/atoll/grpc-tls/tls.crt",
+            "--grpc-tls-key=/etc/atoll/grpc-tls/tls.key"
+        ]
+    );
+    assert_eq!(
+        tls_volume(plain_deploy),
+        Some((
+            "atoll-grpc-tls".to_owned(),
+            "/etc/atoll/grpc-tls".to_owned()
+        )),
+        "the gRPC certificate comes from the Secret atoll-grpc-tls, read-only"
+    );
+    assert_eq!(
+        find(&rendered, "NetworkPolicy", "atoll")["spec"],
+        find(&plain, "NetworkPolicy", "atoll")["spec"],
+        "NetworkPolicy atoll: chart and deploy/networkpolicy.yaml disagree"
+    );
+    assert_eq!(
+        find(&plain, "NetworkPolicy", "atoll")["spec"],
+        serde_json::json!({
+            "podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "atoll",
+                "app.kubernetes.io/instance": "atoll",
+                "app.kubernetes.io/component": "operator",
+            }},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"atoll.dev/grpc-client": "true"}}}],
+                    "ports": [{"port": "grpc", "protocol": "TCP"}],
+                },
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"atoll.dev/metrics-scraper": "true"}}}],
+                    "ports": [{"port": "metrics", "protocol": "TCP"}],
+                },
+            ],
+        }),
+        "only labelled namespaces reach the gRPC and metrics ports, nothing else"
+    );
+    assert_eq!(
+        find(&plain, "NetworkPolicy", "atoll")["spec"]["podSelector"]["matchLabels"],
+        plain_deploy["spec"]["selector"]["matchLabels"],
+        "the NetworkPolicy selects atoll's pods"
     );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(plain_pod["securityContext"]["runAsUser"], 65532);
@@ -596,27 +965,48 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
             "--leader-election-lease=my-atoll",
             "--namespace=shop",
             "--cluster-domain=corp.local",
+            "--grpc-tls-cert=/etc/atoll/grpc-tls/tls.crt",
+            "--grpc-tls-key=/etc/atoll/grpc-tls/tls.key",
             "--plugin-timeout=2s"
         ]
     );
+    assert_eq!(
+        tls_volume(deployment),
+        Some((
+            "my-atoll-grpc-tls".to_owned(),
+            "/etc/atoll/grpc-tls".to_owned()
+        )),
+        "the Secret is named like the release by default"
+    );
     // Watching one namespace: its rules move to a Role there; the ClusterRole
-    // keeps only the cluster-scoped StoragePlugins.
+    // keeps only the cluster-scoped StoragePlugins and the reviews of gRPC
+    // callers.
     let role = find(&custom, "Role", "my-atoll");
     assert_eq!(role["metadata"]["namespace"], "shop");
     let cluster_rules = find(&custom, "ClusterRole", "my-atoll")["rules"]
         .as_array()
         .unwrap()
         .clone();
-    assert!(
-        cluster_rules.iter().all(|r| r["resources"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("storageplugins")),
+    let resources: Vec<&str> = cluster_rules
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "storageplugins",
+            "storageplugins/status",
+            "tokenreviews",
+            "subjectaccessreviews"
+        ],
         "{cluster_rules:?}"
     );
     let binding = find(&custom, "RoleBinding", "my-atoll");
     assert_eq!(binding["metadata"]["namespace"], "shop");
     assert_eq!(binding["subjects"][0]["namespace"], "ops");
+
+    grpc_values().await;
 
     // A digest pins the image; a bad log format is refused.
     let pinned = objects(
@@ -674,7 +1064,12 @@ async fn plain_manifests_apply_run_and_grant_least_privilege() {
     .await;
     assert!(out.success, "applying deploy/crds/ failed: {}", out.stderr);
 
+    // The namespace, the gRPC TLS Secret as a user makes it (kwok would run
+    // the pods without it, a kubelet would not), then the rest.
+    apply(&read("deploy/namespace.yaml"), &[]).await;
+    let secret = create_tls_secret_as_documented(NAMESPACE, "atoll-grpc").await;
     apply(&plain_manifests(), &[]).await;
+    serves_tls_from(NAMESPACE, "atoll", &secret).await;
 
     // kwok plays the kubelet; the namespace enforces the restricted Pod
     // Security Standard, so pods exist only if the pod spec meets it.
@@ -811,8 +1206,10 @@ async fn chart_applies_runs_and_grants_least_privilege() {
     .await;
     assert!(out.success, "{}", out.stderr);
 
+    let secret = create_tls_secret_as_documented(ns.name(), &format!("{release}-grpc")).await;
     let rendered = helm_template(&release, ns.name(), &[]).await;
     apply(&rendered, &[]).await;
+    serves_tls_from(ns.name(), &release, &secret).await;
     wait_for(
         "the chart's Deployment to have 2 ready replicas",
         Duration::from_secs(90),
@@ -902,6 +1299,14 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
                 yes(
                     &["create", "storageplugins.atoll.dev"],
                     "cluster-scoped, always",
+                ),
+                yes(
+                    &["create", "tokenreviews.authentication.k8s.io"],
+                    "gRPC callers, cluster-scoped, always",
+                ),
+                yes(
+                    &["create", "subjectaccessreviews.authorization.k8s.io"],
+                    "gRPC calls, cluster-scoped, always",
                 ),
                 yes(
                     &["update", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
