@@ -22,6 +22,9 @@ use std::time::Duration;
 use atoll_testenv::{TestNamespace, client, kubectl, wait_for};
 use serde_json::Value;
 
+mod grpc;
+use grpc::{create_tls_secret_as_documented, grpc_values, serves_tls_from, tls_volume};
+
 const NAMESPACE: &str = "atoll-system";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:atoll-system:atoll";
 
@@ -148,13 +151,20 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(workspace().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The plain manifests, in the order `deploy/namespace.yaml` documents.
+/// The plain manifests: the namespace, then the rest of `deploy/`, as
+/// `deploy/namespace.yaml` documents.
 fn plain_manifests() -> String {
-    ["namespace", "rbac", "deployment", "service"]
-        .iter()
-        .map(|f| read(&format!("deploy/{f}.yaml")))
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+    [
+        "namespace",
+        "deployment",
+        "networkpolicy",
+        "rbac",
+        "service",
+    ]
+    .iter()
+    .map(|f| read(&format!("deploy/{f}.yaml")))
+    .collect::<Vec<_>>()
+    .join("\n---\n")
 }
 
 /// `kubectl apply --server-side` of `yaml`; panics with kubectl's output on failure.
@@ -395,6 +405,14 @@ const NEEDED: &[Can] = &[
         &["get", "leases.coordination.k8s.io/LEASE", "-n", "NS"],
         "read the leader Lease",
     ),
+    yes(
+        &["create", "tokenreviews.authentication.k8s.io"],
+        "authenticate gRPC callers' bearer tokens",
+    ),
+    yes(
+        &["create", "subjectaccessreviews.authorization.k8s.io"],
+        "authorize each gRPC call",
+    ),
 ];
 
 /// What atoll must not be able to do, whatever it watches.
@@ -544,6 +562,7 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
         "terminationGracePeriodSeconds",
         "affinity",
         "containers",
+        "volumes",
     ] {
         assert_eq!(chart_pod[field], plain_pod[field], "pod spec .{field}");
     }
@@ -551,7 +570,53 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
     assert_eq!(container["image"], "ghcr.io/atoll-dev/atoll:0.1.0");
     assert_eq!(
         args_of(plain_deploy),
-        ["run", "--log-json", "--leader-elect"]
+        [
+            "run",
+            "--log-json",
+            "--leader-elect",
+            "--grpc-tls-cert=/etc/atoll/grpc-tls/tls.crt",
+            "--grpc-tls-key=/etc/atoll/grpc-tls/tls.key"
+        ]
+    );
+    assert_eq!(
+        tls_volume(plain_deploy),
+        Some((
+            "atoll-grpc-tls".to_owned(),
+            "/etc/atoll/grpc-tls".to_owned()
+        )),
+        "the gRPC certificate comes from the Secret atoll-grpc-tls, read-only"
+    );
+    assert_eq!(
+        find(&rendered, "NetworkPolicy", "atoll")["spec"],
+        find(&plain, "NetworkPolicy", "atoll")["spec"],
+        "NetworkPolicy atoll: chart and deploy/networkpolicy.yaml disagree"
+    );
+    assert_eq!(
+        find(&plain, "NetworkPolicy", "atoll")["spec"],
+        serde_json::json!({
+            "podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "atoll",
+                "app.kubernetes.io/instance": "atoll",
+                "app.kubernetes.io/component": "operator",
+            }},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"atoll.dev/grpc-client": "true"}}}],
+                    "ports": [{"port": "grpc", "protocol": "TCP"}],
+                },
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"atoll.dev/metrics-scraper": "true"}}}],
+                    "ports": [{"port": "metrics", "protocol": "TCP"}],
+                },
+            ],
+        }),
+        "only labelled namespaces reach the gRPC and metrics ports, nothing else"
+    );
+    assert_eq!(
+        find(&plain, "NetworkPolicy", "atoll")["spec"]["podSelector"]["matchLabels"],
+        plain_deploy["spec"]["selector"]["matchLabels"],
+        "the NetworkPolicy selects atoll's pods"
     );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(plain_pod["securityContext"]["runAsUser"], 65532);
@@ -596,27 +661,48 @@ async fn chart_lints_and_renders_the_plain_manifests_objects() {
             "--leader-election-lease=my-atoll",
             "--namespace=shop",
             "--cluster-domain=corp.local",
+            "--grpc-tls-cert=/etc/atoll/grpc-tls/tls.crt",
+            "--grpc-tls-key=/etc/atoll/grpc-tls/tls.key",
             "--plugin-timeout=2s"
         ]
     );
+    assert_eq!(
+        tls_volume(deployment),
+        Some((
+            "my-atoll-grpc-tls".to_owned(),
+            "/etc/atoll/grpc-tls".to_owned()
+        )),
+        "the Secret is named like the release by default"
+    );
     // Watching one namespace: its rules move to a Role there; the ClusterRole
-    // keeps only the cluster-scoped StoragePlugins.
+    // keeps only the cluster-scoped StoragePlugins and the reviews of gRPC
+    // callers.
     let role = find(&custom, "Role", "my-atoll");
     assert_eq!(role["metadata"]["namespace"], "shop");
     let cluster_rules = find(&custom, "ClusterRole", "my-atoll")["rules"]
         .as_array()
         .unwrap()
         .clone();
-    assert!(
-        cluster_rules.iter().all(|r| r["resources"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("storageplugins")),
+    let resources: Vec<&str> = cluster_rules
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "storageplugins",
+            "storageplugins/status",
+            "tokenreviews",
+            "subjectaccessreviews"
+        ],
         "{cluster_rules:?}"
     );
     let binding = find(&custom, "RoleBinding", "my-atoll");
     assert_eq!(binding["metadata"]["namespace"], "shop");
     assert_eq!(binding["subjects"][0]["namespace"], "ops");
+
+    grpc_values().await;
 
     // A digest pins the image; a bad log format is refused.
     let pinned = objects(
@@ -674,7 +760,12 @@ async fn plain_manifests_apply_run_and_grant_least_privilege() {
     .await;
     assert!(out.success, "applying deploy/crds/ failed: {}", out.stderr);
 
+    // The namespace, the gRPC TLS Secret as a user makes it (kwok would run
+    // the pods without it, a kubelet would not), then the rest.
+    apply(&read("deploy/namespace.yaml"), &[]).await;
+    let secret = create_tls_secret_as_documented(NAMESPACE, "atoll-grpc").await;
     apply(&plain_manifests(), &[]).await;
+    serves_tls_from(NAMESPACE, "atoll", &secret).await;
 
     // kwok plays the kubelet; the namespace enforces the restricted Pod
     // Security Standard, so pods exist only if the pod spec meets it.
@@ -811,8 +902,10 @@ async fn chart_applies_runs_and_grants_least_privilege() {
     .await;
     assert!(out.success, "{}", out.stderr);
 
+    let secret = create_tls_secret_as_documented(ns.name(), &format!("{release}-grpc")).await;
     let rendered = helm_template(&release, ns.name(), &[]).await;
     apply(&rendered, &[]).await;
+    serves_tls_from(ns.name(), &release, &secret).await;
     wait_for(
         "the chart's Deployment to have 2 ready replicas",
         Duration::from_secs(90),
@@ -902,6 +995,14 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
                 yes(
                     &["create", "storageplugins.atoll.dev"],
                     "cluster-scoped, always",
+                ),
+                yes(
+                    &["create", "tokenreviews.authentication.k8s.io"],
+                    "gRPC callers, cluster-scoped, always",
+                ),
+                yes(
+                    &["create", "subjectaccessreviews.authorization.k8s.io"],
+                    "gRPC calls, cluster-scoped, always",
                 ),
                 yes(
                     &["update", "leases.coordination.k8s.io/LEASE", "-n", "NS"],

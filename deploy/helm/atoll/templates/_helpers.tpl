@@ -21,6 +21,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/* The kubernetes.io/tls Secret holding the gRPC API's certificate. */}}
+{{- define "atoll.grpcTlsSecret" -}}
+{{- .Values.grpc.tls.secretName | default (printf "%s-grpc-tls" (include "atoll.fullname" .)) -}}
+{{- end -}}
+
 {{- define "atoll.image" -}}
 {{- if .Values.image.digest -}}
 {{ .Values.image.repository }}@{{ .Values.image.digest }}
@@ -104,4 +109,25 @@ deploy/rbac.yaml (the deploy test compares them).
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/*
+Checks of gRPC callers: cluster-scoped, so always in the ClusterRole, also
+when atoll watches one namespace. See deploy/rbac.yaml.
+*/}}
+{{- define "atoll.reviewRules" -}}
+# The gRPC API acts only for callers Kubernetes authorizes. A caller's bearer
+# token is checked by the API server (TokenReview, audience `atoll`), not
+# parsed by atoll; each call is then asked of the API server's RBAC
+# (SubjectAccessReview: may this user get/list/create/delete these atoll.dev
+# resources in this namespace?). Both are questions, cluster-scoped and
+# create-only: the API server answers and stores nothing. They let atoll
+# learn who a token belongs to and what a user may do, never act as that
+# user (the same two rules as the built-in ClusterRole system:auth-delegator).
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+- apiGroups: [authorization.k8s.io]
+  resources: [subjectaccessreviews]
+  verbs: [create]
 {{- end -}}
