@@ -91,6 +91,9 @@ impl Config {
 pub struct GrpcConfig {
     pub addr: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// The instance Lease of this process (in atoll's own namespace) and the
+    /// sweep of Member records of instances that are gone.
+    pub liveness: crate::grpc::Liveness,
 }
 
 /// The Lease replicas compete for.
@@ -297,6 +300,7 @@ impl Operator {
                     ready: ready.subscribe(),
                     tls: grpc.tls.clone(),
                     metrics: ctx.metrics.clone(),
+                    liveness: grpc.liveness.clone(),
                 };
                 Some(tokio::spawn(server.serve(listener, stop.clone())))
             }

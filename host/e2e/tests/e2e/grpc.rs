@@ -29,13 +29,19 @@ impl Drop for Grpc {
     }
 }
 
+/// The server, its instance Lease in `default` (swept there by the others
+/// should a test leave it behind).
 pub(crate) async fn start_grpc(client: &kube::Client, ready: bool) -> Grpc {
     atoll_testenv::install_crds(client, atoll::api::crds()).await;
-    serve_as(client, ready).await
+    serve_as(client, ready, atoll::grpc::Liveness::new("default")).await
 }
 
 /// The server calling Kubernetes as `client` (CRDs already installed).
-async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
+pub(crate) async fn serve_as(
+    client: &kube::Client,
+    ready: bool,
+    liveness: atoll::grpc::Liveness,
+) -> Grpc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (ready_tx, ready_rx) = watch::channel(ready);
@@ -46,6 +52,7 @@ async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
         ready: ready_rx,
         tls: None,
         metrics: Default::default(),
+        liveness,
     };
     let task = tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
@@ -968,7 +975,8 @@ async fn every_service_works_under_the_deploy_service_account() {
     let ns = TestNamespace::new(&admin, "grpc-least-privilege").await;
     let n = ns.name();
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
-    let grpc = serve_as(&sa, true).await;
+    // Its instance Lease in atoll's namespace, as deployed.
+    let grpc = serve_as(&sa, true, atoll::grpc::Liveness::new("atoll-system")).await;
 
     listed_databases(grpc.addr, "").await;
     listed_databases(grpc.addr, n).await;
