@@ -141,6 +141,17 @@ impl Judge {
         }
     }
 
+    /// When the next Lease of another instance seen unexpired at `now` will
+    /// have expired, if it is not renewed by then.
+    pub(super) fn next_expiry(&self, own: &str, now: Instant) -> Option<Instant> {
+        self.seen
+            .iter()
+            .filter(|(id, _)| *id != own)
+            .map(|(_, s)| s.since + s.lease.valid_for)
+            .filter(|at| *at > now)
+            .min()
+    }
+
     /// The expired Leases of other instances: (instance, version judged).
     pub(super) fn expired(&self, own: &str, now: Instant) -> Vec<(String, String)> {
         let mut expired: Vec<(String, String)> = self
@@ -154,7 +165,9 @@ impl Judge {
     }
 }
 
-/// Sweep at once, then every `sweep_period`, until aborted.
+/// Sweep at once, then every `sweep_period`, and also as soon as a Lease
+/// seen would expire (so a dead instance's records go `lease_duration`
+/// after its Lease was first seen, not up to a period later), until aborted.
 pub(super) async fn sweep_forever(
     client: Client,
     instance: Arc<Instance>,
@@ -174,7 +187,12 @@ pub(super) async fn sweep_forever(
             }
             Err(error) => tracing::warn!(%error, "sweeping Member records; retrying"),
         }
-        tokio::time::sleep_until(started + liveness.sweep_period).await;
+        let period = started + liveness.sweep_period;
+        let next = judge
+            .locked()
+            .next_expiry(&instance.id, Instant::now())
+            .map_or(period, |expiry| expiry.min(period));
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -316,6 +334,8 @@ mod tests {
         assert!(judge.stale("me", "dead", t0 + s(15)));
         assert!(!judge.stale("me", "live", t0 + s(28)), "late, not expired");
         assert!(judge.stale("me", "live", t0 + s(29)));
+        // The next sweep is due when "live" would expire unrenewed.
+        assert_eq!(judge.next_expiry("me", t0 + s(15)), Some(t0 + s(29)));
         // "me" was not listed this time: still never stale to itself.
         assert_eq!(
             judge.expired("me", t0 + s(15)),
