@@ -3,7 +3,9 @@
 //! 1. a second JoinGroup with the id and group of a live member is
 //!    ALREADY_EXISTS and leaves the record as it was, on the same replica and
 //!    on another one; once the first stream ended, the id joins again;
-//! 2. `atoll run` SIGKILLed with 100 joined members: a new `atoll run`
+//! 2. a replica whose instance Lease was deleted (as a sweep does) ends its
+//!    streams, writes its Lease again, and its members join again;
+//! 3. `atoll run` SIGKILLed with 100 joined members: a new `atoll run`
 //!    deletes every one of their records (and the dead replica's Lease)
 //!    within 30 s of serving; the time it took is printed.
 
@@ -158,6 +160,68 @@ async fn a_live_members_id_is_refused_and_its_record_kept() {
     drop(stream);
     drop(again);
     drop((a, b));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replica_whose_lease_was_deleted_ends_its_streams() {
+    let client_ = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&client_, atoll::api::crds()).await;
+    let ns = TestNamespace::new(&client_, "members-lost").await;
+    let n = ns.name();
+    let grpc = serve_as(&client_, true, atoll::grpc::Liveness::new(n)).await;
+    let members: Api<MemberRecord> = Api::namespaced(client_.clone(), n);
+    let leases: Api<Lease> = Api::namespaced(client_.clone(), n);
+    let mut c = client(grpc.addr).await;
+    let mut stream = c
+        .join_group(join(n, "m", "workers", "m.example", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    first(&mut stream).await;
+    let instance = record(&members, "m").await.unwrap().3;
+    let lease = format!("{}{instance}", atoll::grpc::LEASE_PREFIX);
+
+    // As a sweep does when it judged the replica gone: the stream must not
+    // go on as if its record were safe.
+    leases.delete(&lease, &Default::default()).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 15s of its replica's Lease being deleted");
+    let status = ended.expect_err("ended with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("instance Lease"), "{status:?}");
+    // The replica holds a new Lease; the member joins again.
+    wait_for(
+        "the member's old record to go",
+        Duration::from_secs(30),
+        || async {
+            match record(&members, "m").await {
+                None => Ok(()),
+                Some(r) => Err(format!("{r:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        leases.get_opt(&lease).await.unwrap().is_some(),
+        "Lease written again"
+    );
+    let mut stream = c
+        .join_group(join(n, "m", "workers", "m.example", 1))
+        .await
+        .expect("joining again")
+        .into_inner();
+    first(&mut stream).await;
+    drop(stream);
+    drop(grpc);
     ns.cleanup().await;
 }
 

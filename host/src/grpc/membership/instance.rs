@@ -8,17 +8,17 @@
 //!   for [`Held::held`]); so a record whose instance has no Lease belongs to
 //!   an instance that is gone, or that lost its Lease.
 //! - The instance declares its Lease lost (and its streams end, so their
-//!   clients join again) once its last successful renewal is so old that the
-//!   next check would come after the Lease may have expired: before another
-//!   replica, which counts expiry from when *it* saw that renewal, may sweep
-//!   its records. A Lease found deleted (swept) is lost too; either way the
+//!   clients join again) when `lease_duration - renew_period / 2` passed
+//!   since it sent its last successful renewal (one failed renewal is
+//!   tolerated with the defaults): before another replica, which counts
+//!   expiry from when *it* saw that renewal, may sweep its records. A Lease found deleted (swept) is lost too; either way the
 //!   next successful write starts a new [`Held::epoch`].
 //!
 //! # Caveats
 //! - Like leader election, expiry is judged on monotonic clocks; clocks that
 //!   run at different rates, or a process paused longer than the margin
-//!   (`lease_duration - 2 × renew_period`), can have records swept while
-//!   their streams are still open for a moment.
+//!   (half a renewal period), can have records swept while their streams are
+//!   still open for a moment.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -148,18 +148,29 @@ pub(super) async fn keep(
 ) {
     let api: Api<Lease> = Api::namespaced(client, &instance.namespace);
     let name = instance.lease();
-    // When the last successful write was sent: other replicas count expiry
-    // from no earlier than that.
+    // Others count expiry from when they saw the last successful write, so
+    // from no earlier than when it was sent (`last`): the Lease counts as
+    // lost half a renewal period before that expiry, even mid-attempt.
+    let trusted_for = liveness
+        .lease_duration
+        .saturating_sub(liveness.renew_period / 2);
     let mut last: Option<Instant> = None;
     loop {
         let started = Instant::now();
+        let lost_at = last.map(|l| l + trusted_for);
         let attempt = tokio::time::timeout(
             liveness.renew_period,
             renew(&api, &instance, &name, &liveness),
-        )
-        .await;
+        );
+        let attempt = match lost_at {
+            Some(at) => tokio::select! {
+                attempt = attempt => Some(attempt),
+                () = tokio::time::sleep_until(at) => None,
+            },
+            None => Some(attempt.await),
+        };
         match attempt {
-            Ok(Ok(created)) => {
+            Some(Ok(Ok(created))) => {
                 last = Some(started);
                 held.send_if_modified(|h| {
                     if h.held && !created {
@@ -176,18 +187,22 @@ pub(super) async fn keep(
                     true
                 });
             }
-            Ok(Err(error)) => tracing::warn!(lease = %name, %error, "renewing the instance Lease"),
-            Err(_) => tracing::warn!(lease = %name, "renewing the instance Lease timed out"),
+            Some(Ok(Err(error))) => {
+                tracing::warn!(lease = %name, %error, "renewing the instance Lease")
+            }
+            Some(Err(_)) => tracing::warn!(lease = %name, "renewing the instance Lease timed out"),
+            None => {}
         }
-        // Lost if the Lease may have expired by the next check.
-        if last
-            .is_some_and(|l| l + liveness.lease_duration <= Instant::now() + liveness.renew_period)
-        {
+        let next = started + liveness.renew_period;
+        match last.map(|l| l + trusted_for) {
+            Some(at) if at < next => tokio::time::sleep_until(at).await,
+            _ => tokio::time::sleep_until(next).await,
+        }
+        if last.is_some_and(|l| l + trusted_for <= Instant::now()) {
             last = None;
             held.send_modify(|h| h.held = false);
             tracing::warn!(lease = %name, "the instance Lease could not be renewed in time; its streams end");
         }
-        tokio::time::sleep_until(started + liveness.renew_period).await;
     }
 }
 
