@@ -95,6 +95,9 @@ pub struct GrpcConfig {
     pub auth: crate::grpc::AuthConfig,
     /// Connections, streams and call rates at most.
     pub limits: crate::grpc::GrpcLimits,
+    /// The instance Lease of this process (in atoll's own namespace) and the
+    /// sweep of Member records of instances that are gone.
+    pub liveness: crate::grpc::Liveness,
 }
 
 /// The Lease replicas compete for.
@@ -303,6 +306,7 @@ impl Operator {
                     auth: grpc.auth.clone(),
                     limits: grpc.limits,
                     metrics: ctx.metrics.clone(),
+                    liveness: grpc.liveness.clone(),
                 };
                 Some(tokio::spawn(server.serve(listener, stop.clone())))
             }

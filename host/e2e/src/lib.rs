@@ -508,6 +508,9 @@ pub fn atoll_command(ns: &str) -> Command {
             "127.0.0.1:0",
         ])
         .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+        // atoll's own namespace: its instance Lease goes there (and the
+        // leader Lease, with --leader-elect).
+        .env("POD_NAMESPACE", ns)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

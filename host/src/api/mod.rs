@@ -33,6 +33,14 @@ pub const LABEL_PLUGIN: &str = "atoll.dev/plugin";
 pub const ANNOTATION_RENDERED: &str = "atoll.dev/rendered";
 /// Label holding a Member's group, so a group's members can be watched.
 pub const LABEL_GROUP: &str = "atoll.dev/group";
+/// Label on a Member record naming the `atoll run` instance whose JoinGroup
+/// stream holds it, and on that instance's Lease (`atoll-instance-<id>`):
+/// records of an instance whose Lease is gone or expired are swept.
+pub const LABEL_INSTANCE: &str = "atoll.dev/instance";
+/// Label on a Member record naming the namespace of its instance's Lease, so
+/// that atoll installations with Leases in different namespaces leave each
+/// other's records alone.
+pub const LABEL_INSTANCE_NAMESPACE: &str = "atoll.dev/instance-namespace";
 /// Label on a PersistentVolumeClaim kept when its Database is deleted
 /// (`deletionPolicy: Retain`): the uid of that Database. While the Database
 /// exists it marks the claim as its own in place of an owner reference

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::PluginError;
-use crate::grpc::{GrpcLimits, TlsFiles};
+use crate::grpc::{GrpcLimits, Liveness, TlsFiles};
 use crate::operator::{Config, GrpcConfig, LeaderElectionConfig, PluginConfig, PluginConfigMaps};
 use crate::plugin::{Limits, Runtime};
 use crate::policy::AllowedKind;
@@ -66,7 +66,10 @@ pub struct RunArgs {
     /// Lease reconciles; the others wait to take over.
     #[arg(long)]
     leader_elect: bool,
-    /// Namespace of the Lease (atoll's own namespace in a cluster).
+    /// Namespace of the Lease (atoll's own namespace in a cluster); each
+    /// replica's instance Lease (`atoll-instance-<id>`, which ties the
+    /// Member records of its JoinGroup streams to it) is kept there too,
+    /// with or without --leader-elect.
     #[arg(long, env = "POD_NAMESPACE", default_value = "atoll-system")]
     leader_election_namespace: String,
     /// Name of the Lease.
@@ -291,6 +294,12 @@ impl RunArgs {
                     max_streams_per_connection: self.grpc.grpc_max_streams_per_connection,
                     requests_per_second: self.grpc.grpc_rate_limit,
                     burst: self.grpc.grpc_rate_burst,
+                },
+                // Instance Leases live next to the leader Lease; a replica
+                // confined to one namespace sweeps Members there only.
+                liveness: Liveness {
+                    members_namespace: self.namespace.clone(),
+                    ..Liveness::new(&self.leader_election_namespace)
                 },
             }),
             leader_election: self.leader_elect.then(|| LeaderElectionConfig {

@@ -37,7 +37,7 @@ pub use auth::{Auth, AuthConfig};
 pub use database::DatabaseApi;
 pub use error::{GrpcError, MAX_STATUS_MESSAGE};
 pub use limits::GrpcLimits;
-pub use membership::MembershipApi;
+pub use membership::{LEASE_PREFIX, Liveness, MembershipApi};
 pub use plugins::PluginApi;
 pub use primitive::PrimitiveApi;
 
@@ -110,6 +110,9 @@ pub struct Server {
     /// Where the membership service counts its streams, records and
     /// watches (the same metrics `/metrics` serves).
     pub metrics: Metrics,
+    /// This process's instance Lease, and the sweep of the Member records
+    /// of instances that are gone.
+    pub liveness: Liveness,
 }
 
 /// How long shutdown waits for the Member records of ended streams to be
@@ -122,7 +125,7 @@ impl Server {
     /// turns NOT_SERVING and open JoinGroup streams end (their members
     /// leave), so graceful shutdown does not wait on endless streams; then
     /// this waits (at most `LEAVE_GRACE`, 4 s) until their Member records are
-    /// deleted.
+    /// deleted, and deletes this process's instance Lease.
     ///
     /// # Errors
     /// TLS files cannot be read, the reflection service cannot be built, or the transport fails.
@@ -182,10 +185,11 @@ impl Server {
         use tonic_reflection::pb::{v1, v1alpha};
         let domain = self.renderer.cluster_domain.clone();
         let auth = Arc::new(Auth::new(self.client.clone(), self.auth, &self.limits));
-        let (membership, leaving) = MembershipApi::new(
+        let (membership, members) = MembershipApi::new(
             self.client.clone(),
             self.metrics.clone(),
             stop_rx,
+            self.liveness.clone(),
             Arc::clone(&auth),
         );
         let router = builder
@@ -233,7 +237,7 @@ impl Server {
             .await?;
         // Every stream has ended and the service is gone: the leaver ends
         // once it has deleted their records.
-        if tokio::time::timeout(LEAVE_GRACE, leaving).await.is_err() {
+        if !members.finish(LEAVE_GRACE).await {
             tracing::warn!(
                 "Member records of ended JoinGroup streams were not all deleted within {LEAVE_GRACE:?}"
             );

@@ -413,6 +413,28 @@ const NEEDED: &[Can] = &[
         &["create", "subjectaccessreviews.authorization.k8s.io"],
         "authorize each gRPC call",
     ),
+    yes(
+        &["list", "leases.coordination.k8s.io", "-n", "NS"],
+        "sweep the instance Leases of replicas that are gone",
+    ),
+    yes(
+        &[
+            "patch",
+            "leases.coordination.k8s.io/atoll-instance-0123456789abcdef",
+            "-n",
+            "NS",
+        ],
+        "renew its own instance Lease (random name)",
+    ),
+    yes(
+        &[
+            "delete",
+            "leases.coordination.k8s.io/atoll-instance-0123456789abcdef",
+            "-n",
+            "NS",
+        ],
+        "delete expired instance Leases, and its own on shutdown",
+    ),
 ];
 
 /// What atoll must not be able to do, whatever it watches.
@@ -480,11 +502,11 @@ const FORBIDDEN: &[Can] = &[
         "not an allowed kind",
     ),
     no(
-        &["update", "leases.coordination.k8s.io/other", "-n", "NS"],
-        "only its own Lease",
+        &["create", "leases.coordination.k8s.io", "-n", "WATCHED"],
+        "Leases only in its namespace",
     ),
     no(
-        &["create", "leases.coordination.k8s.io", "-n", "WATCHED"],
+        &["delete", "leases.coordination.k8s.io", "-n", "WATCHED"],
         "Leases only in its namespace",
     ),
     no(&["impersonate", "users"], "no impersonation"),

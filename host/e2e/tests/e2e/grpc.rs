@@ -30,15 +30,28 @@ impl Drop for Grpc {
     }
 }
 
-/// The server with CRDs installed; callers without credentials may act in
-/// `anonymous` (compatibility mode, as legacy Atomix clients need).
+/// The server with CRDs installed, its instance Lease in `default` (swept
+/// there by the others should a test leave it behind); callers without
+/// credentials may act in `anonymous` (compatibility mode, as legacy Atomix
+/// clients need).
 pub(crate) async fn start_grpc(client: &kube::Client, ready: bool, anonymous: &[&str]) -> Grpc {
     atoll_testenv::install_crds(client, atoll::api::crds()).await;
-    serve_as(client, ready, anonymous).await
+    serve_as(
+        client,
+        ready,
+        atoll::grpc::Liveness::new("default"),
+        anonymous,
+    )
+    .await
 }
 
 /// The server calling Kubernetes as `client` (CRDs already installed).
-async fn serve_as(client: &kube::Client, ready: bool, anonymous: &[&str]) -> Grpc {
+pub(crate) async fn serve_as(
+    client: &kube::Client,
+    ready: bool,
+    liveness: atoll::grpc::Liveness,
+    anonymous: &[&str],
+) -> Grpc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (ready_tx, ready_rx) = watch::channel(ready);
@@ -51,6 +64,7 @@ async fn serve_as(client: &kube::Client, ready: bool, anonymous: &[&str]) -> Grp
         auth: atoll::grpc::AuthConfig::kubernetes(anonymous.iter().copied()),
         limits: Default::default(),
         metrics: Default::default(),
+        liveness,
     };
     let task = tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
@@ -1015,7 +1029,9 @@ async fn every_service_works_under_the_deploy_service_account() {
     let ns = TestNamespace::new(&admin, "grpc-least-privilege").await;
     let n = ns.name();
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
-    let grpc = serve_as(&sa, true, &[n]).await;
+    // Its instance Lease in atoll's namespace, as deployed.
+    let liveness = atoll::grpc::Liveness::new("atoll-system");
+    let grpc = serve_as(&sa, true, liveness, &[n]).await;
 
     listed_databases(grpc.addr, "").await;
     listed_databases(grpc.addr, n).await;

@@ -407,6 +407,7 @@ async fn serve_with(
         tls: None,
         auth: atoll::grpc::AuthConfig::kubernetes([ns]),
         limits,
+        liveness: atoll::grpc::Liveness::new(ns),
         metrics: Default::default(),
     };
     let task = tokio::spawn(async move {
@@ -633,6 +634,7 @@ async fn client_certificates_identify_callers_over_mutual_tls() {
         }),
         auth: atoll::grpc::AuthConfig::kubernetes(Vec::<String>::new()),
         limits: Default::default(),
+        liveness: atoll::grpc::Liveness::new(n),
         metrics: Default::default(),
     };
     let task = tokio::spawn(server.serve(listener, std::future::pending()));

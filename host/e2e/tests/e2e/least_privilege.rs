@@ -25,6 +25,31 @@ async fn reconciles_with_the_service_account_from_deploy() {
 
     let ns = TestNamespace::new(&admin, "least-privilege").await;
     let n = ns.name();
+    // Leases: the leader's and each replica's instance Lease (random names,
+    // swept when expired), in atoll's own namespace and nowhere else.
+    let can = |verb: &'static str, namespace: &str| {
+        let namespace = namespace.to_string();
+        async move {
+            let args = [
+                "auth",
+                "can-i",
+                verb,
+                "leases.coordination.k8s.io",
+                "-n",
+                &namespace,
+                "--as",
+                "system:serviceaccount:atoll-system:atoll",
+            ];
+            kubectl(&args, None).await.stdout.trim() == "yes"
+        }
+    };
+    for verb in ["get", "list", "create", "update", "patch", "delete"] {
+        assert!(
+            can(verb, "atoll-system").await,
+            "{verb} leases in atoll-system"
+        );
+        assert!(!can(verb, n).await, "{verb} leases in {n}");
+    }
     let ctx = Arc::new(Context::new(sa, atoll_e2e::renderer()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ns_name = n.to_string();

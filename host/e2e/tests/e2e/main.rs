@@ -27,6 +27,7 @@ mod hostile;
 mod hot_reload;
 mod leader;
 mod least_privilege;
+mod members;
 mod operator;
 mod plugin_records;
 mod steady_state;

@@ -1,16 +1,25 @@
 //! Joining: a validated JoinGroup request, and the Member record made of it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tokio::sync::oneshot;
 
 use super::super::error::{GrpcError, check_label_value, check_name, check_namespace};
+use super::instance::lease_name;
 use super::leave::Leave;
 use super::stream::Following;
-use super::{LABEL_GROUP, Shared, pb};
+use super::sweep::LeaseView;
+use super::{LABEL_GROUP, LABEL_INSTANCE, LABEL_INSTANCE_NAMESPACE, Shared, pb};
 use crate::api::{Member, MemberSpec};
+use crate::sync::MutexExt;
+
+/// How long a join waits for this process to hold its instance Lease (at
+/// start-up, or after it lost it) before it is UNAVAILABLE.
+const HELD_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest host a member may give: a DNS name (253) or an IP address. The
 /// host is stored in the Member record; without a bound one request could
@@ -25,6 +34,19 @@ impl Shared {
         join: Join,
         mut joined: oneshot::Sender<Result<Following, GrpcError>>,
     ) {
+        // No record before the instance Lease is written: a record whose
+        // Lease is missing counts as left behind.
+        let held = tokio::select! {
+            held = self.wait_held() => held,
+            () = joined.closed() => return,
+        };
+        let epoch = match held {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                let _ = joined.send(Err(e));
+                return;
+            }
+        };
         // First, so a namespace's new watch lists while the record is made.
         let group = self
             .watches
@@ -40,7 +62,7 @@ impl Shared {
             // Counted from before the create until the delete is done, so
             // 0 means no record of atoll's exists or is on its way.
             self.metrics.member_records().inc();
-            record(&api, &join).await
+            self.record(&api, &join).await
         };
         let uid = match recorded {
             Ok(uid) => uid,
@@ -52,7 +74,7 @@ impl Shared {
         };
         let leave = Leave::new(&self, &join, uid.clone());
         tracing::info!(namespace = %join.namespace, group = %join.group, member = %join.member, "member joined");
-        let following = Following::new(group, join, uid, &self, leave);
+        let following = Following::new(group, join, uid, &self, leave, epoch);
         // Refused if the caller left meanwhile: `following` comes back and
         // is dropped here, which has the record deleted.
         let _ = joined.send(Ok(following));
@@ -137,47 +159,125 @@ impl Join {
     }
 }
 
-/// Create the Member record and return its uid. A record of the same id in
-/// the same group is replaced (the member reconnected before its old stream
-/// was noticed gone); in another group it is ALREADY_EXISTS.
-async fn record(api: &Api<Member>, join: &Join) -> Result<String, GrpcError> {
-    let doing = || format!("recording Member {}/{}", join.namespace, join.member);
-    for _ in 0..3 {
-        match api.create(&PostParams::default(), &join.object()).await {
-            Ok(created) => return Ok(created.uid().unwrap_or_default()),
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(GrpcError::kube(doing())(e)),
-        }
-        let Some(existing) = api
-            .get_opt(&join.member)
-            .await
-            .map_err(GrpcError::kube(doing()))?
-        else {
-            continue; // deleted meanwhile: create again
-        };
-        if existing.spec.group != join.group {
-            return Err(GrpcError::AlreadyExists(format!(
-                "member {} in namespace {} is already in group {:?}; a member id joins one group at a time",
-                join.member, join.namespace, existing.spec.group
-            )));
-        }
-        let params = DeleteParams {
-            preconditions: existing.uid().map(|uid| Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&join.member, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(GrpcError::kube(doing())(e)),
+impl Shared {
+    /// The epoch of this process's instance Lease, once it holds it.
+    async fn wait_held(&self) -> Result<u64, GrpcError> {
+        let mut held = self.held.clone();
+        match tokio::time::timeout(HELD_WAIT, held.wait_for(|h| h.held)).await {
+            Ok(Ok(h)) => Ok(h.epoch),
+            _ => Err(GrpcError::Unavailable(format!(
+                "this atoll replica cannot write its instance Lease {}/{} (see its log), \
+                 so it records no member; join again",
+                self.instance.namespace,
+                self.instance.lease()
+            ))),
         }
     }
-    Err(GrpcError::AlreadyExists(format!(
-        "member {} in namespace {} keeps being recorded concurrently; retry",
-        join.member, join.namespace
-    )))
+
+    /// Create the Member record, labelled with this instance, and return its
+    /// uid. A record of the same id held by a live stream is ALREADY_EXISTS,
+    /// left as it is, as is one in another group; one whose stream is gone
+    /// (ended here, or on a replica that is gone) is replaced.
+    async fn record(&self, api: &Api<Member>, join: &Join) -> Result<String, GrpcError> {
+        let doing = || format!("recording Member {}/{}", join.namespace, join.member);
+        let mut object = join.object();
+        object.labels_mut().extend([
+            (LABEL_INSTANCE.to_string(), self.instance.id.clone()),
+            (
+                LABEL_INSTANCE_NAMESPACE.to_string(),
+                self.instance.namespace.clone(),
+            ),
+        ]);
+        for _ in 0..3 {
+            match api.create(&PostParams::default(), &object).await {
+                Ok(created) => return Ok(created.uid().unwrap_or_default()),
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(GrpcError::kube(doing())(e)),
+            }
+            let Some(existing) = api
+                .get_opt(&join.member)
+                .await
+                .map_err(GrpcError::kube(doing()))?
+            else {
+                continue; // deleted meanwhile: create again
+            };
+            if existing.spec.group != join.group {
+                return Err(GrpcError::AlreadyExists(format!(
+                    "member {} in namespace {} is already in group {:?}; a member id joins one group at a time",
+                    join.member, join.namespace, existing.spec.group
+                )));
+            }
+            if let Some(holder) = self.holder(&existing).await? {
+                return Err(GrpcError::AlreadyExists(format!(
+                    "member {} of group {:?} in namespace {} is held by a live JoinGroup stream ({holder}); \
+                     the existing member must leave first (its record is deleted when its stream ends)",
+                    join.member, join.group, join.namespace
+                )));
+            }
+            tracing::info!(namespace = %join.namespace, member = %join.member,
+                "taking over the Member record of a stream that is gone");
+            let params = DeleteParams {
+                preconditions: existing.uid().map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&join.member, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(GrpcError::kube(doing())(e)),
+            }
+        }
+        Err(GrpcError::AlreadyExists(format!(
+            "member {} in namespace {} keeps being recorded concurrently; retry",
+            join.member, join.namespace
+        )))
+    }
+
+    /// Who holds the record `existing` by a live stream, if anyone: a stream
+    /// of this process, or another instance whose Lease is there and has not
+    /// expired (as far as this process has seen it).
+    async fn holder(&self, existing: &Member) -> Result<Option<String>, GrpcError> {
+        let labels = existing.labels();
+        let own = &self.instance;
+        let instance = match (
+            labels.get(LABEL_INSTANCE),
+            labels.get(LABEL_INSTANCE_NAMESPACE),
+        ) {
+            (Some(id), Some(ns)) if *ns == own.namespace => id,
+            _ => {
+                return Ok(Some(format!(
+                    "its record names no atoll instance with a Lease in {}; if no stream holds it, \
+                     delete it: kubectl delete members.atoll.dev {} -n {}",
+                    own.namespace,
+                    existing.name_any(),
+                    existing.namespace().unwrap_or_default()
+                )));
+            }
+        };
+        if *instance == own.id {
+            let uid = existing.uid().unwrap_or_default();
+            let held = self.holding.locked().contains(&uid);
+            return Ok(held.then(|| "on this atoll replica".to_string()));
+        }
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &own.namespace);
+        let name = lease_name(instance);
+        let lease = leases
+            .get_opt(&name)
+            .await
+            .map_err(GrpcError::kube(format!(
+                "reading Lease {}/{name}",
+                own.namespace
+            )))?;
+        let Some(view) = lease.as_ref().and_then(LeaseView::of) else {
+            return Ok(None); // its instance is gone
+        };
+        let now = tokio::time::Instant::now();
+        let mut judge = self.judge.locked();
+        judge.saw(view, now);
+        Ok((!judge.stale(&own.id, instance, now)).then(|| format!("on atoll instance {instance}")))
+    }
 }
 
 #[cfg(test)]

@@ -11,13 +11,15 @@ use super::join::Join;
 use super::{API_CONCURRENCY, Shared};
 use crate::api::Member;
 use crate::metrics::Metrics;
+use crate::sync::MutexExt;
 
 /// Attempts to delete a record whose delete failed for a reason that may
 /// pass (connection lost, 5xx); kube's client already retries 429, 503 and
 /// 504 itself, honouring Retry-After.
 const LEAVE_ATTEMPTS: u32 = 5;
 
-/// A Member record to delete: the stream that made it ended.
+/// A Member record to delete: the stream that made it ended (or, for the
+/// sweep, the instance that made it is gone).
 #[derive(Debug)]
 pub(super) struct Leaving {
     namespace: String,
@@ -26,17 +28,34 @@ pub(super) struct Leaving {
     uid: String,
 }
 
+impl Leaving {
+    /// The record `m` as listed (`None` without a namespace, name or uid).
+    pub(super) fn of(m: &kube::core::PartialObjectMeta<Member>) -> Option<Leaving> {
+        Some(Leaving {
+            namespace: m.metadata.namespace.clone()?,
+            name: m.metadata.name.clone()?,
+            uid: m.metadata.uid.clone()?,
+        })
+    }
+}
+
 /// Queues the member's record for deletion when dropped, however the stream
 /// ended (no runtime is needed for that, so it works during shutdown too).
+/// Until then the record counts as held by a live stream
+/// ([`Shared::holding`]).
 pub(super) struct Leave {
     leaves: mpsc::UnboundedSender<Leaving>,
+    holding: std::sync::Weak<std::sync::Mutex<std::collections::HashSet<String>>>,
     leaving: Option<Leaving>,
 }
 
 impl Leave {
+    /// Noted as held from now on (until dropped).
     pub(super) fn new(shared: &Shared, join: &Join, uid: String) -> Leave {
+        shared.holding.locked().insert(uid.clone());
         Leave {
             leaves: shared.leaves.clone(),
+            holding: std::sync::Arc::downgrade(&shared.holding),
             leaving: Some(Leaving {
                 namespace: join.namespace.clone(),
                 name: join.member.clone(),
@@ -48,6 +67,9 @@ impl Leave {
 
 impl Drop for Leave {
     fn drop(&mut self) {
+        if let (Some(holding), Some(leaving)) = (self.holding.upgrade(), &self.leaving) {
+            holding.locked().remove(&leaving.uid);
+        }
         if let Some(leaving) = self.leaving.take()
             && let Err(e) = self.leaves.send(leaving)
         {
@@ -71,7 +93,7 @@ pub(super) async fn leave_all(
     while open || !deleting.is_empty() {
         tokio::select! {
             leaving = queue.recv(), if open && deleting.len() < API_CONCURRENCY => match leaving {
-                Some(leaving) => deleting.push(delete_record(client.clone(), leaving)),
+                Some(leaving) => deleting.push(delete_record(client.clone(), leaving, "member left")),
                 None => open = false,
             },
             Some(()) = deleting.next() => {
@@ -81,8 +103,9 @@ pub(super) async fn leave_all(
     }
 }
 
-/// Delete one record, retrying failures that may pass.
-async fn delete_record(client: Client, leaving: Leaving) {
+/// Delete one record, retrying failures that may pass; log `done` once
+/// deleted.
+pub(super) async fn delete_record(client: Client, leaving: Leaving, done: &'static str) {
     let Leaving {
         namespace,
         name,
@@ -102,7 +125,7 @@ async fn delete_record(client: Client, leaving: Leaving) {
     for attempt in 1..=LEAVE_ATTEMPTS {
         let error = match api.delete(&name, &params).await {
             Ok(_) => {
-                tracing::info!(%namespace, member = %name, "member left");
+                tracing::info!(%namespace, member = %name, "{done}");
                 return;
             }
             // Gone already, or replaced by a newer join (uid mismatch).

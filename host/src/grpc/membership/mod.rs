@@ -6,10 +6,25 @@
 //! group's members as soon as the server's watch has listed them (the joiner
 //! included), then the full list after every change. When the stream ends
 //! (the client cancels, disconnects, or vanishes and HTTP/2 keepalive gives
-//! up on it; or atoll shuts down) the Member is deleted. A member id names
-//! one member: joining again under the same id and group takes the record
-//! over (a reconnect), while a record of that id in another group is
-//! ALREADY_EXISTS.
+//! up on it; or atoll shuts down) the Member is deleted.
+//!
+//! A member id names one member, held by one stream: a join under an id
+//! whose record is held by a live stream is ALREADY_EXISTS (the existing
+//! member must leave first), in its group or another, and the record is left
+//! as it was. "Live" is known across replicas through the record's labels:
+//! `atoll.dev/instance=<id>` names the `atoll run` process serving its
+//! stream, and `atoll.dev/instance-namespace` the namespace of that
+//! process's Lease `atoll-instance-<id>` ([`instance`]). A record of this
+//! process is held while its stream is open; one of another process while
+//! that process's Lease exists and has not expired. A record whose holder is
+//! gone is taken over. So a client that reconnects after its old stream
+//! ended finds the record deleted (or takes it over); one that reconnects
+//! while its old stream is still open on a connection that vanished is
+//! refused until HTTP/2 keepalive ends that stream (within about 20 s) and
+//! the record is deleted. Records without these labels (made by hand, by an
+//! older atoll, or by an atoll whose Leases are in another namespace) are
+//! never taken over. Records of a replica that crashed are deleted by the
+//! other replicas' [`sweep`].
 //!
 //! Built to hold thousands of streams:
 //! - one watch on Member objects per namespace with open streams, shared by
@@ -28,18 +43,24 @@
 //! By concern:
 //! - [`join`]: validating a JoinGroup request and creating the Member record;
 //! - [`leave`]: deleting the record once its stream ended;
+//! - [`instance`]: this process's id and the Lease that shows it alive;
+//! - [`sweep`]: deleting the records of processes that are gone;
 //! - [`stream`]: what each JoinGroup response stream sends, and when;
 //! - [`watch`]: the shared per-namespace watches streams follow;
 //! - [`state`]: what such a watch knows, and the group lists it publishes.
 
+mod instance;
 mod join;
 mod leave;
 mod state;
 mod stream;
+mod sweep;
 mod watch;
 
+use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::Stream;
 use kube::Client;
@@ -49,11 +70,14 @@ use tonic::{Request, Response, Status};
 use super::auth::{Access, Auth, Credentials};
 use super::proto::atomix::membership as pb;
 use crate::metrics::Metrics;
+use instance::{Held, Instance};
 use join::Join;
 use leave::{Leaving, leave_all};
+use sweep::Judge;
 use watch::Watches;
 
-pub use crate::api::LABEL_GROUP;
+pub use crate::api::{LABEL_GROUP, LABEL_INSTANCE, LABEL_INSTANCE_NAMESPACE};
+pub use instance::{LEASE_PREFIX, Liveness};
 
 /// Member creates, and separately deletes, in flight at most. kube's client
 /// speaks HTTP/1.1, one connection per request in flight: a thousand clients
@@ -79,21 +103,100 @@ struct Shared {
     leaves: mpsc::UnboundedSender<Leaving>,
     /// Turns true when the server shuts down: open streams end then.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// This process, whose records these are.
+    instance: Arc<Instance>,
+    /// Whether it holds its Lease: joins wait for it, streams end when the
+    /// Lease is lost.
+    held: tokio::sync::watch::Receiver<Held>,
+    /// Uids of this process's records whose streams are open.
+    holding: Arc<Mutex<HashSet<String>>>,
+    /// What this process saw of other instances' Leases.
+    judge: Arc<Mutex<Judge>>,
+}
+
+/// What runs besides the service: the deletes of ended streams' records,
+/// the instance Lease renewal and the sweep. Dropped, it stops the renewal
+/// and the sweep.
+pub struct Background {
+    client: Client,
+    instance: Arc<Instance>,
+    leaver: Option<tokio::task::JoinHandle<()>>,
+    keeper: Option<tokio::task::JoinHandle<()>>,
+    sweeper: tokio::task::AbortHandle,
+}
+
+impl Background {
+    /// After the server stopped (every stream ended, the service dropped):
+    /// wait at most `grace` until the ended streams' records are deleted,
+    /// then stop renewing and delete this process's Lease, so that another
+    /// replica sweeps at once whatever record was left. `false` if records
+    /// were left.
+    pub async fn finish(mut self, grace: Duration) -> bool {
+        self.sweeper.abort();
+        let all_left = match self.leaver.take() {
+            Some(leaver) => tokio::time::timeout(grace, leaver).await.is_ok(),
+            None => true,
+        };
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+            let _ = keeper.await; // no renewal after the delete
+        }
+        instance::release(self.client.clone(), &self.instance).await;
+        all_left
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
+        self.sweeper.abort();
+    }
 }
 
 impl MembershipApi {
-    /// The service, and the task deleting the Member records of ended
-    /// streams. The task ends once the service and every stream are gone
-    /// and their records deleted: await it on shutdown, so records do not
-    /// outlive the process.
+    /// The service with a new instance id, and what runs besides it
+    /// (started here: the Lease renewal, and the sweep, which runs at once).
+    /// Call [`Background::finish`] on shutdown, so records do not outlive
+    /// the process.
     pub fn new(
         client: Client,
         metrics: Metrics,
         stopping: tokio::sync::watch::Receiver<bool>,
+        liveness: Liveness,
         auth: Arc<Auth>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    ) -> (Self, Background) {
         let (leaves, queue) = mpsc::unbounded_channel();
         let leaver = tokio::spawn(leave_all(client.clone(), metrics.clone(), queue));
+        let instance = Arc::new(Instance::new(&liveness.namespace));
+        if !liveness.valid() {
+            tracing::warn!(
+                ?liveness,
+                "instance Lease timing leaves no margin; records may be swept while their streams are open"
+            );
+        }
+        let (held_tx, held) = tokio::sync::watch::channel(Held::default());
+        let keeper = tokio::spawn(instance::keep(
+            client.clone(),
+            Arc::clone(&instance),
+            liveness.clone(),
+            held_tx,
+        ));
+        let judge = Arc::new(Mutex::new(Judge::default()));
+        let sweeper = tokio::spawn(sweep::sweep_forever(
+            client.clone(),
+            Arc::clone(&instance),
+            liveness,
+            Arc::clone(&judge),
+        ));
+        let background = Background {
+            client: client.clone(),
+            instance: Arc::clone(&instance),
+            leaver: Some(leaver),
+            keeper: Some(keeper),
+            sweeper: sweeper.abort_handle(),
+        };
         let shared = Arc::new(Shared {
             watches: Watches::new(client.clone(), metrics.clone()),
             client,
@@ -101,8 +204,12 @@ impl MembershipApi {
             recording: Semaphore::new(API_CONCURRENCY),
             leaves,
             stopping,
+            instance,
+            held,
+            holding: Arc::default(),
+            judge,
         });
-        (MembershipApi { shared, auth }, leaver)
+        (MembershipApi { shared, auth }, background)
     }
 }
 

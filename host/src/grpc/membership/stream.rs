@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::instance::Held;
 use super::join::Join;
 use super::leave::Leave;
 use super::state::GroupList;
@@ -16,14 +17,19 @@ use super::{MemberStream, Shared, pb};
 /// One member's stream: the group's list whenever it changed, made when
 /// the client is ready for the next message (tonic asks for it once HTTP/2
 /// flow control lets it send), so a slow client holds no backlog, not even
-/// one list, and gets the latest when it catches up. Ends only at shutdown;
-/// dropped (the client went away), it has the record deleted.
+/// one list, and gets the latest when it catches up. Ends only at shutdown
+/// or when this process loses its instance Lease (then its record may be
+/// swept: the client must join again); dropped (the client went away), it
+/// has the record deleted.
 pub(super) struct Following {
     group: Subscription,
     join: Join,
     uid: String,
     sent: Sent,
     stopping: watch::Receiver<bool>,
+    /// The instance Lease, held in `epoch` when the record was made.
+    held: watch::Receiver<Held>,
+    epoch: u64,
     ended: bool,
     _open: Counted,
     _leave: Leave,
@@ -43,13 +49,15 @@ enum Sent {
 impl Following {
     /// The stream of the member `join` recorded as `uid`, following `group`;
     /// counted among the open streams while it lives, and `leave` has the
-    /// record deleted when it is dropped.
+    /// record deleted when it is dropped; it ends when the instance Lease is
+    /// no longer held in `epoch`.
     pub(super) fn new(
         group: Subscription,
         join: Join,
         uid: String,
         shared: &Shared,
         leave: Leave,
+        epoch: u64,
     ) -> Following {
         Following {
             group,
@@ -57,6 +65,8 @@ impl Following {
             uid,
             sent: Sent::Nothing,
             stopping: shared.stopping.clone(),
+            held: shared.held.clone(),
+            epoch,
             ended: false,
             _open: Counted::new(shared.metrics.join_streams()),
             _leave: leave,
@@ -76,6 +86,7 @@ impl Following {
         if self.ended {
             return None;
         }
+        let mut message = "atoll is shutting down; join again";
         loop {
             if let Some(members) = self.fresh() {
                 return Some(Ok(pb::JoinGroupResponse {
@@ -91,12 +102,15 @@ impl Following {
                     break; // the watch is gone (cannot happen while subscribed)
                 },
                 () = stopped(&mut self.stopping) => break,
+                () = lost(&mut self.held, self.epoch) => {
+                    message = "this atoll replica lost its instance Lease, so its member records \
+                               may be deleted; join again";
+                    break;
+                }
             }
         }
         self.ended = true;
-        Some(Err(Status::unavailable(
-            "atoll is shutting down; join again",
-        )))
+        Some(Err(Status::unavailable(message)))
     }
 
     /// The list to send now, if it differs from the last one sent.
@@ -142,6 +156,12 @@ impl Sent {
 /// `()`, not the guard `wait_for` yields, which must not live across awaits.
 async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// Resolves once the instance Lease is no longer held in `epoch` (or its
+/// keeper is gone).
+async fn lost(held: &mut watch::Receiver<Held>, epoch: u64) {
+    let _ = held.wait_for(|h| !h.held || h.epoch != epoch).await;
 }
 
 /// A gauge counting something alive: up when made, down when dropped.
