@@ -349,8 +349,10 @@ pub async fn names(ns: &str, kind: &str, selector: &str) -> Vec<String> {
     names
 }
 
-/// The kinds atoll's built-in plugins render, and Partitions.
-const MANAGED_KINDS: &str = "statefulsets,services,configmaps,poddisruptionbudgets,partitions";
+/// The kinds atoll's built-in plugins render, Partitions, and the
+/// partition-group Service's EndpointSlices.
+const MANAGED_KINDS: &str =
+    "statefulsets,services,configmaps,poddisruptionbudgets,partitions,endpointslices";
 
 /// `kubectl get` of every child atoll manages in `ns`, printed as `output`.
 async fn get_managed(ns: &str, output: &str) -> String {
@@ -451,6 +453,9 @@ pub async fn exactly_rendered(client: &Client, ns: &str) -> Result<(), String> {
                 o["metadata"]["name"].as_str().unwrap()
             ));
         }
+        // The host's partition-group Service and its EndpointSlice.
+        expected.insert(format!("service/{}", db.name_any()));
+        expected.insert(format!("endpointslice.discovery.k8s.io/{}", db.name_any()));
         uids.insert(db.uid().unwrap(), db.name_any());
     }
     let actual: BTreeSet<String> = managed(ns).await.into_iter().collect();

@@ -17,6 +17,7 @@
 mod apiserver;
 mod crash;
 mod data_safety;
+mod dns;
 mod failover;
 mod grpc;
 mod grpc_abuse;
