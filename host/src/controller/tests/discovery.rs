@@ -149,3 +149,26 @@ async fn a_headless_partition_service_leaves_the_slice_empty() {
     run(&api, &db).await;
     assert!(listed(&api).is_empty(), "{}", slice(&api));
 }
+
+#[test]
+fn every_builtin_plugin_gives_partition_services_a_cluster_ip() {
+    // A headless partition Service would leave the group's slice empty:
+    // none of the five built-ins renders one.
+    for plugin in ["raft", "cache", "redis", "primary-backup", "log"] {
+        let mut db = super::database(3, 1);
+        db.spec.storage.plugin = plugin.into();
+        db.spec.storage.config = Some(json!({}));
+        let desired = super::renderer()
+            .render(&db)
+            .unwrap_or_else(|e| panic!("{plugin}: {e}"));
+        assert_eq!(desired.partitions.len(), 3, "{plugin}");
+        for b in &desired.partitions {
+            let service = desired
+                .objects
+                .iter()
+                .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == b.service.as_str())
+                .unwrap_or_else(|| panic!("{plugin}: Service {}", b.service));
+            assert_ne!(service["spec"]["clusterIP"], "None", "{plugin}: {service}");
+        }
+    }
+}
