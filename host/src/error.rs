@@ -105,6 +105,11 @@ pub enum PolicyError {
     #[error("{kind} {name} is rendered twice")]
     Duplicate { kind: String, name: String },
 
+    #[error(
+        "{kind} {name} is reserved: atoll keeps it as the Database's partition-group Service (DNS SRV discovery of every partition); render the plugin's Services under other names, e.g. {name}-hs"
+    )]
+    Reserved { kind: String, name: String },
+
     #[error("partition bindings are wrong: {0}")]
     Bindings(String),
 }

@@ -3,8 +3,9 @@
 //!
 //! A render passes only if every object is an allowed kind, lives in the
 //! Database's namespace (absent namespaces are filled in), is named after the
-//! Database, appears once, and the whole output stays within count and byte
-//! bounds. The host then stamps atoll's labels and an owner reference to the
+//! Database, appears once, does not take a name the host keeps for itself
+//! (the partition-group Service `<db>`, see `controller::discovery`), and
+//! the whole output stays within count and byte bounds. The host then stamps atoll's labels and an owner reference to the
 //! Database on every object, replacing whatever the plugin set there.
 
 pub mod retention;
@@ -154,6 +155,9 @@ impl OutputPolicy {
                     prefix: owner.name.to_string(),
                 });
             }
+            if reserved(&kind, &name, owner.name) {
+                return Err(PolicyError::Reserved { kind, name });
+            }
             let metadata = object["metadata"]
                 .as_object_mut()
                 .expect("identity() checked metadata is an object");
@@ -205,8 +209,25 @@ fn identity(object: &Value) -> Option<(String, String, String)> {
     ))
 }
 
+/// Whether `kind name` is the host's own for Database `db`: the
+/// partition-group Service `<db>` and its EndpointSlices `<db>`, `<db>-2`…
+/// (`controller::discovery`).
+fn reserved(kind: &str, name: &str, db: &str) -> bool {
+    match kind {
+        "Service" => name == db,
+        "EndpointSlice" => {
+            name == db
+                || name
+                    .strip_prefix(db)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    }
+}
+
 /// Force namespace, atoll's labels and the owner reference.
-fn stamp(metadata: &mut Map<String, Value>, owner: &Owner) {
+pub(crate) fn stamp(metadata: &mut Map<String, Value>, owner: &Owner) {
     metadata.insert("namespace".into(), owner.namespace.into());
     let labels = metadata
         .entry("labels")

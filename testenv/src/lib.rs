@@ -12,6 +12,8 @@
 //!   with atoll) and returns its path.
 //! - [`PrivateControlPlane`] starts a control plane of a test's own, for
 //!   faults the shared one must not see (an API server restart).
+//! - [`Dns`] queries the CoreDNS running beside the control plane (A and SRV
+//!   records of Services, as Pods would resolve them).
 //!
 //! The control plane is shared by every test process: tests must only touch
 //! their own namespace and cluster-scoped objects they name uniquely (CRDs are
@@ -20,7 +22,10 @@
 //! container: nothing listens on Pod or Service IPs, and nothing is written to
 //! the PersistentVolumes it binds to claims of the default StorageClass.
 
+mod dns;
 mod private;
+
+pub use dns::{DNS_ENV, Dns, Srv};
 
 pub use private::{PrivateControlPlane, Restart};
 

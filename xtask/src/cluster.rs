@@ -1,10 +1,12 @@
 //! `cargo xtask cluster up|down|env`: a real, local Kubernetes control plane.
 //!
-//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run
-//! as plain processes on 127.0.0.1, built from the Go module proxy on first use
-//! (see the `build` module). kwok plays the kubelet for three fake Nodes, so Pods are
+//! etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok and
+//! CoreDNS run as plain processes on 127.0.0.1, built from the Go module proxy
+//! on first use (see the `build` module). kwok plays the kubelet for three fake Nodes, so Pods are
 //! scheduled and turn Running and Ready without containers, and provisions
 //! claims of the default StorageClass `kwok-volume` (no storage behind them).
+//! CoreDNS serves `cluster.local` from the API server on a loopback port
+//! (see the `dns` module); `env` prints it as `ATOLL_TESTENV_DNS`.
 //!
 //! Everything a running control plane owns lives in one state directory
 //! (`/tmp/atoll-testenv-$UID`, or `$ATOLL_TESTENV_DIR`): certificates, the
@@ -12,11 +14,13 @@
 //! `down` uses to stop exactly what `up` started. `atoll-testenv` (the Rust
 //! test-support crate) finds the kubeconfig at the same well-known path.
 //!
-//! [`PrivatePlane`] starts the same processes in a directory and on ports of
-//! a caller's own, for tests that must not disturb the shared control plane.
+//! [`PrivatePlane`] starts the same processes (but not CoreDNS) in a
+//! directory and on ports of a caller's own, for tests that must not disturb
+//! the shared control plane.
 
 mod build;
 mod certs;
+mod dns;
 mod private;
 mod processes;
 mod start;
@@ -32,12 +36,14 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Subcommand)]
 pub enum ClusterCmd {
-    /// Build what is missing, start the control plane (or reuse a running one)
-    /// and print `export KUBECONFIG=...` on stdout.
+    /// Build what is missing, start the control plane (or reuse a running
+    /// one, adding CoreDNS if it lacks it) and print `export KUBECONFIG=...`
+    /// and `export ATOLL_TESTENV_DNS=...` on stdout.
     Up,
     /// Stop the processes `up` started, wait for them to exit and remove the state directory.
     Down,
-    /// Print `export KUBECONFIG=...` for the running control plane; fails if none is running.
+    /// Print `export KUBECONFIG=...` (and `export ATOLL_TESTENV_DNS=...`
+    /// when CoreDNS runs) for the running control plane; fails if none is running.
     Env,
 }
 
@@ -45,9 +51,15 @@ pub enum ClusterCmd {
 pub struct Cluster {
     /// Admin kubeconfig (client certificate in group `system:masters`).
     pub kubeconfig: PathBuf,
+    /// CoreDNS serving `cluster.local` from this control plane, `127.0.0.1:<port>`.
+    pub dns: String,
     /// True when this call started the processes; false when it reused running ones.
     pub started_here: bool,
 }
+
+/// The variable tests read CoreDNS's address from (`atoll-testenv` also
+/// finds it in the state directory).
+pub const DNS_ENV: &str = "ATOLL_TESTENV_DNS";
 
 /// `cargo xtask cluster up|down|env`.
 ///
@@ -58,6 +70,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
         ClusterCmd::Up => {
             let cluster = ensure_up()?;
             println!("export KUBECONFIG={}", cluster.kubeconfig.display());
+            println!("export {DNS_ENV}={}", cluster.dns);
         }
         ClusterCmd::Down => down()?,
         ClusterCmd::Env => {
@@ -69,6 +82,12 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                 );
             }
             println!("export KUBECONFIG={}", state.kubeconfig().display());
+            match dns::running(&state) {
+                Some(address) => println!("export {DNS_ENV}={address}"),
+                None => eprintln!(
+                    "CoreDNS is not running beside this control plane; `cargo xtask cluster up` starts it"
+                ),
+            }
         }
     }
     Ok(())
@@ -83,14 +102,18 @@ pub fn ensure_up() -> Result<Cluster> {
     let _lock = state.lock()?;
     if state.is_running() {
         eprintln!("control plane already running in {}", state.dir.display());
+        // A control plane started before CoreDNS was part of it gets it now.
+        let dns = dns::ensure(&state)?;
         return Ok(Cluster {
             kubeconfig: state.kubeconfig(),
+            dns,
             started_here: false,
         });
     }
     // Leftovers of a crashed or half-started control plane: stop what is still
     // ours and start from a clean directory.
     if state.dir.exists() {
+        dns::stop(&state)?;
         processes::stop_all(&state.pids_file())?;
         fs::remove_dir_all(&state.dir)
             .with_context(|| format!("removing stale state {}", state.dir.display()))?;
@@ -98,20 +121,26 @@ pub fn ensure_up() -> Result<Cluster> {
     let bins = build::ensure_binaries()?;
     let started = Instant::now();
     let mut recorder = processes::Recorder::detached(state.pids_file());
-    if let Err(err) = start::start(&state, &bins, &mut recorder) {
-        // Stop whatever did start but keep the directory: its logs explain the failure.
-        let _ = processes::stop_all(&state.pids_file());
-        return Err(err.context(format!(
-            "starting the control plane failed; logs are in {}",
-            state.dir.join("logs").display()
-        )));
-    }
+    let started_all = start::start(&state, &bins, &mut recorder).and_then(|_| dns::ensure(&state));
+    let dns = match started_all {
+        Ok(dns) => dns,
+        Err(err) => {
+            // Stop whatever did start but keep the directory: its logs explain the failure.
+            let _ = dns::stop(&state);
+            let _ = processes::stop_all(&state.pids_file());
+            return Err(err.context(format!(
+                "starting the control plane failed; logs are in {}",
+                state.dir.join("logs").display()
+            )));
+        }
+    };
     eprintln!(
         "control plane ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(Cluster {
         kubeconfig: state.kubeconfig(),
+        dns,
         started_here: true,
     })
 }
@@ -128,6 +157,7 @@ pub fn down() -> Result<()> {
         eprintln!("no control plane state in {}", state.dir.display());
         return Ok(());
     }
+    dns::stop(&state)?;
     processes::stop_all(&state.pids_file())?;
     fs::remove_dir_all(&state.dir).with_context(|| format!("removing {}", state.dir.display()))?;
     eprintln!("control plane stopped; removed {}", state.dir.display());

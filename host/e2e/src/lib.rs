@@ -349,7 +349,9 @@ pub async fn names(ns: &str, kind: &str, selector: &str) -> Vec<String> {
     names
 }
 
-/// The kinds atoll's built-in plugins render, and Partitions.
+/// The kinds atoll's built-in plugins render, and Partitions. (Not
+/// EndpointSlices: Kubernetes copies a Service's labels, atoll's included,
+/// onto the slices it makes for it; [`exactly_rendered`] checks atoll's own.)
 const MANAGED_KINDS: &str = "statefulsets,services,configmaps,poddisruptionbudgets,partitions";
 
 /// `kubectl get` of every child atoll manages in `ns`, printed as `output`.
@@ -451,7 +453,39 @@ pub async fn exactly_rendered(client: &Client, ns: &str) -> Result<(), String> {
                 o["metadata"]["name"].as_str().unwrap()
             ));
         }
+        // The host's partition-group Service.
+        expected.insert(format!("service/{}", db.name_any()));
         uids.insert(db.uid().unwrap(), db.name_any());
+    }
+    // And its EndpointSlice, named after the Database, owned by it.
+    let slices = k(
+        ns,
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "endpointslice.kubernetes.io/managed-by=atoll.dev",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.ownerReferences[?(@.controller==true)].uid}{\"\\n\"}{end}",
+        ],
+        None,
+    )
+    .await;
+    let slices: BTreeMap<String, String> = slices
+        .lines()
+        .map(|l| {
+            let (name, owner) = l.split_once(' ').unwrap_or((l, ""));
+            (name.to_string(), owner.to_string())
+        })
+        .collect();
+    let wanted: BTreeMap<String, String> = uids
+        .iter()
+        .map(|(uid, name)| (name.clone(), uid.clone()))
+        .collect();
+    if slices != wanted {
+        return Err(format!(
+            "atoll's EndpointSlices in {ns} (name, owner uid): {slices:?}, expected {wanted:?}"
+        ));
     }
     let actual: BTreeSet<String> = managed(ns).await.into_iter().collect();
     if actual != expected {

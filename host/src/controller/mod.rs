@@ -8,10 +8,12 @@
 //!    policy, `spec.pod` and config checksums; an error makes the Database
 //!    `Degraded` and touches no child; [`configs`] then reads the ConfigMaps
 //!    and Secrets pod templates use but the render lacks, for the checksums;
-//! 3. [`plan`]: what to apply and prune, or a refusal by the data-loss guard;
-//! 4. [`converge`]: apply what drifted, prune what is no longer rendered;
-//! 5. [`readiness`]: the plugin's `status` over the observed children;
-//! 6. [`status`]: Partition and Database status and Events, written only
+//! 3. [`discovery`]: the partition-group Service and EndpointSlice that
+//!    publish every partition in DNS (the host's own children);
+//! 4. [`plan`]: what to apply and prune, or a refusal by the data-loss guard;
+//! 5. [`converge`]: apply what drifted, prune what is no longer rendered;
+//! 6. [`readiness`]: the plugin's `status` over the observed children;
+//! 7. [`status`]: Partition and Database status and Events, written only
 //!    when they change.
 //!
 //! [`run`] wires these to kube-runtime: one watch per owned kind feeds the
@@ -20,6 +22,7 @@
 
 pub mod configs;
 pub mod converge;
+pub mod discovery;
 mod moves;
 pub mod observe;
 pub mod plan;
@@ -86,7 +89,8 @@ pub struct Context {
     pub client: Client,
     pub renderer: Arc<Renderer>,
     pub recorder: Recorder,
-    /// Kinds atoll observes and prunes: the policy's allowed kinds and Partition.
+    /// Kinds atoll observes and prunes: the policy's allowed kinds,
+    /// Partition, and the Service and EndpointSlice of [`discovery`].
     pub kinds: Vec<Kind>,
     pub metrics: Metrics,
     /// Reconciles in flight at once (0: unbounded).
@@ -118,6 +122,14 @@ impl Context {
             .map(|k| Kind::new(&k.api_version, &k.kind))
             .collect();
         kinds.push(Kind::new(API_VERSION, "Partition"));
+        for (api_version, kind) in [("v1", "Service"), ("discovery.k8s.io/v1", "EndpointSlice")] {
+            if !kinds
+                .iter()
+                .any(|k| k.resource.api_version == api_version && k.resource.kind == kind)
+            {
+                kinds.push(Kind::new(api_version, kind));
+            }
+        }
         let recorder = crate::api::event_recorder(client.clone());
         Context {
             client,

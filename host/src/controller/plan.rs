@@ -23,7 +23,7 @@ use crate::render::{Desired, Renderer};
 /// The outcome of [`plan`].
 #[derive(Debug)]
 pub struct Plan<'a> {
-    /// Partition records, then the rendered objects.
+    /// Partition records, the host's own objects, then the rendered objects.
     pub wanted: Vec<Value>,
     /// Owned children no longer rendered.
     pub prune: Vec<&'a Live>,
@@ -41,11 +41,14 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Plan the reconcile of `db` from its render and its live children.
+/// Plan the reconcile of `db` from its render, the objects the host keeps
+/// for it besides the render (`host`: the partition-group Service, see
+/// [`discovery`](super::discovery)) and its live children.
 pub fn plan<'a>(
     db: &Database,
     renderer: &Renderer,
     desired: &Desired,
+    host: Vec<Value>,
     live: &'a BTreeMap<Key, Live>,
 ) -> Plan<'a> {
     let mut wanted: Vec<Value> = renderer
@@ -53,6 +56,7 @@ pub fn plan<'a>(
         .into_iter()
         .map(|p| serde_json::to_value(p).expect("a Partition serialises"))
         .collect();
+    wanted.extend(host);
     wanted.extend(desired.objects.iter().cloned());
     let wanted_keys: BTreeSet<Key> = wanted.iter().map(key).collect();
     let prune: Vec<&Live> = live

@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 
 use super::converge::{self, ConvergeError};
 use super::status::{self, Outcome};
-use super::{Context, Error, RESYNC, RETRY, configs, observe, plan, readiness};
+use super::{Context, Error, RESYNC, RETRY, configs, discovery, observe, plan, readiness};
 use crate::api::{Database, PluginRef, Reason};
 use crate::render::Desired;
 
@@ -30,7 +30,8 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
     result
 }
 
-/// observe → render → external configs → plan → converge → readiness → status.
+/// observe → render → external configs → discovery → plan → converge →
+/// readiness → status.
 async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     if db.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children through their owner
@@ -52,7 +53,8 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
 
     configs::stamp_external(ctx, &namespace, &mut desired).await?;
 
-    let plan = plan::plan(db, &ctx.renderer, &desired, &live);
+    let group = discovery::objects(db, &desired, &live);
+    let plan = plan::plan(db, &ctx.renderer, &desired, group, &live);
     if let Some(refusal) = &plan.refused {
         // A refused plugin change keeps naming the plugin that last
         // converged the Database: the guard compares with it.

@@ -11,7 +11,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::observe::{Child, Written};
+use super::observe::{Child, Kind, Written};
 use super::{Context, Error, reconcile};
 use crate::api::{API_VERSION, Database, LABEL_MANAGED_BY};
 
@@ -67,7 +67,6 @@ pub async fn run(
     }
     let client = ctx.client.clone();
     let shutdown = shutdown.shared();
-    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=atoll"));
     let (child_tx, child_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut children = Vec::new();
     let mut watches = Vec::new();
@@ -81,7 +80,7 @@ pub async fn run(
         watches.push(tokio::spawn(watch_children(
             kind.resource.kind.clone(),
             api,
-            owned.clone(),
+            owned(kind),
             writer,
             Arc::clone(&ctx.written),
             child_tx.clone(),
@@ -147,7 +146,6 @@ async fn run_listing(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=atoll"));
     let (requeues, reconcile_all) = requeues(&ctx);
     let mut controller = Controller::new(databases, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.concurrency))
@@ -158,7 +156,7 @@ async fn run_listing(
             Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
             None => Api::all_with(client.clone(), &kind.resource),
         };
-        controller = controller.owns_with(api, kind.resource.clone(), owned.clone());
+        controller = controller.owns_with(api, kind.resource.clone(), owned(kind));
     }
     let shutdown = shutdown_after_ready(shutdown, controller.store());
     controller
@@ -166,6 +164,22 @@ async fn run_listing(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// What the watch of `kind` selects: objects labelled as atoll's. For
+/// EndpointSlices only atoll's own (the partition-group Service's):
+/// Kubernetes' EndpointSlice controller copies a Service's labels, atoll's
+/// included, onto the slices it makes for it, and caching those would
+/// double the Services' share of the caches for nothing.
+fn owned(kind: &Kind) -> watcher::Config {
+    let mut selector = format!("{LABEL_MANAGED_BY}=atoll");
+    if kind.resource.kind == "EndpointSlice" {
+        selector.push_str(&format!(
+            ",endpointslice.kubernetes.io/managed-by={}",
+            super::discovery::SLICE_MANAGER
+        ));
+    }
+    watcher::Config::default().labels(&selector)
 }
 
 /// kube-runtime holds its runner until the Database store is ready; a

@@ -116,9 +116,12 @@ async fn create_applies_every_rendered_child_and_writes_status() {
     children.retain(|(plural, _)| plural != "databases");
     let expected = [
         ("configmaps", "db-1"),
+        // The partition-group Service and its EndpointSlice (discovery).
+        ("endpointslices", "db"),
         ("partitions", "db-1"),
         ("partitions", "db-2"),
         ("partitions", "db-3"),
+        ("services", "db"),
         ("services", "db-1-hs"),
         ("services", "db-p1"),
         ("services", "db-p2"),
@@ -134,8 +137,8 @@ async fn create_applies_every_rendered_child_and_writes_status() {
         .into_iter()
         .filter(|w| w.method == Method::PATCH)
         .collect();
-    // 9 children, 3 Partition statuses and the Database status.
-    assert_eq!(patches.len(), 13, "{:?}", summary(&patches));
+    // 11 children, 3 Partition statuses and the Database status.
+    assert_eq!(patches.len(), 15, "{:?}", summary(&patches));
     for w in &patches {
         assert!(w.query.contains("fieldManager=atoll"), "{w:?}");
         assert!(w.query.contains("force=true"), "{w:?}");
@@ -417,4 +420,5 @@ async fn a_new_plugin_version_that_drops_a_child_prunes_nothing_until_approved()
 }
 
 mod day2;
+mod discovery;
 mod moves;

@@ -82,6 +82,45 @@ fn names_must_be_the_database_or_prefixed_by_it() {
 }
 
 #[test]
+fn the_partition_group_service_name_is_the_hosts() {
+    let err = enforce(vec![service("orders-p1"), service("orders")]).unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::Reserved { kind, name } if kind == "Service" && name == "orders"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("partition-group Service"), "{err}");
+    // Other kinds may still be named after the Database, and Services
+    // merely prefixed by it are the plugin's.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "orders"}});
+    assert!(enforce(vec![service("orders-p1"), service("orders-hs"), cm]).is_ok());
+    // The host's EndpointSlices too, should an operator allow the kind.
+    let allowing = OutputPolicy {
+        allowed_kinds: vec![
+            AllowedKind::new("v1", "Service"),
+            AllowedKind::new("discovery.k8s.io/v1", "EndpointSlice"),
+        ],
+        ..OutputPolicy::default()
+    };
+    let slice = |name: &str| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name}})
+    };
+    for (name, refused) in [
+        ("orders", true),
+        ("orders-2", true),
+        ("orders-extra", false),
+    ] {
+        let r = rendered(vec![service("orders-p1"), slice(name)]);
+        let result = allowing.enforce(&owner(), &r);
+        assert_eq!(
+            matches!(result, Err(PolicyError::Reserved { .. })),
+            refused,
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn kinds_are_checked_with_their_api_version() {
     let fake =
         json!({"apiVersion": "evil.io/v1", "kind": "Service", "metadata": {"name": "orders-x"}});

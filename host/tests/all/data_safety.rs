@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use atoll::api::{Database, PluginRef};
 use atoll::controller::observe::{self, Key, Kind, Live};
-use atoll::controller::plan;
+use atoll::controller::{discovery, plan};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -67,7 +67,8 @@ impl Cluster {
         let Ok(desired) = renderer().render(&db) else {
             return; // Degraded: children untouched
         };
-        let plan = plan::plan(&db, renderer(), &desired, &self.live);
+        let group = discovery::objects(&db, &desired, &self.live);
+        let plan = plan::plan(&db, renderer(), &desired, group, &self.live);
         if plan.refused.is_some() {
             return;
         }

@@ -386,6 +386,14 @@ const NEEDED: &[Can] = &[
         "rendered PDBs",
     ),
     yes(
+        &["patch", "endpointslices.discovery.k8s.io", "-n", "WATCHED"],
+        "the partition-group Service's EndpointSlice",
+    ),
+    yes(
+        &["watch", "endpointslices.discovery.k8s.io", "-A"],
+        "observe EndpointSlices",
+    ),
+    yes(
         &["create", "events.events.k8s.io", "-n", "WATCHED"],
         "Events on Databases",
     ),

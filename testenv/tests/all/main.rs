@@ -13,3 +13,4 @@
 
 mod control_plane;
 mod deploy;
+mod dns;

@@ -7,6 +7,9 @@
 //!   replace directives, which `go install module@version` refuses).
 //! - kwok: `go install` at [`KWOK_VERSION`]. Its Stages (how fake Nodes, Pods
 //!   and volumes progress) are in `testenv/kwok/stages.yaml`, copied from that release.
+//! - CoreDNS: `go build` of the wrapper module `testenv/coredns` (its default
+//!   plugin set, which includes `kubernetes`); built on its own ([`ensure_coredns`])
+//!   because a control plane started before CoreDNS existed gets it added later.
 //!
 //! The versions come from the wrapper go.mod files, so bumping a version there
 //! builds into a new cache directory, `${XDG_CACHE_HOME:-~/.cache}/atoll/testenv/<name>-<version>/`.
@@ -44,10 +47,35 @@ pub fn built_binaries() -> Result<Binaries> {
     binaries(false)
 }
 
-fn binaries(may_build: bool) -> Result<Binaries> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The cached CoreDNS binary, built first if missing.
+pub fn ensure_coredns() -> Result<PathBuf> {
+    let module = workspace().join("testenv/coredns");
+    let version = required_version(&module, "github.com/coredns/coredns")?;
+    let dir = cached(
+        &cache_dir()?,
+        &format!("coredns-{version}"),
+        &["coredns"],
+        true,
+        |out| {
+            Go::find()?.run(
+                &module,
+                &["build", "-trimpath", "-ldflags=-s -w", "-o"],
+                out.join("coredns"),
+                &["github.com/coredns/coredns"],
+            )
+        },
+    )?;
+    Ok(dir.join("coredns"))
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("xtask lives in the workspace");
+        .expect("xtask lives in the workspace")
+}
+
+fn binaries(may_build: bool) -> Result<Binaries> {
+    let root = workspace();
     let cache = cache_dir()?;
     // Found only when something must be built: using cached binaries needs no Go.
     let go = Go::find;

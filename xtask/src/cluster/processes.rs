@@ -194,7 +194,12 @@ fn alive(r: &Record) -> bool {
 
 /// A complete control plane was recorded and all of it is still running.
 pub fn all_alive(pids_file: &Path) -> bool {
-    records(pids_file).is_ok_and(|rs| rs.len() == EXPECTED && rs.iter().all(alive))
+    all_alive_of(pids_file, EXPECTED)
+}
+
+/// Exactly `expected` processes were recorded in `pids_file` and all still run.
+pub fn all_alive_of(pids_file: &Path, expected: usize) -> bool {
+    records(pids_file).is_ok_and(|rs| rs.len() == expected && rs.iter().all(alive))
 }
 
 /// Stops every recorded process that is still ours, newest first (so etcd,

@@ -100,6 +100,12 @@ deploy/rbac.yaml (the deploy test compares them).
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch, delete]
+# The partition-group Service's EndpointSlice (DNS SRV discovery of every
+# partition), which the host itself keeps for each Database: applied,
+# observed through a watch, pruned with the Database.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch, create, patch, delete]
 # Events on Databases (applied, pruned, refused...): created, then patched
 # to count repeats. kube-rs records through events.k8s.io; the same events
 # are also served by the core API, which other event libraries write to.

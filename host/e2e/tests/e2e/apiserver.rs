@@ -89,7 +89,7 @@ async fn rendered_examples_apply_and_are_garbage_collected_with_their_database()
             let out = kubectl(
                 &[
                     "get",
-                    "statefulsets,deployments,services,configmaps,poddisruptionbudgets,partitions",
+                    "statefulsets,deployments,services,configmaps,poddisruptionbudgets,partitions,endpointslices",
                     "-n",
                     ns.name(),
                     "-l",

@@ -19,6 +19,7 @@ mod availability;
 mod crash;
 mod data_safety;
 mod day2_pods;
+mod dns;
 mod failover;
 mod grpc;
 mod grpc_abuse;

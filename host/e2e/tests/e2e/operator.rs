@@ -229,7 +229,7 @@ async fn hand_changes_are_restored_and_deletion_removes_everything() {
                 n,
                 &[
                     "get",
-                    "statefulsets,services,configmaps,poddisruptionbudgets,partitions",
+                    "statefulsets,services,configmaps,poddisruptionbudgets,partitions,endpointslices",
                     "-l",
                     "atoll.dev/database=orders",
                     "-o",
