@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
 /// The gRPC server on 127.0.0.1 (ephemeral port), stopped on drop.
-struct Grpc {
-    addr: SocketAddr,
+pub(crate) struct Grpc {
+    pub(crate) addr: SocketAddr,
     ready: watch::Sender<bool>,
     _stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), atoll::grpc::ServeError>>,
@@ -29,7 +29,7 @@ impl Drop for Grpc {
     }
 }
 
-async fn start_grpc(client: &kube::Client, ready: bool) -> Grpc {
+pub(crate) async fn start_grpc(client: &kube::Client, ready: bool) -> Grpc {
     atoll_testenv::install_crds(client, atoll::api::crds()).await;
     serve_as(client, ready).await
 }
