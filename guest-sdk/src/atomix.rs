@@ -218,24 +218,35 @@ pub fn check_quorum_replicas(path: &str, replicas: u32) -> Option<Violation> {
 }
 
 /// Readiness of a Database whose partitions are all served by one
-/// StatefulSet: every partition is ready once all `want` replicas are.
+/// StatefulSet: every partition is ready once all `want` replicas are, and
+/// available while at least `serving` of them are (a quorum for a consensus
+/// group, one for a group that elects a primary among live replicas).
 pub fn single_group_status(
     db: &Database,
     observed: &Observed,
     statefulset: &str,
     want: u32,
+    serving: i32,
 ) -> StatusReport {
     let want = want as i32;
     let ready = observed.statefulset_ready(statefulset, want);
+    let all: Vec<u32> = db.partition_ids().collect();
     if ready >= want {
         StatusReport {
-            ready_partitions: db.partition_ids().collect(),
+            ready_partitions: all.clone(),
+            available_partitions: all,
             message: format!("all {want} replicas ready"),
+        }
+    } else if ready >= serving {
+        StatusReport {
+            ready_partitions: Vec::new(),
+            available_partitions: all,
+            message: format!("{ready}/{want} replicas ready (serving: {serving} needed)"),
         }
     } else {
         StatusReport {
-            ready_partitions: Vec::new(),
-            message: format!("{ready}/{want} replicas ready"),
+            message: format!("{ready}/{want} replicas ready ({serving} needed to serve)"),
+            ..StatusReport::default()
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn status<P: Plugin>(db: &Database, observed: &[String]) -> StatusReport {
         Ok(config) => P::status(db, &config, &Observed::parse(observed)),
         Err(violations) => StatusReport {
             ready_partitions: Vec::new(),
+            available_partitions: Vec::new(),
             message: format!(
                 "invalid config: {}",
                 violations
@@ -106,6 +107,7 @@ mod tests {
         fn status(db: &Database, config: &Cfg, _: &Observed) -> StatusReport {
             StatusReport {
                 ready_partitions: vec![db.partitions / config.groups],
+                available_partitions: Vec::new(),
                 message: String::new(),
             }
         }

@@ -32,7 +32,7 @@
 //!
 //!     fn status(db: &Database, _: &Self::Config, _: &Observed) -> StatusReport {
 //!         let ready_partitions = (1..=db.partitions).collect();
-//!         StatusReport { ready_partitions, message: "always ready".into() }
+//!         StatusReport { ready_partitions, message: "always ready".into(), ..Default::default() }
 //!     }
 //! }
 //!

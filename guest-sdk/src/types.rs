@@ -175,10 +175,17 @@ pub enum RenderError {
     Failed(String),
 }
 
-/// Readiness judged from observed objects (WIT `status-report`).
+/// Readiness and availability judged from observed objects (WIT
+/// `status-report`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatusReport {
+    /// Partitions whose every replica is ready.
     pub ready_partitions: Vec<u32>,
+    /// Partitions that can serve now, perhaps with replicas missing (a
+    /// quorum, a primary). The host counts every ready partition as
+    /// available too, so listing only the extra ones is enough.
+    pub available_partitions: Vec<u32>,
+    /// A short human summary, e.g. `cluster 2: 2/3 replicas ready`.
     pub message: String,
 }
 

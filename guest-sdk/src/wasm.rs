@@ -104,6 +104,7 @@ impl<P: Plugin> bindings::Guest for Component<P> {
         let r = dispatch::status::<P>(&database(db), &observed);
         wit::StatusReport {
             ready_partitions: r.ready_partitions,
+            available_partitions: r.available_partitions,
             message: r.message,
         }
     }

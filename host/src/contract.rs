@@ -1,18 +1,27 @@
 //! The plugin contract's data types, generated from `wit/storage.wit`
-//! (`atoll:storage@0.2.0`, world `plugin`), plus the 0.1.0 world that older
-//! plugins were built against (`host/wit-0.1/storage.wit`), adapted to 0.2 by
-//! `plugin::compat`.
+//! (`atoll:storage@0.3.0`, world `plugin`), plus the 0.2.0 and 0.1.0 worlds
+//! that older plugins were built against (`host/wit-0.2/`, `host/wit-0.1/`),
+//! adapted to 0.3 by `plugin::compat`.
 //!
 //! A leaf: render, policy, errors and the runtime all speak these types, and
 //! this module imports none of them. Objects cross the boundary as JSON text.
 
 use sha2::{Digest as _, Sha256};
 
-/// Generated from `wit/storage.wit` (`atoll:storage@0.2.0`).
+/// Generated from `wit/storage.wit` (`atoll:storage@0.3.0`).
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../wit",
+    });
+}
+
+/// Generated from `host/wit-0.2/storage.wit` (`atoll:storage@0.2.0`): only
+/// for loading plugins built against it.
+pub mod bindings_v0_2 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "wit-0.2",
     });
 }
 

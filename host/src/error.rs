@@ -16,7 +16,7 @@ pub enum PluginError {
     NotAComponent { origin: String, reason: String },
 
     #[error(
-        "{origin} does not implement the atoll:storage/plugin world at a version atoll loads (0.2.x, or 0.1.x through its adapter): {reason}"
+        "{origin} does not implement the atoll:storage/plugin world at a version atoll loads (0.3.x, or 0.2.x and 0.1.x through their adapters): {reason}"
     )]
     WrongWorld { origin: String, reason: String },
 

@@ -91,6 +91,8 @@ impl Config {
 pub struct GrpcConfig {
     pub addr: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// Who may call.
+    pub auth: crate::grpc::AuthConfig,
 }
 
 /// The Lease replicas compete for.
@@ -296,6 +298,7 @@ impl Operator {
                     renderer: Arc::clone(&ctx.renderer),
                     ready: ready.subscribe(),
                     tls: grpc.tls.clone(),
+                    auth: grpc.auth.clone(),
                     metrics: ctx.metrics.clone(),
                 };
                 Some(tokio::spawn(server.serve(listener, stop.clone())))

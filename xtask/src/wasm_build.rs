@@ -29,6 +29,7 @@ pub const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("atoll-test-raft-labelled", "ATOLL_TEST_RAFT_LABELLED_WASM"),
     ("atoll-test-other-world", "ATOLL_TEST_OTHER_WORLD_WASM"),
     ("atoll-test-v0-1", "ATOLL_TEST_V0_1_WASM"),
+    ("atoll-test-v0-2", "ATOLL_TEST_V0_2_WASM"),
 ];
 
 /// The size limit a plugin must fit: a ConfigMap's 1 MiB.
@@ -58,6 +59,7 @@ pub fn rerun_if_inputs_change(workspace: &Path) {
         "wit",
         "host/test-plugins",
         "host/wit-0.1",
+        "host/wit-0.2",
         "xtask/src/wasm_build.rs",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(input).display());

@@ -499,6 +499,8 @@ pub fn atoll_command(ns: &str) -> Command {
     let mut command = Command::new(atoll_bin());
     command
         .args(["run", "--namespace", ns, "--plugin-namespace", ns])
+        // Compatibility mode: the tests' clients send no credentials.
+        .args(["--grpc-anonymous-namespaces", ns])
         .args([
             "--metrics-addr",
             "127.0.0.1:0",

@@ -7,10 +7,21 @@ use std::fmt;
 /// docs/architecture.md; the same string labels `atoll_reconcile_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// Every partition serves (`Ready=True`).
+    /// Every replica of every partition is ready and no rollout is under
+    /// way (`Ready=True`).
     AllPartitionsReady,
     /// Children match the render but some partitions are not ready yet.
     PartitionsNotReady,
+    /// Every partition serves but some miss replicas (`Ready=False` while
+    /// `Available=True`).
+    ReplicasNotReady,
+    /// A workload's pods are being replaced with its new template
+    /// (`Progressing=True`, `Ready=False`).
+    RollingOut,
+    /// Every partition can serve now (`Available=True`).
+    AllPartitionsAvailable,
+    /// Some partition cannot serve now (`Available=False`).
+    PartitionsUnavailable,
     /// Nothing left to do (`Progressing=False`).
     Converged,
     /// Waiting for partitions to become ready (`Progressing=True`).
@@ -48,6 +59,10 @@ impl Reason {
         match self {
             Reason::AllPartitionsReady => "AllPartitionsReady",
             Reason::PartitionsNotReady => "PartitionsNotReady",
+            Reason::ReplicasNotReady => "ReplicasNotReady",
+            Reason::RollingOut => "RollingOut",
+            Reason::AllPartitionsAvailable => "AllPartitionsAvailable",
+            Reason::PartitionsUnavailable => "PartitionsUnavailable",
             Reason::Converged => "Converged",
             Reason::WaitingForPartitions => "WaitingForPartitions",
             Reason::Healthy => "Healthy",
@@ -95,6 +110,10 @@ mod tests {
         let all = [
             Reason::AllPartitionsReady,
             Reason::PartitionsNotReady,
+            Reason::ReplicasNotReady,
+            Reason::RollingOut,
+            Reason::AllPartitionsAvailable,
+            Reason::PartitionsUnavailable,
             Reason::Converged,
             Reason::WaitingForPartitions,
             Reason::Healthy,

@@ -42,7 +42,7 @@ pub enum Cmd {
     Crds,
     /// Run the operator: reconcile Databases against the cluster in KUBECONFIG
     /// (or the in-cluster service account) until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -106,6 +106,37 @@ pub struct GrpcArgs {
     /// PEM private key of --grpc-tls-cert.
     #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
     grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) whose client certificates identify callers
+    /// (mutual TLS: the subject CN is the user, each O a group); callers may
+    /// still present a bearer token instead. Needs --grpc-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_client_ca: Option<PathBuf>,
+    /// Namespaces where callers without credentials (legacy Atomix clients,
+    /// which send none) may act, with the verbs an authorized caller would
+    /// need; everywhere else a call needs a bearer token or a client
+    /// certificate, and RBAC decides. Comma-separated.
+    #[arg(
+        long,
+        env = "ATOLL_GRPC_ANONYMOUS_NAMESPACES",
+        value_name = "NS[,NS...]",
+        value_delimiter = ',',
+        value_parser = namespace_name
+    )]
+    grpc_anonymous_namespaces: Vec<String>,
+}
+
+/// A namespace name as `--grpc-anonymous-namespaces` takes it.
+fn namespace_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let valid = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    valid.then(|| s.to_string()).ok_or_else(|| {
+        format!("{s:?} is not a namespace name (a DNS label: lowercase letters, digits and '-')")
+    })
 }
 
 #[derive(Subcommand)]
@@ -225,7 +256,11 @@ impl RunArgs {
             .grpc_tls_cert
             .clone()
             .zip(self.grpc.grpc_tls_key.clone())
-            .map(|(cert, key)| TlsFiles { cert, key });
+            .map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: self.grpc.grpc_client_ca.clone(),
+            });
         Config {
             namespace: self.namespace.clone(),
             cluster_domain: self.cluster_domain.clone(),
@@ -234,6 +269,9 @@ impl RunArgs {
             grpc: Some(GrpcConfig {
                 addr: self.grpc.grpc_addr,
                 tls,
+                auth: crate::grpc::AuthConfig::kubernetes(
+                    self.grpc.grpc_anonymous_namespaces.iter().cloned(),
+                ),
             }),
             leader_election: self.leader_elect.then(|| LeaderElectionConfig {
                 namespace: self.leader_election_namespace.clone(),

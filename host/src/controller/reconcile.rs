@@ -93,6 +93,7 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
         plugin: desired.plugin,
         partitions: ready.partitions,
         message,
+        rollouts: ready.rollouts,
     };
     status::write_status(db, ctx, outcome).await?;
     Ok(Action::requeue(RESYNC))

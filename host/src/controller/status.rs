@@ -22,11 +22,13 @@ use crate::sync::MutexExt;
 /// What one reconcile found.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Children are as rendered; `ready` of `partitions` can serve.
+    /// Children are as rendered; `partitions` say which are ready and
+    /// available, `rollouts` which workloads still replace pods.
     Converged {
         plugin: PluginRef,
         partitions: Vec<PartitionStatus>,
         message: String,
+        rollouts: Vec<String>,
     },
     /// Something stops convergence; `message` says what and how to fix it.
     /// Children are left as they are.
@@ -62,19 +64,44 @@ pub fn database_status(
             observed_generation: generation,
         }
     };
+    let availability = |partitions: &[PartitionStatus], message: &str| {
+        let available = partitions.iter().filter(|p| p.available).count() as u32;
+        let all = available >= partitions_wanted;
+        let summary = format!("{available}/{partitions_wanted} partitions available");
+        let summary = match message.is_empty() || all {
+            true => summary,
+            false => format!("{summary}: {message}"),
+        };
+        let reason = match all {
+            true => Reason::AllPartitionsAvailable,
+            false => Reason::PartitionsUnavailable,
+        };
+        (available, condition("Available", all, reason, &summary))
+    };
     match outcome {
         Outcome::Converged {
             plugin,
             partitions,
             message,
+            rollouts,
         } => {
             let ready = partitions.iter().filter(|p| p.ready).count() as u32;
-            let all = ready == partitions_wanted;
-            let summary = format!("{ready}/{partitions_wanted} partitions ready: {message}");
+            let (available, available_condition) = availability(&partitions, &message);
+            let rolling = !rollouts.is_empty();
+            let all = ready == partitions_wanted && !rolling;
+            let summary = match rolling {
+                true => rollouts.join("; "),
+                false => format!("{ready}/{partitions_wanted} partitions ready: {message}"),
+            };
+            let not_ready = match (rolling, available >= partitions_wanted) {
+                (true, _) => Reason::RollingOut,
+                (false, true) => Reason::ReplicasNotReady,
+                (false, false) => Reason::PartitionsNotReady,
+            };
             DatabaseStatus {
                 observed_generation: generation,
                 ready_partitions: ready,
-                available_partitions: partitions.iter().filter(|p| p.available).count() as u32,
+                available_partitions: available,
                 partitions,
                 plugin: Some(plugin),
                 conditions: vec![
@@ -84,17 +111,18 @@ pub fn database_status(
                         if all {
                             Reason::AllPartitionsReady
                         } else {
-                            Reason::PartitionsNotReady
+                            not_ready
                         },
                         &summary,
                     ),
+                    available_condition,
                     condition(
                         "Progressing",
                         !all,
-                        if all {
-                            Reason::Converged
-                        } else {
-                            Reason::WaitingForPartitions
+                        match (all, rolling) {
+                            (true, _) => Reason::Converged,
+                            (false, true) => Reason::RollingOut,
+                            (false, false) => Reason::WaitingForPartitions,
                         },
                         &summary,
                     ),
@@ -112,17 +140,20 @@ pub fn database_status(
             message,
             plugin,
         } => {
-            // Readiness of what already runs is still true; keep reporting it.
+            // Readiness and availability of what already runs are still
+            // true; keep reporting them.
             let partitions = previous.map(|s| s.partitions.clone()).unwrap_or_default();
             let ready = partitions.iter().filter(|p| p.ready).count() as u32;
+            let (available, available_condition) = availability(&partitions, "");
             DatabaseStatus {
                 observed_generation: generation,
                 ready_partitions: ready,
-                available_partitions: partitions.iter().filter(|p| p.available).count() as u32,
+                available_partitions: available,
                 partitions,
                 plugin: plugin.or_else(|| previous.and_then(|s| s.plugin.clone())),
                 conditions: vec![
                     condition("Ready", false, reason, &message),
+                    available_condition,
                     condition("Progressing", false, reason, &message),
                     condition("Degraded", true, reason, &message),
                 ],
@@ -234,7 +265,7 @@ pub async fn write_partition_status(
     let api: Api<Partition> = Api::namespaced(ctx.client.clone(), namespace);
     for p in partitions {
         let name = format!("{database}-{}", p.id);
-        let status = json!({"ready": p.ready, "endpoints": [p.endpoint]});
+        let status = json!({"ready": p.ready, "available": p.available, "endpoints": [p.endpoint]});
         let current = live
             .get(&("Partition".to_string(), name.clone()))
             .map(|l| &l.object["status"]);
@@ -269,20 +300,27 @@ mod tests {
     }
 
     fn converged(ready: &[bool]) -> Outcome {
+        let all: Vec<(bool, bool)> = ready.iter().map(|&r| (r, r)).collect();
+        converged_with(&all, &[])
+    }
+
+    /// One partition per `(ready, available)`, and workloads rolling out.
+    fn converged_with(partitions: &[(bool, bool)], rollouts: &[&str]) -> Outcome {
         Outcome::Converged {
             plugin: plugin(),
-            partitions: ready
+            partitions: partitions
                 .iter()
                 .enumerate()
-                .map(|(i, &ready)| PartitionStatus {
+                .map(|(i, &(ready, available))| PartitionStatus {
                     id: i as u32 + 1,
                     service: format!("db-p{}", i + 1),
                     endpoint: "x:1".into(),
                     ready,
-                    available: ready,
+                    available,
                 })
                 .collect(),
             message: "m".into(),
+            rollouts: rollouts.iter().map(|r| r.to_string()).collect(),
         }
     }
 
@@ -325,5 +363,80 @@ mod tests {
         assert_eq!(bad.ready_partitions, 1);
         assert_eq!(get(&bad, "Degraded").reason, "InvalidSpec");
         assert_eq!(bad.plugin, Some(plugin()));
+    }
+
+    #[test]
+    fn a_partition_missing_a_replica_is_available_not_ready() {
+        let s = database_status(
+            None,
+            Some(1),
+            3,
+            converged_with(&[(true, true), (false, true), (true, true)], &[]),
+        );
+        assert_eq!((s.ready_partitions, s.available_partitions), (2, 3));
+        assert_eq!(get(&s, "Available").status, "True");
+        assert_eq!(get(&s, "Available").reason, "AllPartitionsAvailable");
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Ready").reason, "ReplicasNotReady");
+
+        let s = database_status(
+            None,
+            Some(1),
+            3,
+            converged_with(&[(true, true), (false, false), (true, true)], &[]),
+        );
+        assert_eq!(s.available_partitions, 2);
+        assert_eq!(get(&s, "Available").status, "False");
+        assert_eq!(get(&s, "Available").reason, "PartitionsUnavailable");
+        assert_eq!(get(&s, "Available").message, "2/3 partitions available: m");
+        assert_eq!(get(&s, "Ready").reason, "PartitionsNotReady");
+    }
+
+    #[test]
+    fn a_rollout_keeps_the_database_progressing_and_not_ready() {
+        let line = "StatefulSet db-2: 1/3 replicas updated";
+        let s = database_status(
+            None,
+            Some(4),
+            2,
+            converged_with(&[(true, true), (true, true)], &[line]),
+        );
+        assert_eq!(s.ready_partitions, 2);
+        for (t, status) in [("Ready", "False"), ("Progressing", "True")] {
+            let c = get(&s, t);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                (status, "RollingOut"),
+                "{t}"
+            );
+            assert_eq!(c.message, line);
+        }
+        assert_eq!(get(&s, "Available").status, "True");
+        let done = database_status(Some(&s), Some(4), 2, converged(&[true, true]));
+        assert_eq!(get(&done, "Ready").status, "True");
+        assert_eq!(get(&done, "Progressing").reason, "Converged");
+    }
+
+    #[test]
+    fn degraded_keeps_reporting_availability() {
+        let serving = database_status(
+            None,
+            Some(1),
+            2,
+            converged_with(&[(false, true), (true, true)], &[]),
+        );
+        let bad = database_status(
+            Some(&serving),
+            Some(2),
+            2,
+            Outcome::Degraded {
+                reason: Reason::RenderFailed,
+                message: "boom".into(),
+                plugin: None,
+            },
+        );
+        assert_eq!(bad.available_partitions, 2);
+        assert_eq!(get(&bad, "Available").status, "True");
+        assert_eq!(get(&bad, "Ready").reason, "RenderFailed");
     }
 }

@@ -19,11 +19,13 @@
 //! decrease the data-loss guard refused keeps serving them).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use tonic::{Request, Response, Status};
 
+use super::auth::{Access, Auth, Credentials, Scope};
 use super::error::{GrpcError, check_name, check_namespace};
 use super::namespace_or_default;
 use super::proto::atomix::database as pb;
@@ -33,18 +35,25 @@ use crate::api::{Database, LABEL_DATABASE, Partition};
 pub struct DatabaseApi {
     client: Client,
     cluster_domain: String,
+    auth: Arc<Auth>,
 }
 
 impl DatabaseApi {
-    pub fn new(client: Client, cluster_domain: String) -> Self {
+    pub fn new(client: Client, cluster_domain: String, auth: Arc<Auth>) -> Self {
         DatabaseApi {
             client,
             cluster_domain,
+            auth,
         }
     }
 
-    /// Databases and Partitions in `namespace` (every namespace if `None`).
-    async fn list(&self, namespace: Option<&str>) -> Result<Vec<pb::Database>, GrpcError> {
+    /// Databases and Partitions in `namespace` (every namespace if `None`)
+    /// that `scope` lets the caller see.
+    async fn list(
+        &self,
+        namespace: Option<&str>,
+        scope: &Scope,
+    ) -> Result<Vec<pb::Database>, GrpcError> {
         let (databases, partitions): (Api<Database>, Api<Partition>) = match namespace {
             Some(ns) => (
                 Api::namespaced(self.client.clone(), ns),
@@ -69,6 +78,7 @@ impl DatabaseApi {
         }
         Ok(databases
             .iter()
+            .filter(|db| scope.includes(&db.namespace().unwrap_or_default()))
             .filter_map(|db| {
                 let parts = by_owner.get(&db.uid()?).map(Vec::as_slice).unwrap_or(&[]);
                 match discover(db, parts, &self.cluster_domain) {
@@ -86,10 +96,14 @@ impl pb::database_service_server::DatabaseService for DatabaseApi {
         &self,
         request: Request<pb::GetDatabaseRequest>,
     ) -> Result<Response<pb::GetDatabaseResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let id = request.into_inner().id.unwrap_or_default();
         check_name("id.name", &id.name)?;
         let ns = namespace_or_default(&id.namespace);
         check_namespace("id.namespace", ns)?;
+        self.auth
+            .check(&credentials, Access::new("get", "databases", ns))
+            .await?;
         let db = Api::<Database>::namespaced(self.client.clone(), ns)
             .get_opt(&id.name)
             .await
@@ -139,12 +153,21 @@ impl pb::database_service_server::DatabaseService for DatabaseApi {
         &self,
         request: Request<pb::GetDatabasesRequest>,
     ) -> Result<Response<pb::GetDatabasesResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let namespace = request.into_inner().namespace;
-        if !namespace.is_empty() {
+        let scope = if namespace.is_empty() {
+            self.auth.scope(&credentials, "list", "databases").await?
+        } else {
             check_namespace("namespace", &namespace)?;
-        }
+            let access = Access::new("list", "databases", &namespace);
+            self.auth.check(&credentials, access).await?;
+            Scope::All
+        };
         let databases = self
-            .list((!namespace.is_empty()).then_some(namespace.as_str()))
+            .list(
+                (!namespace.is_empty()).then_some(namespace.as_str()),
+                &scope,
+            )
             .await?;
         Ok(Response::new(pb::GetDatabasesResponse { databases }))
     }

@@ -11,6 +11,7 @@
 //! service reads and writes atoll's custom resources through the Kubernetes
 //! API, so any replica can serve any request. See `docs/grpc.md`.
 
+pub mod auth;
 mod database;
 mod error;
 mod membership;
@@ -31,6 +32,7 @@ use tonic_health::ServingStatus;
 use crate::metrics::Metrics;
 use crate::render::Renderer;
 
+pub use auth::{Auth, AuthConfig};
 pub use database::DatabaseApi;
 pub use error::{GrpcError, MAX_STATUS_MESSAGE};
 pub use membership::MembershipApi;
@@ -65,11 +67,14 @@ pub const SERVICES: [&str; 4] = [
     <PluginServiceServer<PluginApi> as NamedService>::NAME,
 ];
 
-/// PEM files of the server certificate (chain) and its private key.
+/// PEM files of the server certificate (chain) and its private key, and
+/// optionally of the CA whose client certificates identify callers (mutual
+/// TLS; callers may still present a bearer token instead).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why the gRPC server could not start or stopped with an error.
@@ -96,6 +101,8 @@ pub struct Server {
     /// Health is SERVING while this is true (atoll's `/readyz` readiness).
     pub ready: watch::Receiver<bool>,
     pub tls: Option<TlsFiles>,
+    /// Who may call (see [`auth`]).
+    pub auth: AuthConfig,
     /// Where the membership service counts its streams, records and
     /// watches (the same metrics `/metrics` serves).
     pub metrics: Metrics,
@@ -140,8 +147,16 @@ impl Server {
                 read("certificate", &tls.cert)?,
                 read("key", &tls.key)?,
             );
-            builder =
-                builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+            let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if let Some(ca) = &tls.client_ca {
+                config = config
+                    .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                        "client CA",
+                        ca,
+                    )?))
+                    .client_auth_optional(true);
+            }
+            builder = builder.tls_config(config)?;
         }
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -161,23 +176,35 @@ impl Server {
         };
         use tonic_reflection::pb::{v1, v1alpha};
         let domain = self.renderer.cluster_domain.clone();
-        let (membership, leaving) =
-            MembershipApi::new(self.client.clone(), self.metrics.clone(), stop_rx);
+        let auth = Arc::new(Auth::new(self.client.clone(), self.auth));
+        let (membership, leaving) = MembershipApi::new(
+            self.client.clone(),
+            self.metrics.clone(),
+            stop_rx,
+            Arc::clone(&auth),
+        );
         let router = builder
             .add_service(
-                DatabaseServiceServer::new(DatabaseApi::new(self.client.clone(), domain))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                DatabaseServiceServer::new(DatabaseApi::new(
+                    self.client.clone(),
+                    domain,
+                    Arc::clone(&auth),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 MembershipServiceServer::new(membership)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                PrimitiveServiceServer::new(PrimitiveApi::new(self.client.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                PrimitiveServiceServer::new(PrimitiveApi::new(
+                    self.client.clone(),
+                    Arc::clone(&auth),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                PluginServiceServer::new(PluginApi::new(Arc::clone(&self.renderer)))
+                PluginServiceServer::new(PluginApi::new(Arc::clone(&self.renderer), auth))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(health.max_decoding_message_size(MAX_MESSAGE_BYTES))

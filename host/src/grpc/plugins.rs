@@ -7,9 +7,12 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Access, Auth, Credentials};
+#[cfg(test)]
+use super::auth::AuthConfig;
 use super::error::GrpcError;
 use super::proto::atoll::v1alpha1 as pb;
-use crate::api::Reason;
+use crate::api::{Database, Reason};
 use crate::error::RenderError;
 use crate::plugin::{Entry, Failure};
 use crate::render::Renderer;
@@ -21,11 +24,12 @@ const DRY_RUN_UID: &str = "00000000-0000-0000-0000-000000000000";
 /// Serves PluginService from the renderer's registry.
 pub struct PluginApi {
     renderer: Arc<Renderer>,
+    auth: Arc<Auth>,
 }
 
 impl PluginApi {
-    pub fn new(renderer: Arc<Renderer>) -> Self {
-        PluginApi { renderer }
+    pub fn new(renderer: Arc<Renderer>, auth: Arc<Auth>) -> Self {
+        PluginApi { renderer, auth }
     }
 
     /// Every plugin: those serving, and those whose latest load failed or
@@ -58,8 +62,12 @@ impl PluginApi {
 impl pb::plugin_service_server::PluginService for PluginApi {
     async fn list_plugins(
         &self,
-        _: Request<pb::ListPluginsRequest>,
+        request: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        let credentials = Credentials::of(&request);
+        self.auth
+            .check(&credentials, Access::cluster("list", "storageplugins"))
+            .await?;
         Ok(Response::new(pb::ListPluginsResponse {
             plugins: self.plugins(),
         }))
@@ -69,6 +77,10 @@ impl pb::plugin_service_server::PluginService for PluginApi {
         &self,
         request: Request<pb::GetPluginRequest>,
     ) -> Result<Response<pb::GetPluginResponse>, Status> {
+        let credentials = Credentials::of(&request);
+        self.auth
+            .check(&credentials, Access::cluster("list", "storageplugins"))
+            .await?;
         let name = request.into_inner().name;
         if name.is_empty() {
             return Err(GrpcError::Invalid("name is required".into()).into());
@@ -89,13 +101,20 @@ impl pb::plugin_service_server::PluginService for PluginApi {
         &self,
         request: Request<pb::RenderDatabaseRequest>,
     ) -> Result<Response<pb::RenderDatabaseResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let manifest = request.into_inner().manifest;
         if manifest.trim().is_empty() {
             return Err(GrpcError::Invalid("manifest is required".into()).into());
         }
+        let db = parse_one(&manifest)?;
+        // A dry run of creating the Database: allowed to whoever may create it.
+        let namespace = db.namespace().unwrap_or_else(|| "default".into());
+        self.auth
+            .check(&credentials, Access::new("create", "databases", &namespace))
+            .await?;
         let renderer = Arc::clone(&self.renderer);
         // Plugin calls are CPU-bound wasm: keep them off the async workers.
-        let rendered = tokio::task::spawn_blocking(move || dry_run(&renderer, &manifest))
+        let rendered = tokio::task::spawn_blocking(move || dry_run(&renderer, db))
             .await
             .map_err(|e| GrpcError::Internal(format!("render task failed: {e}")))??;
         let entry = self.renderer.registry.entry(&rendered.plugin_name);
@@ -126,8 +145,8 @@ struct DryRun {
     partitions: Vec<pb::RenderedPartition>,
 }
 
-/// Parse one Database from `manifest` and render it as the operator would.
-fn dry_run(renderer: &Renderer, manifest: &str) -> Result<DryRun, GrpcError> {
+/// The one Database `manifest` holds.
+fn parse_one(manifest: &str) -> Result<Database, GrpcError> {
     let mut dbs = crate::manifest::parse_databases("manifest", manifest)
         .map_err(|e| GrpcError::Invalid(e.to_string()))?;
     if dbs.len() != 1 {
@@ -136,7 +155,11 @@ fn dry_run(renderer: &Renderer, manifest: &str) -> Result<DryRun, GrpcError> {
             dbs.len()
         )));
     }
-    let mut db = dbs.remove(0);
+    Ok(dbs.remove(0))
+}
+
+/// Render `db` as the operator would.
+fn dry_run(renderer: &Renderer, mut db: Database) -> Result<DryRun, GrpcError> {
     db.metadata.uid.get_or_insert_with(|| DRY_RUN_UID.into());
     let desired = renderer.render(&db).map_err(render_error)?;
     let namespace = db.namespace().unwrap_or_default();
@@ -235,8 +258,8 @@ mod tests {
         assert_eq!(render_error(failed).code(), tonic::Code::FailedPrecondition);
     }
 
-    #[test]
-    fn failed_and_removed_plugins_are_listed_with_their_error() {
+    #[tokio::test]
+    async fn failed_and_removed_plugins_are_listed_with_their_error() {
         use crate::plugin::{Limits, Registry, Runtime, Source};
         use crate::policy::OutputPolicy;
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
@@ -253,11 +276,15 @@ mod tests {
         };
         registry.record_failure("raft", failure("raft-next", "not a component"));
         registry.record_failure("echo", failure("echo", "removed"));
-        let api = PluginApi::new(Arc::new(Renderer {
+        // Never asked: this test calls no service method.
+        let nowhere = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let auth = Auth::new(kube::Client::try_from(nowhere).unwrap(), AuthConfig::disabled());
+        let renderer = Renderer {
             registry,
             policy: OutputPolicy::default(),
             cluster_domain: "cluster.local".into(),
-        }));
+        };
+        let api = PluginApi::new(Arc::new(renderer), Arc::new(auth));
         let plugins = api.plugins();
         let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["echo", "raft"]);

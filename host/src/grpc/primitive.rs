@@ -3,10 +3,13 @@
 //! namespace (the Database's when the request leaves it empty, `default`
 //! when both are empty).
 
+use std::sync::Arc;
+
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use tonic::{Request, Response, Status};
 
+use super::auth::{Access, Auth, Credentials, Scope};
 use super::error::{GrpcError, check_name, check_namespace};
 use super::proto::atomix::database::DatabaseId;
 use super::proto::atomix::primitive as pb;
@@ -15,11 +18,23 @@ use crate::api::{Database, DatabaseRef, Primitive, PrimitiveSpec, PrimitiveType}
 /// Serves PrimitiveService from Primitive objects.
 pub struct PrimitiveApi {
     client: Client,
+    auth: Arc<Auth>,
 }
 
 impl PrimitiveApi {
-    pub fn new(client: Client) -> Self {
-        PrimitiveApi { client }
+    pub fn new(client: Client, auth: Arc<Auth>) -> Self {
+        PrimitiveApi { client, auth }
+    }
+
+    /// Check the caller may `verb` primitives in the namespace of `target`.
+    async fn allow(
+        &self,
+        credentials: &Credentials,
+        verb: &'static str,
+        target: &Target,
+    ) -> Result<(), Status> {
+        let access = Access::new(verb, "primitives", &target.namespace);
+        self.auth.check(credentials, access).await
     }
 
     fn api(&self, namespace: &str) -> Api<Primitive> {
@@ -49,8 +64,10 @@ impl pb::primitive_service_server::PrimitiveService for PrimitiveApi {
         &self,
         request: Request<pb::CreatePrimitiveRequest>,
     ) -> Result<Response<pb::CreatePrimitiveResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let req = request.into_inner();
         let target = Target::from_request(req.database, req.primitive)?;
+        self.allow(&credentials, "create", &target).await?;
         let type_ = primitive_type(req.r#type, "type")?
             .ok_or_else(|| GrpcError::Invalid("type is required (not UNKNOWN)".into()))?;
         let db = &target.database;
@@ -98,8 +115,10 @@ impl pb::primitive_service_server::PrimitiveService for PrimitiveApi {
         &self,
         request: Request<pb::GetPrimitiveRequest>,
     ) -> Result<Response<pb::GetPrimitiveResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let req = request.into_inner();
         let target = Target::from_request(req.database, req.primitive)?;
+        self.allow(&credentials, "get", &target).await?;
         let found = self.find(&target).await?;
         Ok(Response::new(pb::GetPrimitiveResponse {
             primitive: Some(metadata(&found)),
@@ -110,7 +129,16 @@ impl pb::primitive_service_server::PrimitiveService for PrimitiveApi {
         &self,
         request: Request<pb::GetPrimitivesRequest>,
     ) -> Result<Response<pb::GetPrimitivesResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let filter = Filter::from_request(request.into_inner())?;
+        let scope = match &filter.namespace {
+            Some(ns) => {
+                let access = Access::new("list", "primitives", ns);
+                self.auth.check(&credentials, access).await?;
+                Scope::All
+            }
+            None => self.auth.scope(&credentials, "list", "primitives").await?,
+        };
         let api = match &filter.namespace {
             Some(ns) => self.api(ns),
             None => Api::all(self.client.clone()),
@@ -122,6 +150,7 @@ impl pb::primitive_service_server::PrimitiveService for PrimitiveApi {
         let mut primitives: Vec<pb::PrimitiveMetadata> = list
             .iter()
             .filter(|p| filter.matches(p))
+            .filter(|p| scope.includes(&p.namespace().unwrap_or_default()))
             .map(metadata)
             .collect();
         primitives.sort_by_key(|p| {
@@ -135,8 +164,10 @@ impl pb::primitive_service_server::PrimitiveService for PrimitiveApi {
         &self,
         request: Request<pb::DeletePrimitiveRequest>,
     ) -> Result<Response<pb::DeletePrimitiveResponse>, Status> {
+        let credentials = Credentials::of(&request);
         let req = request.into_inner();
         let target = Target::from_request(req.database, req.primitive)?;
+        self.allow(&credentials, "delete", &target).await?;
         let found = self.find(&target).await?;
         // The uid precondition: delete what was checked, not a newer one.
         let params = DeleteParams {

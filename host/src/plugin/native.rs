@@ -64,6 +64,7 @@ pub fn status<P: Plugin>(db: &PluginDatabase, observed: &[String]) -> StatusRepo
     let report = dispatch::status::<P>(&guest_db(db), observed);
     StatusReport {
         ready_partitions: report.ready_partitions,
+        available_partitions: report.available_partitions,
         message: report.message,
     }
 }

@@ -36,6 +36,7 @@ use super::disk_cache::DiskCache;
 use super::sandbox::{CallState, LOG_LINES_PER_CALL, Limiter, forward_output};
 use crate::contract::bindings::Plugin;
 use crate::contract::bindings_v0_1::Plugin as PluginV1;
+use crate::contract::bindings_v0_2::Plugin as PluginV2;
 use crate::contract::{
     Digest, Metadata, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
 };
@@ -101,7 +102,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
-        // The 0.1 imports have other names (`atoll:storage/host@0.1.0`).
+        // Older worlds' imports have other names (`atoll:storage/host@0.2.0`,
+        // `@0.1.0`): 0.x minor versions are not semver-compatible.
+        PluginV2::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
         PluginV1::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
 
@@ -164,7 +168,7 @@ impl Runtime {
     }
 
     /// Compile (or reuse) `bytes`, link it against the `atoll:storage/plugin`
-    /// world (0.2.x, or 0.1.x through the adapter in `plugin/compat.rs`), and call
+    /// world (0.3.x, or 0.2.x and 0.1.x through the adapters in `plugin/compat.rs`), and call
     /// `metadata()`. `origin` names where the bytes came from
     /// in errors, e.g. a file path.
     ///
@@ -348,8 +352,8 @@ impl LoadedPlugin {
         self.digest
     }
 
-    /// The contract version the component implements: `0.2`, or `0.1`
-    /// (adapted: its bindings have placement `unknown`).
+    /// The contract version the component implements: `0.3`, or `0.2` or
+    /// `0.1` (adapted: see `plugin/compat.rs`).
     pub fn contract(&self) -> &'static str {
         self.pre.contract()
     }

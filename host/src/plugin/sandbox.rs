@@ -8,7 +8,8 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::bindings_v0_1::atoll::storage::types::Level as LevelV1;
-use crate::contract::{Level, bindings, bindings_v0_1};
+use crate::contract::bindings_v0_2::atoll::storage::types::Level as LevelV2;
+use crate::contract::{Level, bindings, bindings_v0_1, bindings_v0_2};
 
 /// Log lines a plugin may send per call through the `log` import; more are
 /// dropped (and counted) so a chatty plugin cannot flood the host's logs.
@@ -65,6 +66,22 @@ impl bindings::atoll::storage::host::Host for CallState {
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+}
+
+// A 0.2 plugin's imports: the same log, with the 0.2 level type.
+impl bindings_v0_2::atoll::storage::types::Host for CallState {}
+
+impl bindings_v0_2::atoll::storage::host::Host for CallState {
+    fn log(&mut self, level: LevelV2, message: String) {
+        let level = match level {
+            LevelV2::Trace => Level::Trace,
+            LevelV2::Debug => Level::Debug,
+            LevelV2::Info => Level::Info,
+            LevelV2::Warn => Level::Warn,
+            LevelV2::Error => Level::Error,
+        };
+        bindings::atoll::storage::host::Host::log(self, level, message);
     }
 }
 

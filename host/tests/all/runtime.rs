@@ -270,7 +270,7 @@ fn a_contract_0_1_plugin_loads_and_renders_with_unknown_placement() {
     let plugin = r.registry.get("legacy").unwrap();
     assert_eq!(plugin.contract(), "0.1");
     assert_eq!(plugin.metadata().version, "0.1.0");
-    assert_eq!(r.registry.get("raft").unwrap().contract(), "0.2");
+    assert_eq!(r.registry.get("raft").unwrap().contract(), "0.3");
 
     let db = database("legacy", 2, json!({}));
     let desired = r.render(&db).unwrap();
@@ -294,6 +294,11 @@ fn a_contract_0_1_plugin_loads_and_renders_with_unknown_placement() {
     let input = atoll::render::plugin_input(&db, "cluster.local");
     let status = plugin.status(&input, &[]).unwrap();
     assert_eq!(status.ready_partitions, [1, 2]);
+    assert_eq!(
+        status.available_partitions,
+        [1, 2],
+        "ready counts as available"
+    );
 
     // The 0.1 violations come back as the host's.
     let bad = atoll::render::plugin_input(&database("legacy", 2, json!({"x": 1})), "cluster.local");
@@ -302,7 +307,51 @@ fn a_contract_0_1_plugin_loads_and_renders_with_unknown_placement() {
     assert!(v[0].message.contains("must be empty"), "{v:?}");
 }
 
-/// A component of another world is refused naming both versions atoll loads.
+const V0_2: &str = env!("ATOLL_TEST_V0_2_WASM");
+
+/// A plugin built against `atoll:storage@0.2.0` (before availability
+/// existed) loads through its adapter: its placements come through as it
+/// said them, and its ready partitions are its available ones.
+#[test]
+fn a_contract_0_2_plugin_keeps_its_placement_and_reports_ready_as_available() {
+    use atoll::contract::Placement;
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let registry = Registry::with_builtins(Arc::clone(&runtime)).unwrap();
+    registry.load_file(V0_2.as_ref()).unwrap();
+    let r = Renderer {
+        registry: Arc::new(registry),
+        policy: OutputPolicy::default(),
+        cluster_domain: "cluster.local".into(),
+    };
+    let plugin = r.registry.get("legacy-two").unwrap();
+    assert_eq!(plugin.contract(), "0.2");
+
+    let db = database("legacy-two", 3, json!({}));
+    let desired = r.render(&db).unwrap();
+    for b in &desired.partitions {
+        match &b.placement {
+            Placement::Workload(w) => {
+                assert_eq!(
+                    (w.kind.as_str(), w.name.as_str()),
+                    ("StatefulSet", "orders-data")
+                );
+            }
+            other => panic!("partition {}: placement {other:?}", b.partition),
+        }
+    }
+    let input = atoll::render::plugin_input(&db, "cluster.local");
+    let status = plugin.status(&input, &[]).unwrap();
+    assert_eq!(status.ready_partitions, [1, 3]);
+    assert_eq!(status.available_partitions, [1, 3]);
+    assert_eq!(status.message, "odd partitions ready");
+
+    let bad =
+        atoll::render::plugin_input(&database("legacy-two", 1, json!({"x": 1})), "cluster.local");
+    let v = plugin.validate(&bad).unwrap().unwrap_err();
+    assert_eq!(v[0].field, "spec.storage.config");
+}
+
+/// A component of another world is refused naming every version atoll loads.
 #[test]
 fn a_component_of_another_world_is_refused_naming_both_versions() {
     let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
@@ -311,7 +360,7 @@ fn a_component_of_another_world_is_refused_naming_both_versions() {
     assert!(matches!(err, PluginError::WrongWorld { .. }), "{err:?}");
     let message = err.to_string();
     assert!(
-        message.contains("0.2.x") && message.contains("0.1.x"),
+        message.contains("0.3.x") && message.contains("0.2.x") && message.contains("0.1.x"),
         "{message}"
     );
 }

@@ -123,7 +123,7 @@ impl Plugin for Cache {
         let ready_nodes: Vec<bool> = (1..=nodes)
             .map(|n| observed.statefulset_ready(&db.child(n), 1) >= 1)
             .collect();
-        let ready_partitions = db
+        let ready_partitions: Vec<u32> = db
             .partition_ids()
             .filter(|&p| ready_nodes[(node_of(p, per_node) - 1) as usize])
             .collect();
@@ -143,7 +143,9 @@ impl Plugin for Cache {
                 nodes as usize - waiting.len()
             )
         };
+        // One node per partition and no replicas: available is ready.
         StatusReport {
+            available_partitions: ready_partitions.clone(),
             ready_partitions,
             message,
         }

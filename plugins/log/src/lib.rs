@@ -193,7 +193,9 @@ impl Plugin for Log {
     }
 
     fn status(db: &Database, config: &Config, observed: &Observed) -> StatusReport {
-        atomix::single_group_status(db, observed, &db.name, config.replicas)
+        // A consensus log: a majority of replicas serves.
+        let quorum = atomix::quorum(config.replicas);
+        atomix::single_group_status(db, observed, &db.name, config.replicas, quorum)
     }
 }
 

@@ -256,11 +256,16 @@ fn readiness_needs_every_replica() {
 
     let none = testing::status::<Log>(&events, &[]);
     assert!(none.ready_partitions.is_empty());
-    assert_eq!(none.message, "0/3 replicas ready");
+    assert_eq!(none.message, "0/3 replicas ready (2 needed to serve)");
 
     let some = testing::status::<Log>(&events, &[sts(2)]);
     assert!(some.ready_partitions.is_empty());
-    assert_eq!(some.message, "2/3 replicas ready");
+    assert_eq!(some.available_partitions, [1, 2], "a majority serves");
+    assert_eq!(some.message, "2/3 replicas ready (serving: 2 needed)");
+
+    let minority = testing::status::<Log>(&events, &[sts(1)]);
+    assert!(minority.available_partitions.is_empty());
+    assert_eq!(minority.message, "1/3 replicas ready (2 needed to serve)");
 
     let all = testing::status::<Log>(&events, &[sts(3)]);
     assert_eq!(all.ready_partitions, [1, 2]);

@@ -148,7 +148,8 @@ impl Plugin for PrimaryBackup {
     }
 
     fn status(db: &Database, config: &Config, observed: &Observed) -> StatusReport {
-        atomix::single_group_status(db, observed, &db.name, config.backups + 1)
+        // The replicas elect a primary among those alive: one serves.
+        atomix::single_group_status(db, observed, &db.name, config.backups + 1, 1)
     }
 }
 

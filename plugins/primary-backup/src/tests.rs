@@ -216,11 +216,17 @@ fn readiness_needs_every_replica() {
 
     let none = testing::status::<PrimaryBackup>(&db, &[]);
     assert!(none.ready_partitions.is_empty());
-    assert_eq!(none.message, "0/3 replicas ready");
+    assert!(none.available_partitions.is_empty());
+    assert_eq!(none.message, "0/3 replicas ready (1 needed to serve)");
 
     let some = testing::status::<PrimaryBackup>(&db, &[sts(2)]);
     assert!(some.ready_partitions.is_empty());
-    assert_eq!(some.message, "2/3 replicas ready");
+    assert_eq!(some.available_partitions, [1, 2, 3]);
+    assert_eq!(some.message, "2/3 replicas ready (serving: 1 needed)");
+
+    // One live replica is elected primary and serves.
+    let one = testing::status::<PrimaryBackup>(&db, &[sts(1)]);
+    assert_eq!(one.available_partitions, [1, 2, 3]);
 
     let all = testing::status::<PrimaryBackup>(&db, &[sts(3)]);
     assert_eq!(all.ready_partitions, [1, 2, 3]);

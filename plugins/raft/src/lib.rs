@@ -144,20 +144,28 @@ impl Plugin for Raft {
 
     fn status(db: &Database, config: &Config, observed: &Observed) -> StatusReport {
         let want = config.replicas as i32;
+        let quorum = atomix::quorum(config.replicas);
         let mut waiting = Vec::new();
-        let ready_clusters: Vec<bool> = (1..=config.clusters)
+        // Per cluster: (every replica ready, a quorum ready).
+        let clusters: Vec<(bool, bool)> = (1..=config.clusters)
             .map(|c| {
                 let ready = observed.statefulset_ready(&db.child(c), want);
                 if ready < want {
-                    waiting.push(format!("cluster {c}: {ready}/{want} replicas ready"));
+                    let serving = if ready >= quorum {
+                        "serving"
+                    } else {
+                        "no quorum"
+                    };
+                    waiting.push(format!(
+                        "cluster {c}: {ready}/{want} replicas ready ({serving})"
+                    ));
                 }
-                ready >= want
+                (ready >= want, ready >= quorum)
             })
             .collect();
-        let ready_partitions = db
-            .partition_ids()
-            .filter(|&p| ready_clusters[(cluster_of(p, config.clusters) - 1) as usize])
-            .collect();
+        let of = |p: u32| clusters[(cluster_of(p, config.clusters) - 1) as usize];
+        let ready_partitions = db.partition_ids().filter(|&p| of(p).0).collect();
+        let available_partitions = db.partition_ids().filter(|&p| of(p).1).collect();
         let message = if waiting.is_empty() {
             format!("all {} clusters ready", config.clusters)
         } else {
@@ -165,6 +173,7 @@ impl Plugin for Raft {
         };
         StatusReport {
             ready_partitions,
+            available_partitions,
             message,
         }
     }

@@ -196,14 +196,31 @@ fn readiness_follows_each_clusters_statefulset() {
     // Cluster 1 serves partitions 3 and 6; cluster 2 is short one replica.
     let some = testing::status::<Raft>(&db, &[sts(1, 3), sts(2, 2)]);
     assert_eq!(some.ready_partitions, [3, 6]);
+    // Cluster 2 keeps its quorum (2 of 3): partitions 1 and 4 still serve.
+    // Cluster 3 is absent: partitions 2 and 5 do not.
+    assert_eq!(some.available_partitions, [1, 3, 4, 6]);
     assert!(
-        some.message.contains("cluster 2: 2/3 replicas ready"),
+        some.message
+            .contains("cluster 2: 2/3 replicas ready (serving)"),
         "{}",
         some.message
+    );
+    assert!(
+        some.message
+            .contains("cluster 3: 0/3 replicas ready (no quorum)"),
+        "{}",
+        some.message
+    );
+    let lost = testing::status::<Raft>(&db, &[sts(1, 3), sts(2, 1), sts(3, 3)]);
+    assert_eq!(
+        lost.available_partitions,
+        [2, 3, 5, 6],
+        "1 of 3 is no quorum"
     );
 
     let all = testing::status::<Raft>(&db, &[sts(1, 3), sts(2, 3), sts(3, 3)]);
     assert_eq!(all.ready_partitions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(all.available_partitions, [1, 2, 3, 4, 5, 6]);
     assert_eq!(all.message, "all 3 clusters ready");
 }
 

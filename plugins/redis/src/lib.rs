@@ -304,9 +304,13 @@ impl Plugin for Redis {
                 config.proxy.replicas
             ));
         }
+        // Pod 0 is the primary, but the StatefulSet's status counts ready
+        // pods without saying which: only when all are ready is the primary
+        // known to be up, so available is ready here.
         if waiting.is_empty() {
             StatusReport {
                 ready_partitions: db.partition_ids().collect(),
+                available_partitions: db.partition_ids().collect(),
                 message: format!(
                     "all {want} redis replicas ready; proxy: {proxies}/{} replicas ready",
                     config.proxy.replicas
@@ -314,8 +318,8 @@ impl Plugin for Redis {
             }
         } else {
             StatusReport {
-                ready_partitions: Vec::new(),
                 message: waiting.join("; "),
+                ..StatusReport::default()
             }
         }
     }

@@ -83,7 +83,7 @@ fn endpoints(db: &atoll::api::Database) -> String {
     pairs.join(",")
 }
 
-/// The conditions of Database `name`, as JSON.
+/// The conditions of Database `shop` in `ns`, as JSON.
 async fn conditions(ns: &str) -> Vec<Value> {
     let out = k(ns, &["get", "db", DB, "-o", "json"], None).await;
     let db: Value = serde_json::from_str(&out).unwrap();
@@ -188,7 +188,9 @@ async fn atomix_go_client_reads_every_key_before_and_after_a_replica_goes() {
     let client = atoll_testenv::client().await;
     let ns = TestNamespace::new(&client, "atomix-client").await;
     let op = Operator::start(&client, ns.name()).await;
-    let grpc = start_grpc(&client, true).await;
+    // Compatibility mode for the namespace: go-client v0.4.1 cannot present
+    // credentials (it takes no dial options).
+    let grpc = start_grpc(&client, true, &[ns.name()]).await;
     k(ns.name(), &["apply", "-f", "-"], Some(DATABASE)).await;
     let db = wait_ready(&client, ns.name(), DB).await;
     let bin = build.await.expect("building the Go test");

@@ -3,6 +3,7 @@
 //! grpcurl (built from its own sources at a pinned tag, sharing no code with
 //! atoll) and, for membership streams, a tonic client.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,13 +30,15 @@ impl Drop for Grpc {
     }
 }
 
-pub(crate) async fn start_grpc(client: &kube::Client, ready: bool) -> Grpc {
+/// The server with CRDs installed; callers without credentials may act in
+/// `anonymous` (compatibility mode, as legacy Atomix clients need).
+pub(crate) async fn start_grpc(client: &kube::Client, ready: bool, anonymous: &[&str]) -> Grpc {
     atoll_testenv::install_crds(client, atoll::api::crds()).await;
-    serve_as(client, ready).await
+    serve_as(client, ready, anonymous).await
 }
 
 /// The server calling Kubernetes as `client` (CRDs already installed).
-async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
+async fn serve_as(client: &kube::Client, ready: bool, anonymous: &[&str]) -> Grpc {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (ready_tx, ready_rx) = watch::channel(ready);
@@ -45,6 +48,7 @@ async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
         renderer: atoll_e2e::renderer(),
         ready: ready_rx,
         tls: None,
+        auth: atoll::grpc::AuthConfig::kubernetes(anonymous.iter().copied()),
         metrics: Default::default(),
     };
     let task = tokio::spawn(server.serve(listener, async {
@@ -61,7 +65,18 @@ async fn serve_as(client: &kube::Client, ready: bool) -> Grpc {
 /// A grpcurl call: every JSON response, or the status code name and message.
 type Reply = Result<Vec<Value>, (String, String)>;
 
-/// `grpcurl -plaintext [extra] [-d data] <addr> <args>`.
+/// The bearer token grpcurl presents to the server at an address (none:
+/// it calls anonymously).
+static TOKENS: std::sync::Mutex<BTreeMap<SocketAddr, String>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// From now on, grpcurl calls to `addr` present `token`.
+pub(crate) fn present_token(addr: SocketAddr, token: &str) {
+    TOKENS.lock().unwrap().insert(addr, token.to_string());
+}
+
+/// `grpcurl -plaintext [extra] [-d data] <addr> <args>`, with the bearer
+/// token registered for `addr` if any.
 async fn grpcurl(addr: SocketAddr, extra: &[&str], data: Option<&Value>, args: &[&str]) -> Reply {
     let bin = tokio::task::spawn_blocking(atoll_testenv::grpcurl)
         .await
@@ -69,6 +84,9 @@ async fn grpcurl(addr: SocketAddr, extra: &[&str], data: Option<&Value>, args: &
     use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(bin);
     cmd.arg("-plaintext").args(extra);
+    if let Some(token) = TOKENS.lock().unwrap().get(&addr) {
+        cmd.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
     if data.is_some() {
         // From stdin: a request can be larger than one argument may be.
         cmd.args(["-d", "@"]);
@@ -113,8 +131,21 @@ async fn grpcurl(addr: SocketAddr, extra: &[&str], data: Option<&Value>, args: &
     }
 }
 
+/// One unary call: its response, or the status code name and message.
+pub(crate) async fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    data: Value,
+) -> Result<Value, (String, String)> {
+    match grpcurl(addr, &[], Some(&data), &[method]).await {
+        Ok(mut docs) if docs.len() == 1 => Ok(docs.remove(0)),
+        Ok(docs) => panic!("{method} {data}: {} responses: {docs:?}", docs.len()),
+        Err(status) => Err(status),
+    }
+}
+
 /// One unary call that must succeed; its response.
-async fn call(addr: SocketAddr, method: &str, data: Value) -> Value {
+pub(crate) async fn call(addr: SocketAddr, method: &str, data: Value) -> Value {
     match grpcurl(addr, &[], Some(&data), &[method]).await {
         Ok(mut docs) if docs.len() == 1 => docs.remove(0),
         other => panic!("{method} {data}: {other:?}"),
@@ -122,7 +153,7 @@ async fn call(addr: SocketAddr, method: &str, data: Value) -> Value {
 }
 
 /// One unary call that must fail; its code name and message.
-async fn fail(addr: SocketAddr, method: &str, data: Value) -> (String, String) {
+pub(crate) async fn fail(addr: SocketAddr, method: &str, data: Value) -> (String, String) {
     match grpcurl(addr, &[], Some(&data), &[method]).await {
         Err(status) => status,
         Ok(docs) => panic!("{method} {data} succeeded: {docs:?}"),
@@ -137,7 +168,7 @@ const PLUGINS: &str = "atoll.v1alpha1.PluginService";
 #[tokio::test]
 async fn reflection_lists_every_service_and_method() {
     let client = atoll_testenv::client().await;
-    let grpc = start_grpc(&client, true).await;
+    let grpc = start_grpc(&client, true, &[]).await;
     let Ok(list) = grpcurl(grpc.addr, &[], None, &["list"]).await else {
         panic!("grpcurl list failed");
     };
@@ -202,7 +233,7 @@ async fn reflection_lists_every_service_and_method() {
 #[tokio::test]
 async fn health_follows_readiness() {
     let client = atoll_testenv::client().await;
-    let grpc = start_grpc(&client, false).await;
+    let grpc = start_grpc(&client, false, &[]).await;
     let check = |service: &'static str| async move {
         call(
             grpc.addr,
@@ -311,7 +342,7 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
     let b = TestNamespace::new(&client, "grpc-databases-b").await;
     let op_a = Operator::start(&client, a.name()).await;
     let op_b = Operator::start(&client, b.name()).await;
-    let grpc = start_grpc(&client, true).await;
+    let grpc = start_grpc(&client, true, &[a.name(), b.name()]).await;
     k(a.name(), &["apply", "-f", "-"], Some(&example("raft"))).await;
     k(b.name(), &["apply", "-f", "-"], Some(&example("cache"))).await;
     let orders = wait_ready(&client, a.name(), "orders").await;
@@ -466,7 +497,7 @@ async fn members_see_each_other_and_leave_when_their_stream_ends() {
     let client = atoll_testenv::client().await;
     let ns = TestNamespace::new(&client, "grpc-membership").await;
     let n = ns.name();
-    let grpc = start_grpc(&client, true).await;
+    let grpc = start_grpc(&client, true, &[n]).await;
     let url = format!("http://{}", grpc.addr);
     let mut alice = MembershipServiceClient::connect(url.clone()).await.unwrap();
     let mut bob = MembershipServiceClient::connect(url).await.unwrap();
@@ -567,7 +598,7 @@ async fn primitives_round_trip_through_primitive_objects() {
     let client = atoll_testenv::client().await;
     let ns = TestNamespace::new(&client, "grpc-primitives").await;
     let n = ns.name();
-    let grpc = start_grpc(&client, true).await;
+    let grpc = start_grpc(&client, true, &[n]).await;
     // Primitives need their Database to exist (not to be Ready).
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
     k(n, &["apply", "-f", "-"], Some(&example("cache"))).await;
@@ -735,7 +766,18 @@ async fn primitives_round_trip_through_primitive_objects() {
 #[tokio::test]
 async fn plugins_are_listed_and_render_dry_runs() {
     let client = atoll_testenv::client().await;
-    let grpc = start_grpc(&client, true).await;
+    let ns = TestNamespace::new(&client, "grpc-plugins").await;
+    let grpc = start_grpc(&client, true, &[]).await;
+    // PluginService is cluster-wide: no anonymous caller may use it. A
+    // ServiceAccount allowed to list plugins and create Databases may.
+    let token = crate::grpc_auth::cluster_token(
+        ns.name(),
+        "plugin-user",
+        r#"[{"apiGroups":["atoll.dev"],"resources":["storageplugins"],"verbs":["list"]},
+            {"apiGroups":["atoll.dev"],"resources":["databases"],"verbs":["create"]}]"#,
+    )
+    .await;
+    present_token(grpc.addr, &token.token);
     let listed = call(grpc.addr, &format!("{PLUGINS}/ListPlugins"), json!({})).await;
     let plugins = listed["plugins"].as_array().unwrap();
     let mut names: Vec<&str> = plugins
@@ -831,6 +873,8 @@ async fn plugins_are_listed_and_render_dry_runs() {
     assert_eq!(code, "ResourceExhausted");
     // The server is still answering.
     call(grpc.addr, &format!("{PLUGINS}/ListPlugins"), json!({})).await;
+    token.revoke().await;
+    ns.cleanup().await;
 }
 
 /// `atoll run` serves the API over TLS on `--grpc-addr`, health follows its
@@ -880,6 +924,8 @@ async fn atoll_run_serves_grpc_over_tls_and_stops_on_sigterm() {
             ns.name(),
             "--metrics-addr",
             "127.0.0.1:0",
+            "--grpc-anonymous-namespaces",
+            ns.name(),
         ])
         .args(["--grpc-addr", &addr, "--grpc-tls-cert"])
         .arg(&cert)
@@ -968,7 +1014,7 @@ async fn every_service_works_under_the_deploy_service_account() {
     let ns = TestNamespace::new(&admin, "grpc-least-privilege").await;
     let n = ns.name();
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
-    let grpc = serve_as(&sa, true).await;
+    let grpc = serve_as(&sa, true, &[n]).await;
 
     listed_databases(grpc.addr, "").await;
     listed_databases(grpc.addr, n).await;

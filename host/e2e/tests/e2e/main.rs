@@ -16,11 +16,13 @@
 
 mod apiserver;
 mod atomix_client;
+mod availability;
 mod crash;
 mod data_safety;
 mod failover;
 mod grpc;
 mod grpc_abuse;
+mod grpc_auth;
 mod hostile;
 mod hot_reload;
 mod leader;

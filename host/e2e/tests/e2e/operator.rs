@@ -16,14 +16,21 @@ async fn every_example_becomes_ready_with_ready_partitions() {
     let client = atoll_testenv::client().await;
     let ns = TestNamespace::new(&client, "examples-ready").await;
     let op = Operator::start(&client, ns.name()).await;
+    // (file, Database): `atomix-cluster` holds three, one per partition
+    // group of the Atomix operator's example cluster.
     let examples = [
         ("raft", "orders"),
         ("cache", "sessions"),
         ("redis", "profiles"),
         ("primary-backup", "inventory"),
         ("log", "events"),
+        ("atomix-cluster", "example-raft"),
+        ("atomix-cluster", "example-primary-backup"),
+        ("atomix-cluster", "example-log"),
     ];
-    for (file, _) in examples {
+    let mut files: Vec<&str> = examples.iter().map(|(file, _)| *file).collect();
+    files.dedup();
+    for file in files {
         k(ns.name(), &["apply", "-f", "-"], Some(&example(file))).await;
     }
     for (_, name) in examples {
@@ -63,6 +70,27 @@ async fn every_example_becomes_ready_with_ready_partitions() {
             .unwrap_or_else(|| panic!("{table}"));
         assert!(row.contains("True"), "{row}");
     }
+    let cluster = k(
+        ns.name(),
+        &[
+            "get",
+            "db",
+            "-l",
+            "app.kubernetes.io/part-of=example-atomixcluster",
+            "-o",
+            "name",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        cluster.lines().collect::<Vec<_>>(),
+        [
+            "database.atoll.dev/example-log",
+            "database.atoll.dev/example-primary-backup",
+            "database.atoll.dev/example-raft",
+        ]
+    );
     op.stop().await;
     ns.cleanup().await;
 }

@@ -46,6 +46,7 @@ use kube::Client;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
+use super::auth::{Access, Auth, Credentials};
 use super::proto::atomix::membership as pb;
 use crate::metrics::Metrics;
 use join::Join;
@@ -64,6 +65,7 @@ pub const API_CONCURRENCY: usize = 32;
 /// Serves MembershipService from Member objects.
 pub struct MembershipApi {
     shared: Arc<Shared>,
+    auth: Arc<Auth>,
 }
 
 /// What the service, its join tasks and its streams share.
@@ -88,6 +90,7 @@ impl MembershipApi {
         client: Client,
         metrics: Metrics,
         stopping: tokio::sync::watch::Receiver<bool>,
+        auth: Arc<Auth>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (leaves, queue) = mpsc::unbounded_channel();
         let leaver = tokio::spawn(leave_all(client.clone(), metrics.clone(), queue));
@@ -99,7 +102,7 @@ impl MembershipApi {
             leaves,
             stopping,
         });
-        (MembershipApi { shared }, leaver)
+        (MembershipApi { shared, auth }, leaver)
     }
 }
 
@@ -113,7 +116,10 @@ impl pb::membership_service_server::MembershipService for MembershipApi {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<Self::JoinGroupStream>, Status> {
+        let credentials = Credentials::of(&request);
         let join = Join::from_request(request.into_inner())?;
+        let access = Access::new("create", "members", &join.namespace);
+        self.auth.check(&credentials, access).await?;
         let (joined_tx, joined_rx) = oneshot::channel();
         // A task of its own, so that a record once created is deleted again
         // however the call ends, also when the client gives up while the

@@ -175,6 +175,7 @@ impl Plugin for Hostile {
     fn status(db: &Database, _: &Config, _: &Observed) -> StatusReport {
         StatusReport {
             ready_partitions: db.partition_ids().collect(),
+            available_partitions: db.partition_ids().collect(),
             message: "always ready".into(),
         }
     }
