@@ -157,17 +157,16 @@ async fn take_one_replica_away(ns: &str) -> String {
     pod
 }
 
-/// The Database notices: not Ready; Available where the controller reports
-/// availability.
+/// The Database notices: not Ready, yet Available (quorum still serves).
 async fn wait_disrupted(ns: &str) {
     wait_for(
-        "the Database to stop being Ready",
+        "the Database to be Available but not Ready",
         Duration::from_secs(90),
         || async {
             let conditions = conditions(ns).await;
             let ready = condition(&conditions, "Ready");
             let available = condition(&conditions, "Available");
-            if ready != Some("True") && available.is_none_or(|a| a == "True") {
+            if ready == Some("False") && available == Some("True") {
                 eprintln!("driver: disrupted, conditions {conditions:?}");
                 Ok(())
             } else {
