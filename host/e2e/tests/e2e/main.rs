@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod apiserver;
+mod atomix_client;
 mod availability;
 mod crash;
 mod data_safety;
