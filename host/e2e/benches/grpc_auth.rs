@@ -186,11 +186,19 @@ async fn main() {
 
     let (mut db_off, mut db_on, mut join_off, mut join_on) = (vec![], vec![], vec![], vec![]);
     for i in 0..calls {
-        // Interleaved, so load on the shared machine hits both modes alike.
-        db_off.push(get_database(&off, n, None).await);
-        db_on.push(get_database(&on, n, Some(&token)).await);
-        join_off.push(join(&off, n, &format!("off-{i}"), None).await);
-        join_on.push(join(&on, n, &format!("on-{i}"), Some(&token)).await);
+        // Interleaved, so load on the shared machine hits both modes alike,
+        // and in alternating order: a call right after a JoinGroup stream
+        // ends competes with that member's delete at the API server.
+        let on_first = i % 2 == 1;
+        for on_now in [on_first, !on_first] {
+            if on_now {
+                db_on.push(get_database(&on, n, Some(&token)).await);
+                join_on.push(join(&on, n, &format!("on-{i}"), Some(&token)).await);
+            } else {
+                db_off.push(get_database(&off, n, None).await);
+                join_off.push(join(&off, n, &format!("off-{i}"), None).await);
+            }
+        }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
