@@ -158,7 +158,7 @@ impl Drop for Background {
 impl MembershipApi {
     /// The service with a new instance id, and what runs besides it
     /// (started here: the Lease renewal, and the sweep, which runs at once).
-    /// Call [`Background::finish`] on shutdown, so records do not outlive
+    /// Call `Background::finish` on shutdown, so records do not outlive
     /// the process.
     pub fn new(
         client: Client,
