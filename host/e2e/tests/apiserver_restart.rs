@@ -21,12 +21,13 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
 const DATABASES: usize = 50;
-/// What the raft plugin renders for a Database of 3 partitions on 3
-/// clusters of one replica: per cluster a ConfigMap, a StatefulSet and a
-/// headless Service; per partition a Service and a Partition record (no
-/// PodDisruptionBudget for a single replica). Enough work that atoll is
-/// still applying when the API server goes away.
-const CHILDREN_PER_DATABASE: usize = 15;
+/// The children [`atoll_e2e::managed_metadata`] counts for a raft Database
+/// of 3 partitions on 3 clusters of one replica: per cluster a ConfigMap, a
+/// StatefulSet and a headless Service; per partition a Service and a
+/// Partition record (no PodDisruptionBudget for a single replica); and the
+/// host's partition-group Service (its EndpointSlice is not counted). Enough
+/// work that atoll is still applying when the API server goes away.
+const CHILDREN_PER_DATABASE: usize = 16;
 /// How long the old API server may take over its graceful shutdown before
 /// SIGKILL. That shutdown waits for open watches and here never ends within
 /// this bound; a rolling update would wait it out, but the point here is the
