@@ -551,6 +551,15 @@ pub fn atoll_command(ns: &str) -> Command {
     command
 }
 
+/// The address `atoll run --log-json` logged with `message` (e.g. `serving
+/// gRPC`) in `log`, once it has.
+pub fn logged_addr(log: &str, message: &str) -> Option<std::net::SocketAddr> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == message)
+        .and_then(|l| l["fields"]["addr"].as_str()?.parse().ok())
+}
+
 /// The `atoll` binary of this workspace, built by `cargo build -p atoll
 /// --bin atoll` on the first call of the process (see the crate docs).
 /// Panics with cargo's output when the build fails.

@@ -100,12 +100,7 @@ impl Atoll {
                     if let Some(status) = exited {
                         panic!("atoll exited ({status}):\n{text}");
                     }
-                    let addr = |message: &str| {
-                        text.lines()
-                            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                            .find(|l| l["fields"]["message"] == message)
-                            .and_then(|l| l["fields"]["addr"].as_str()?.parse::<SocketAddr>().ok())
-                    };
+                    let addr = |message: &str| atoll_e2e::logged_addr(&text, message);
                     match (
                         addr("serving gRPC"),
                         addr("serving /metrics, /healthz and /readyz"),

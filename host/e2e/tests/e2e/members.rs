@@ -247,11 +247,7 @@ async fn start_atoll_run(ns: &str, dir: &Path, name: &str) -> (KillOnDrop, Socke
                 if let Some(status) = exited {
                     panic!("atoll exited ({status}):\n{text}");
                 }
-                text.lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .find(|l| l["fields"]["message"] == "serving gRPC")
-                    .and_then(|l| l["fields"]["addr"].as_str()?.parse::<SocketAddr>().ok())
-                    .ok_or(text)
+                atoll_e2e::logged_addr(&text, "serving gRPC").ok_or(text)
             }
         },
     )
