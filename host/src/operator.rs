@@ -307,6 +307,7 @@ impl Operator {
                     limits: grpc.limits,
                     metrics: ctx.metrics.clone(),
                     liveness: grpc.liveness.clone(),
+                    namespace: config.namespace.clone(),
                 };
                 Some(tokio::spawn(server.serve(listener, stop.clone())))
             }

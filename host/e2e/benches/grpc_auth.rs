@@ -45,6 +45,7 @@ async fn serve(client: &kube::Client, ns: &str, auth: AuthConfig) -> SocketAddr 
             ..GrpcLimits::default()
         },
         liveness: atoll::grpc::Liveness::new(ns),
+        namespace: None,
         metrics: Default::default(),
     };
     tokio::spawn(async move {

@@ -12,7 +12,9 @@
 //! Database out. A Database being deleted is absent.
 //!
 //! Partitions come from the Partition records atoll keeps for each Database
-//! (counted only when the Database controls them, by owner uid). A partition
+//! (counted only when the Database controls them, by owner uid), read from
+//! the watch caches ([`Caches`]); so are the Databases `GetDatabases` lists.
+//! `GetDatabase` reads its Database from the API server. A partition
 //! has its Service once its record's `status.endpoints` is written: atoll
 //! writes it after applying the partition's Service. "Every partition" is
 //! 1..=`spec.partitions`, and any higher partition still recorded (a
@@ -21,30 +23,63 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Access, Auth, Credentials, Scope};
+use super::caches::Caches;
 use super::error::{GrpcError, check_name, check_namespace};
 use super::namespace_or_default;
 use super::proto::atomix::database as pb;
-use crate::api::{Database, LABEL_DATABASE, Partition};
+use crate::api::{Database, Partition};
 
 /// Serves DatabaseService from Database and Partition objects.
 pub struct DatabaseApi {
     client: Client,
     cluster_domain: String,
     auth: Arc<Auth>,
+    caches: Arc<Caches>,
 }
 
 impl DatabaseApi {
-    pub fn new(client: Client, cluster_domain: String, auth: Arc<Auth>) -> Self {
+    pub fn new(
+        client: Client,
+        cluster_domain: String,
+        auth: Arc<Auth>,
+        caches: Arc<Caches>,
+    ) -> Self {
         DatabaseApi {
             client,
             cluster_domain,
             auth,
+            caches,
         }
+    }
+
+    /// The cached Partitions of `namespace` (every namespace if `None`) by
+    /// the uid of the Database that controls them.
+    async fn partitions(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<Partition>>, GrpcError> {
+        let store = self
+            .caches
+            .synced(&self.caches.partitions, "Partitions")
+            .await?;
+        let mut by_owner: BTreeMap<String, Vec<Partition>> = BTreeMap::new();
+        for p in store.state() {
+            if namespace.is_some_and(|ns| p.namespace().as_deref() != Some(ns)) {
+                continue;
+            }
+            if let Some(owner) = controller_uid(&p) {
+                by_owner
+                    .entry(owner)
+                    .or_default()
+                    .push(Partition::clone(&p));
+            }
+        }
+        Ok(by_owner)
     }
 
     /// Databases and Partitions in `namespace` (every namespace if `None`)
@@ -54,30 +89,15 @@ impl DatabaseApi {
         namespace: Option<&str>,
         scope: &Scope,
     ) -> Result<Vec<pb::Database>, GrpcError> {
-        let (databases, partitions): (Api<Database>, Api<Partition>) = match namespace {
-            Some(ns) => (
-                Api::namespaced(self.client.clone(), ns),
-                Api::namespaced(self.client.clone(), ns),
-            ),
-            None => (Api::all(self.client.clone()), Api::all(self.client.clone())),
-        };
-        let where_ = namespace.map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"));
-        let databases = databases
-            .list(&ListParams::default())
-            .await
-            .map_err(GrpcError::kube(format!("listing Databases in {where_}")))?;
-        let partitions = partitions
-            .list(&ListParams::default().labels(LABEL_DATABASE))
-            .await
-            .map_err(GrpcError::kube(format!("listing Partitions in {where_}")))?;
-        let mut by_owner: BTreeMap<String, Vec<Partition>> = BTreeMap::new();
-        for p in partitions {
-            if let Some(owner) = controller_uid(&p) {
-                by_owner.entry(owner).or_default().push(p);
-            }
-        }
-        Ok(databases
+        let databases = self
+            .caches
+            .synced(&self.caches.databases, "Databases")
+            .await?
+            .state();
+        let by_owner = self.partitions(namespace).await?;
+        let mut listed: Vec<pb::Database> = databases
             .iter()
+            .filter(|db| namespace.is_none_or(|ns| db.namespace().as_deref() == Some(ns)))
             .filter(|db| scope.includes(&db.namespace().unwrap_or_default()))
             .filter_map(|db| {
                 let parts = by_owner.get(&db.uid()?).map(Vec::as_slice).unwrap_or(&[]);
@@ -86,7 +106,13 @@ impl DatabaseApi {
                     Discovery::Missing(_) | Discovery::Deleting => None,
                 }
             })
-            .collect())
+            .collect();
+        // The cache's order is a hash map's: list as a LIST did.
+        listed.sort_by(|a, b| {
+            let key = |d: &pb::Database| d.id.clone().map(|id| (id.namespace, id.name));
+            key(a).cmp(&key(b))
+        });
+        Ok(listed)
     }
 }
 
@@ -112,16 +138,15 @@ impl pb::database_service_server::DatabaseService for DatabaseApi {
                 id.name
             )))?
             .ok_or_else(|| GrpcError::NotFound(format!("Database {ns}/{} not found", id.name)))?;
-        let partitions = Api::<Partition>::namespaced(self.client.clone(), ns)
-            .list(&ListParams::default().labels(&format!("{LABEL_DATABASE}={}", id.name)))
-            .await
-            .map_err(GrpcError::kube(format!(
-                "listing Partitions of {ns}/{}",
-                id.name
-            )))?;
-        let owned: Vec<Partition> = partitions
-            .into_iter()
+        let store = self
+            .caches
+            .synced(&self.caches.partitions, "Partitions")
+            .await?;
+        let owned: Vec<Partition> = store
+            .state()
+            .iter()
             .filter(|p| controller_uid(p).is_some() && controller_uid(p) == db.uid())
+            .map(|p| Partition::clone(p))
             .collect();
         let database = match discover(&db, &owned, &self.cluster_domain) {
             Discovery::Listed(database) => database,

@@ -9,9 +9,11 @@
 //!
 //! The protos are in `host/proto`; `host/build.rs` compiles them. Every
 //! service reads and writes atoll's custom resources through the Kubernetes
-//! API, so any replica can serve any request. See `docs/grpc.md`.
+//! API, so any replica can serve any request; lists come from watch caches
+//! ([`caches`]). See `docs/grpc.md`.
 
 pub mod auth;
+mod caches;
 mod database;
 mod error;
 mod limits;
@@ -34,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::render::Renderer;
 
 pub use auth::{Auth, AuthConfig};
+pub use caches::{Caches, SYNC_WAIT};
 pub use database::DatabaseApi;
 pub use error::{GrpcError, MAX_STATUS_MESSAGE};
 pub use limits::GrpcLimits;
@@ -113,6 +116,9 @@ pub struct Server {
     /// This process's instance Lease, and the sweep of the Member records
     /// of instances that are gone.
     pub liveness: Liveness,
+    /// The namespace atoll manages (`--namespace`), which the watch caches
+    /// of Databases, Partitions and Primitives cover; `None`: every one.
+    pub namespace: Option<String>,
 }
 
 /// How long shutdown waits for the Member records of ended streams to be
@@ -185,6 +191,7 @@ impl Server {
         use tonic_reflection::pb::{v1, v1alpha};
         let domain = self.renderer.cluster_domain.clone();
         let auth = Arc::new(Auth::new(self.client.clone(), self.auth, &self.limits));
+        let caches = Arc::new(Caches::start(&self.client, self.namespace.as_deref()));
         let (membership, members) = MembershipApi::new(
             self.client.clone(),
             self.metrics.clone(),
@@ -198,6 +205,7 @@ impl Server {
                     self.client.clone(),
                     domain,
                     Arc::clone(&auth),
+                    Arc::clone(&caches),
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
@@ -209,6 +217,7 @@ impl Server {
                 PrimitiveServiceServer::new(PrimitiveApi::new(
                     self.client.clone(),
                     Arc::clone(&auth),
+                    caches,
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )

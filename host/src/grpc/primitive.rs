@@ -1,15 +1,17 @@
 //! `atomix.primitive.PrimitiveService`: primitives registered in Databases,
 //! one Primitive object each, named after the primitive, in the primitive's
 //! namespace (the Database's when the request leaves it empty, `default`
-//! when both are empty).
+//! when both are empty). `GetPrimitives` answers from the watch cache
+//! ([`Caches`]); the calls that name one primitive read the API server.
 
 use std::sync::Arc;
 
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use tonic::{Request, Response, Status};
 
 use super::auth::{Access, Auth, Credentials, Scope};
+use super::caches::Caches;
 use super::error::{GrpcError, check_name, check_namespace};
 use super::proto::atomix::database::DatabaseId;
 use super::proto::atomix::primitive as pb;
@@ -19,11 +21,16 @@ use crate::api::{Database, DatabaseRef, Primitive, PrimitiveSpec, PrimitiveType}
 pub struct PrimitiveApi {
     client: Client,
     auth: Arc<Auth>,
+    caches: Arc<Caches>,
 }
 
 impl PrimitiveApi {
-    pub fn new(client: Client, auth: Arc<Auth>) -> Self {
-        PrimitiveApi { client, auth }
+    pub fn new(client: Client, auth: Arc<Auth>, caches: Arc<Caches>) -> Self {
+        PrimitiveApi {
+            client,
+            auth,
+            caches,
+        }
     }
 
     /// Check the caller may `verb` primitives in the namespace of `target`.
@@ -139,19 +146,20 @@ impl pb::primitive_service_server::PrimitiveService for PrimitiveApi {
             }
             None => self.auth.scope(&credentials, "list", "primitives").await?,
         };
-        let api = match &filter.namespace {
-            Some(ns) => self.api(ns),
-            None => Api::all(self.client.clone()),
-        };
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(GrpcError::kube("listing Primitives"))?;
+        let list = self
+            .caches
+            .synced(&self.caches.primitives, "Primitives")
+            .await?
+            .state();
         let mut primitives: Vec<pb::PrimitiveMetadata> = list
             .iter()
             .filter(|p| filter.matches(p))
+            .filter(|p| {
+                let ns = filter.namespace.as_deref();
+                ns.is_none_or(|ns| p.namespace().as_deref() == Some(ns))
+            })
             .filter(|p| scope.includes(&p.namespace().unwrap_or_default()))
-            .map(metadata)
+            .map(|p| metadata(p))
             .collect();
         primitives.sort_by_key(|p| {
             let id = p.primitive.clone().unwrap_or_default();

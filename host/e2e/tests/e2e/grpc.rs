@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use atoll::grpc::proto::atomix::membership::{
@@ -65,6 +67,7 @@ pub(crate) async fn serve_as(
         limits: Default::default(),
         metrics: Default::default(),
         liveness,
+        namespace: None,
     };
     let task = tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
@@ -453,6 +456,114 @@ async fn databases_show_ready_partitions_with_dns_names_per_namespace() {
     op_b.stop().await;
     a.cleanup().await;
     b.cleanup().await;
+}
+
+/// A client to the control plane that counts the LISTs it sends of
+/// Databases, Partitions and Primitives (collection GETs without `watch`).
+fn counting_lists(config: kube::Config) -> (kube::Client, Arc<AtomicUsize>) {
+    let lists = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&lists);
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        let uri = req.uri();
+        let collection = uri
+            .path()
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| ["databases", "partitions", "primitives"].contains(&last));
+        let watch = uri.query().is_some_and(|q| q.contains("watch=true"));
+        if req.method() == http::Method::GET && collection && !watch {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(config)
+        .expect("a client builder")
+        .with_layer(&layer)
+        .build();
+    (client, lists)
+}
+
+#[tokio::test]
+async fn lists_are_answered_from_watch_caches_not_lists() {
+    let client = atoll_testenv::client().await;
+    let ns = TestNamespace::new(&client, "grpc-cached-lists").await;
+    let n = ns.name();
+    let op = Operator::start(&client, n).await;
+    let (counting, lists) = counting_lists(atoll_testenv::config().await);
+    let grpc = start_grpc(&counting, true, &[n]).await;
+    k(n, &["apply", "-f", "-"], Some(&example("cache"))).await;
+    wait_ready(&client, n, "sessions").await;
+    let sessions = format!("{n}/sessions");
+    // Listed once the caches have it (a watch event after the status write).
+    eventually_listed(grpc.addr, n, &sessions).await;
+    call(
+        grpc.addr,
+        &format!("{PRIMS}/CreatePrimitive"),
+        json!({ "database": { "name": "sessions", "namespace": n },
+                "primitive": { "name": "carts", "namespace": n }, "type": "MAP" }),
+    )
+    .await;
+    let primitives = || async {
+        let reply = call(
+            grpc.addr,
+            &format!("{PRIMS}/GetPrimitives"),
+            json!({ "primitive": { "namespace": n } }),
+        )
+        .await;
+        names_of(&reply)
+    };
+    wait_for("the primitive listed", Duration::from_secs(30), || async {
+        let got = primitives().await;
+        (got == ["carts"]).then_some(()).ok_or(format!("{got:?}"))
+    })
+    .await;
+
+    // The caches listed once each at start-up (and a watch may relist);
+    // from now on calls send none.
+    let before = lists.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(
+            listed_databases(grpc.addr, n).await,
+            std::slice::from_ref(&sessions)
+        );
+        assert!(listed_databases(grpc.addr, "").await.contains(&sessions));
+        assert_eq!(primitives().await, ["carts"]);
+        let reply = call(
+            grpc.addr,
+            &format!("{DB}/GetDatabase"),
+            json!({ "id": { "name": "sessions", "namespace": n } }),
+        )
+        .await;
+        assert_eq!(
+            reply["database"]["partitions"].as_array().map(Vec::len),
+            Some(4)
+        );
+    }
+    assert_eq!(
+        lists.load(Ordering::SeqCst),
+        before,
+        "80 list calls sent LISTs to the API server"
+    );
+    assert!(before >= 3, "the caches' own LISTs were counted: {before}");
+
+    drop(grpc);
+    op.stop().await;
+    ns.cleanup().await;
+}
+
+async fn eventually_listed(addr: SocketAddr, namespace: &str, want: &str) {
+    wait_for(
+        "the Database listed by GetDatabases",
+        Duration::from_secs(30),
+        || async {
+            let got = listed_databases(addr, namespace).await;
+            got.iter()
+                .any(|d| d == want)
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        },
+    )
+    .await;
 }
 
 /// Member names of `group` recorded in `ns`, sorted.

@@ -408,6 +408,7 @@ async fn serve_with(
         auth: atoll::grpc::AuthConfig::kubernetes([ns]),
         limits,
         liveness: atoll::grpc::Liveness::new(ns),
+        namespace: None,
         metrics: Default::default(),
     };
     let task = tokio::spawn(async move {
@@ -635,6 +636,7 @@ async fn client_certificates_identify_callers_over_mutual_tls() {
         auth: atoll::grpc::AuthConfig::kubernetes(Vec::<String>::new()),
         limits: Default::default(),
         liveness: atoll::grpc::Liveness::new(n),
+        namespace: None,
         metrics: Default::default(),
     };
     let task = tokio::spawn(server.serve(listener, std::future::pending()));

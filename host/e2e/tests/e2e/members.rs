@@ -7,7 +7,10 @@
 //!    streams, writes its Lease again, and its members join again;
 //! 3. `atoll run` SIGKILLed with 100 joined members: a new `atoll run`
 //!    deletes every one of their records (and the dead replica's Lease)
-//!    within 30 s of serving; the time it took is printed.
+//!    within 30 s of serving; the time it took is printed;
+//! 4. a JoinGroup without a member (Atomix go-client without a member id)
+//!    observes: it gets the group's lists, including an empty one, and
+//!    nothing is recorded for it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -160,6 +163,76 @@ async fn a_live_members_id_is_refused_and_its_record_kept() {
     drop(stream);
     drop(again);
     drop((a, b));
+    ns.cleanup().await;
+}
+
+fn names(list: &JoinGroupResponse) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .members
+        .iter()
+        .map(|m| m.id.clone().unwrap_or_default().name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_join_without_a_member_observes_and_is_recorded_nowhere() {
+    let client_ = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&client_, atoll::api::crds()).await;
+    let ns = TestNamespace::new(&client_, "members-observer").await;
+    let n = ns.name();
+    let grpc = serve_as(&client_, true, atoll::grpc::Liveness::new(n), &[n]).await;
+    let members: Api<MemberRecord> = Api::namespaced(client_.clone(), n);
+    let observe = JoinGroupRequest {
+        member: None,
+        group_id: Some(GroupId {
+            name: "workers".into(),
+            namespace: n.into(),
+        }),
+    };
+
+    // Nobody in the group yet: the first list is empty, and comes at once.
+    let mut observer = client(grpc.addr).await;
+    let mut watching = observer
+        .join_group(observe.clone())
+        .await
+        .expect("an observer's JoinGroup")
+        .into_inner();
+    let list = first(&mut watching).await;
+    assert_eq!(names(&list), Vec::<String>::new());
+    assert_eq!(
+        list.group_id.as_ref().map(|g| g.name.as_str()),
+        Some("workers")
+    );
+
+    // A member joins: the observer sees it; the only record is the member's.
+    let mut alice = client(grpc.addr).await;
+    let mut joined = alice
+        .join_group(join(n, "alice", "workers", "alice.example", 1001))
+        .await
+        .unwrap()
+        .into_inner();
+    first(&mut joined).await;
+    assert_eq!(names(&first(&mut watching).await), ["alice"]);
+    let records = members.list(&ListParams::default()).await.unwrap();
+    let recorded: Vec<String> = records.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(recorded, ["alice"], "an observer is recorded nowhere");
+
+    // A second observer, and the first one leaves: nothing to delete, and
+    // the member's record stays.
+    let mut second = client(grpc.addr).await;
+    let mut also = second.join_group(observe).await.unwrap().into_inner();
+    assert_eq!(names(&first(&mut also).await), ["alice"]);
+    drop(watching);
+    drop(observer);
+    // The member leaves: the remaining observer sees the empty group.
+    drop(joined);
+    drop(alice);
+    assert_eq!(names(&first(&mut also).await), Vec::<String>::new());
+    assert_eq!(count(&members).await, Ok(0));
+    drop(also);
+    drop(grpc);
     ns.cleanup().await;
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::super::error::{GrpcError, check_label_value, check_name, check_namespace};
 use super::instance::lease_name;
 use super::leave::Leave;
-use super::stream::Following;
+use super::stream::{Following, Recorded};
 use super::sweep::LeaseView;
 use super::{LABEL_GROUP, LABEL_INSTANCE, LABEL_INSTANCE_NAMESPACE, Shared, pb};
 use crate::api::{Member, MemberSpec};
@@ -50,7 +50,7 @@ impl Shared {
         // First, so a namespace's new watch lists while the record is made.
         let group = self
             .watches
-            .subscribe(&join.namespace, &join.group, &join.member);
+            .subscribe(&join.namespace, &join.group, Some(&join.member));
         let api: Api<Member> = Api::namespaced(self.client.clone(), &join.namespace);
         let recorded = {
             let permit = tokio::select! {
@@ -74,14 +74,58 @@ impl Shared {
         };
         let leave = Leave::new(&self, &join, uid.clone());
         tracing::info!(namespace = %join.namespace, group = %join.group, member = %join.member, "member joined");
-        let following = Following::new(group, join, uid, &self, leave, epoch);
+        let record = Recorded {
+            join,
+            uid,
+            epoch,
+            _leave: leave,
+        };
+        let following = Following::member(group, record, &self);
         // Refused if the caller left meanwhile: `following` comes back and
         // is dropped here, which has the record deleted.
         let _ = joined.send(Ok(following));
     }
 }
 
-/// A validated JoinGroup request.
+/// What a validated JoinGroup request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Joining {
+    /// To be a member of the group, recorded while its stream lasts.
+    Member(Join),
+    /// No `member`: to follow the group's list without being in it, as the
+    /// Atomix controller let clients do (go-client v0.4.1 sends no member
+    /// unless given a member id). Nothing is recorded.
+    Observer(GroupRef),
+}
+
+impl Joining {
+    pub(super) fn from_request(req: pb::JoinGroupRequest) -> Result<Joining, GrpcError> {
+        if req.member.is_some() {
+            return Join::from_request(req).map(Joining::Member);
+        }
+        let group = req.group_id.unwrap_or_default();
+        check_label_value("group_id.name", &group.name)?;
+        let namespace = if group.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            group.namespace
+        };
+        check_namespace("group_id.namespace", &namespace)?;
+        Ok(Joining::Observer(GroupRef {
+            namespace,
+            name: group.name,
+        }))
+    }
+}
+
+/// A group: its namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct GroupRef {
+    pub(super) namespace: String,
+    pub(super) name: String,
+}
+
+/// A validated JoinGroup request of a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Join {
     pub(super) namespace: String,
@@ -144,6 +188,14 @@ impl Join {
         );
         m.metadata.labels = Some([(LABEL_GROUP.to_string(), self.group.clone())].into());
         m
+    }
+
+    /// The group joined.
+    pub(super) fn group(&self) -> GroupRef {
+        GroupRef {
+            namespace: self.namespace.clone(),
+            name: self.group.clone(),
+        }
     }
 
     /// The joiner as it appears in member lists.
@@ -315,9 +367,43 @@ mod tests {
         let mut no_member = request("m", "", "g", "");
         no_member.member = None;
         assert!(Join::from_request(no_member).is_err());
+        assert!(matches!(
+            Joining::from_request(request("m", "", "g", "apps")),
+            Ok(Joining::Member(j)) if j.member == "m"
+        ));
         let mut bad_port = request("m", "", "g", "");
         bad_port.member.as_mut().unwrap().port = 70000;
         assert!(Join::from_request(bad_port).is_err());
+    }
+
+    #[test]
+    fn a_request_without_a_member_observes_its_group() {
+        let mut observe = request("m", "", "Workers_1", "apps");
+        observe.member = None;
+        assert_eq!(
+            Joining::from_request(observe.clone()).unwrap(),
+            Joining::Observer(GroupRef {
+                namespace: "apps".into(),
+                name: "Workers_1".into()
+            })
+        );
+        observe.group_id.as_mut().unwrap().namespace.clear();
+        assert!(matches!(
+            Joining::from_request(observe.clone()),
+            Ok(Joining::Observer(g)) if g.namespace == "default"
+        ));
+        for (group, ns) in [("", "apps"), ("g/x", "apps"), ("g", "Apps")] {
+            observe.group_id = Some(pb::GroupId {
+                name: group.into(),
+                namespace: ns.into(),
+            });
+            let e = Joining::from_request(observe.clone()).unwrap_err();
+            assert_eq!(
+                e.code(),
+                tonic::Code::InvalidArgument,
+                "{group:?} in {ns:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! (the client cancels, disconnects, or vanishes and HTTP/2 keepalive gives
 //! up on it; or atoll shuts down) the Member is deleted.
 //!
+//! A JoinGroup without a `member` observes the group: its stream sends the
+//! same lists and nothing is recorded, as with the Atomix controller (Atomix
+//! go-client v0.4.1 joins so unless given a member id). Observing needs
+//! `list members` in the group's namespace, joining `create members`.
+//!
 //! A member id names one member, held by one stream: a join under an id
 //! whose record is held by a live stream is ALREADY_EXISTS (the existing
 //! member must leave first), in its group or another, and the record is left
@@ -71,8 +76,9 @@ use super::auth::{Access, Auth, Credentials};
 use super::proto::atomix::membership as pb;
 use crate::metrics::Metrics;
 use instance::{Held, Instance};
-use join::Join;
+use join::Joining;
 use leave::{Leaving, leave_all};
+use stream::Following;
 use sweep::Judge;
 use watch::Watches;
 
@@ -224,7 +230,21 @@ impl pb::membership_service_server::MembershipService for MembershipApi {
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<Self::JoinGroupStream>, Status> {
         let credentials = Credentials::of(&request);
-        let join = Join::from_request(request.into_inner())?;
+        let join = match Joining::from_request(request.into_inner())? {
+            Joining::Member(join) => join,
+            Joining::Observer(group) => {
+                // Observing reads the group's Member records.
+                let access = Access::new("list", "members", &group.namespace);
+                self.auth.check(&credentials, access).await?;
+                let subscription =
+                    self.shared
+                        .watches
+                        .subscribe(&group.namespace, &group.name, None);
+                tracing::debug!(namespace = %group.namespace, group = %group.name, "observer following");
+                let following = Following::observer(subscription, group, &self.shared);
+                return Ok(Response::new(following.into_stream()));
+            }
+        };
         let access = Access::new("create", "members", &join.namespace);
         self.auth.check(&credentials, access).await?;
         let (joined_tx, joined_rx) = oneshot::channel();

@@ -8,31 +8,40 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use super::instance::Held;
-use super::join::Join;
+use super::join::{GroupRef, Join};
 use super::leave::Leave;
 use super::state::GroupList;
 use super::watch::Subscription;
 use super::{MemberStream, Shared, pb};
 
-/// One member's stream: the group's list whenever it changed, made when
+/// One JoinGroup stream: the group's list whenever it changed, made when
 /// the client is ready for the next message (tonic asks for it once HTTP/2
 /// flow control lets it send), so a slow client holds no backlog, not even
-/// one list, and gets the latest when it catches up. Ends only at shutdown
-/// or when this process loses its instance Lease (then its record may be
-/// swept: the client must join again); dropped (the client went away), it
-/// has the record deleted.
+/// one list, and gets the latest when it catches up. A member's stream ends
+/// only at shutdown or when this process loses its instance Lease (then its
+/// record may be swept: the client must join again); dropped (the client
+/// went away), it has the record deleted. An observer's stream has no
+/// record, so only shutdown ends it.
 pub(super) struct Following {
     group: Subscription,
-    join: Join,
-    uid: String,
+    id: GroupRef,
+    /// The member's record; `None` for an observer.
+    record: Option<Recorded>,
     sent: Sent,
     stopping: watch::Receiver<bool>,
-    /// The instance Lease, held in `epoch` when the record was made.
     held: watch::Receiver<Held>,
-    epoch: u64,
     ended: bool,
     _open: Counted,
-    _leave: Leave,
+}
+
+/// A member's record, made of `join` as `uid` while the instance Lease was
+/// held in `epoch`; `_leave` has it deleted when dropped.
+pub(super) struct Recorded {
+    pub(super) join: Join,
+    pub(super) uid: String,
+    pub(super) epoch: u64,
+    /// Held for its `Drop`, which has the record deleted.
+    pub(super) _leave: Leave,
 }
 
 /// The list sent last.
@@ -47,29 +56,34 @@ enum Sent {
 }
 
 impl Following {
-    /// The stream of the member `join` recorded as `uid`, following `group`;
-    /// counted among the open streams while it lives, and `leave` has the
-    /// record deleted when it is dropped; it ends when the instance Lease is
-    /// no longer held in `epoch`.
-    pub(super) fn new(
+    /// The stream of the member `record`, following `group`; counted among
+    /// the open streams while it lives; it ends when the instance Lease is
+    /// no longer held in the record's epoch.
+    pub(super) fn member(group: Subscription, record: Recorded, shared: &Shared) -> Following {
+        let id = record.join.group();
+        Following::new(group, id, Some(record), shared)
+    }
+
+    /// The stream of an observer of `group` (named `id`), recorded nowhere.
+    pub(super) fn observer(group: Subscription, id: GroupRef, shared: &Shared) -> Following {
+        Following::new(group, id, None, shared)
+    }
+
+    fn new(
         group: Subscription,
-        join: Join,
-        uid: String,
+        id: GroupRef,
+        record: Option<Recorded>,
         shared: &Shared,
-        leave: Leave,
-        epoch: u64,
     ) -> Following {
         Following {
             group,
-            join,
-            uid,
+            id,
+            record,
             sent: Sent::Nothing,
             stopping: shared.stopping.clone(),
             held: shared.held.clone(),
-            epoch,
             ended: false,
             _open: Counted::new(shared.metrics.join_streams()),
-            _leave: leave,
         }
     }
 
@@ -91,8 +105,8 @@ impl Following {
             if let Some(members) = self.fresh() {
                 return Some(Ok(pb::JoinGroupResponse {
                     group_id: Some(pb::GroupId {
-                        name: self.join.group.clone(),
-                        namespace: self.join.namespace.clone(),
+                        name: self.id.name.clone(),
+                        namespace: self.id.namespace.clone(),
                     }),
                     members,
                 }));
@@ -102,7 +116,7 @@ impl Following {
                     break; // the watch is gone (cannot happen while subscribed)
                 },
                 () = stopped(&mut self.stopping) => break,
-                () = lost(&mut self.held, self.epoch) => {
+                () = lost(&mut self.held, self.record.as_ref().map(|r| r.epoch)) => {
                     message = "this atoll replica lost its instance Lease, so its member records \
                                may be deleted; join again";
                     break;
@@ -115,9 +129,19 @@ impl Following {
 
     /// The list to send now, if it differs from the last one sent.
     fn fresh(&mut self) -> Option<Vec<pb::Member>> {
-        let seen = self.group.seen(&self.uid);
+        let seen = match &self.record {
+            Some(record) => self.group.seen(&record.uid),
+            None => true, // an observer has no record to wait for
+        };
         let list = self.group.latest()?;
-        self.sent.next(list, seen, || self.join.member())
+        let record = &self.record;
+        self.sent.next(list, seen, || {
+            record
+                .as_ref()
+                .expect("only a member's record can be unseen")
+                .join
+                .member()
+        })
     }
 }
 
@@ -159,8 +183,12 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 }
 
 /// Resolves once the instance Lease is no longer held in `epoch` (or its
-/// keeper is gone).
-async fn lost(held: &mut watch::Receiver<Held>, epoch: u64) {
+/// keeper is gone); never for an observer (no epoch): it has no record the
+/// Lease could take along.
+async fn lost(held: &mut watch::Receiver<Held>, epoch: Option<u64>) {
+    let Some(epoch) = epoch else {
+        return std::future::pending().await;
+    };
     let _ = held.wait_for(|h| !h.held || h.epoch != epoch).await;
 }
 

@@ -36,8 +36,13 @@ impl Watches {
 
     /// Follow `group` in `namespace`, starting the namespace's watch if no
     /// stream there has yet, and look out for the records of `member` (not
-    /// created yet) from now on.
-    pub(super) fn subscribe(&self, namespace: &str, group: &str, member: &str) -> Subscription {
+    /// created yet; none for an observer) from now on.
+    pub(super) fn subscribe(
+        &self,
+        namespace: &str,
+        group: &str,
+        member: Option<&str>,
+    ) -> Subscription {
         let watch = {
             let mut open = self.open.locked();
             match open.get(namespace).and_then(Weak::upgrade) {
@@ -56,13 +61,15 @@ impl Watches {
         };
         let rx = {
             let mut state = watch.state.locked();
-            state.look_out(member);
+            if let Some(member) = member {
+                state.look_out(member);
+            }
             state.subscribe(group)
         };
         Subscription {
             watch,
             group: group.to_string(),
-            member: Some(member.to_string()),
+            member: member.map(str::to_string),
             rx: Some(rx),
         }
     }
