@@ -133,9 +133,12 @@ pub(super) fn ensure(state: &State) -> Result<Registries> {
         )?;
         let address = format!("127.0.0.1:{port}");
         let expected = if auth.is_some() { "401" } else { "200" };
-        start::wait_until(&[&proc], &format!("{name} /v2/"), Duration::from_secs(60), || {
-            probe(&address, expected)
-        })?;
+        start::wait_until(
+            &[&proc],
+            &format!("{name} /v2/"),
+            Duration::from_secs(60),
+            || probe(&address, expected),
+        )?;
         addresses.push(address);
     }
     let registries = Registries {
