@@ -291,3 +291,57 @@ async fn broken_sources_give_their_reason() {
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.reason(), "RegistryUnavailable");
 }
+
+/// `atoll plugins push` checks the file is a plugin, pushes it with the
+/// password from the environment, and prints what a pull then finds.
+#[tokio::test]
+async fn the_cli_pushes_what_a_pull_loads() {
+    let registries = atoll_testenv::registries();
+    let registry = registries.authenticated.as_str();
+    let dir = std::env::temp_dir().join(format!("atoll-e2e-oci-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("raft.wasm");
+    std::fs::write(&file, raft()).unwrap();
+    let tagged = reference(registry, "cli");
+    let out = tokio::process::Command::new(atoll_e2e::atoll_bin())
+        .args(["plugins", "push", "--username", &registries.user])
+        .arg(&file)
+        .arg(tagged.to_string())
+        .env("ATOLL_REGISTRY_PASSWORD", &registries.password)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let credentials = Credentials::Basic {
+        user: registries.user.clone(),
+        password: registries.password.clone(),
+    };
+    let artifact = pull(&tagged, Some(&credentials)).await.unwrap();
+    assert_eq!(printed["digest"], Digest::of(raft()).to_string());
+    assert_eq!(
+        printed["manifestDigest"],
+        artifact.manifest_digest.to_string()
+    );
+    assert_eq!(printed["name"], "raft");
+
+    // A file that is not a plugin never reaches the registry.
+    std::fs::write(&file, b"\0asm\x01\0\0\0").unwrap();
+    let refused = reference(registry, "cli-refused");
+    let out = tokio::process::Command::new(atoll_e2e::atoll_bin())
+        .args(["plugins", "push", "--username", &registries.user])
+        .arg(&file)
+        .arg(refused.to_string())
+        .env("ATOLL_REGISTRY_PASSWORD", &registries.password)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = pull(&refused, Some(&credentials)).await.unwrap_err();
+    assert_eq!(err.reason(), "ArtifactNotFound", "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

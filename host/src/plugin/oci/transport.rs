@@ -144,7 +144,7 @@ impl<'a> Session<'a> {
                         if self.credentials.is_some() {
                             " with the given credentials"
                         } else {
-                            " without credentials (give a pull Secret)"
+                            " without credentials (give some: a pull Secret)"
                         }
                     ),
                 });
