@@ -49,6 +49,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Render(args) => offline::render(args),
         Cmd::Plugins(PluginsCmd::List(args)) => offline::list(args),
         Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => offline::inspect(&file, sandbox),
+        Cmd::Plugins(PluginsCmd::Push(args)) => atoll::cli::push::push(*args),
         Cmd::Crds => offline::crds(),
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(async {
             let operator = Operator::new(args.config()).await?;

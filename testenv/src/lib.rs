@@ -14,6 +14,8 @@
 //!   faults the shared one must not see (an API server restart).
 //! - [`Dns`] queries the CoreDNS running beside the control plane (A and SRV
 //!   records of Services, as Pods would resolve them).
+//! - [`registries`] finds the OCI registries beside it (one anonymous, one
+//!   with basic auth).
 //!
 //! The control plane is shared by every test process: tests must only touch
 //! their own namespace and cluster-scoped objects they name uniquely (CRDs are
@@ -24,8 +26,13 @@
 
 mod dns;
 mod private;
+mod registry;
 
 pub use dns::{DNS_ENV, Dns, Srv};
+pub use registry::{
+    REGISTRY_AUTH_ENV, REGISTRY_ENV, REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, Registries,
+    registries,
+};
 
 pub use private::{PrivateControlPlane, Restart};
 

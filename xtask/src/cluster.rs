@@ -6,7 +6,10 @@
 //! scheduled and turn Running and Ready without containers, and provisions
 //! claims of the default StorageClass `kwok-volume` (no storage behind them).
 //! CoreDNS serves `cluster.local` from the API server on a loopback port
-//! (see the `dns` module); `env` prints it as `ATOLL_TESTENV_DNS`.
+//! (see the `dns` module); `env` prints it as `ATOLL_TESTENV_DNS`. Two OCI
+//! registries (CNCF Distribution, one anonymous, one with basic auth) serve
+//! plain HTTP on loopback ports (see the `registry` module); `env` prints
+//! them as `ATOLL_TESTENV_REGISTRY*`.
 //!
 //! Everything a running control plane owns lives in one state directory
 //! (`/tmp/atoll-testenv-$UID`, or `$ATOLL_TESTENV_DIR`): certificates, the
@@ -23,9 +26,13 @@ mod certs;
 mod dns;
 mod private;
 mod processes;
+mod registry;
 mod start;
 
 pub use private::{PrivatePlane, Restart};
+pub use registry::{
+    REGISTRY_AUTH_ENV, REGISTRY_ENV, REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, Registries,
+};
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -37,14 +44,20 @@ use anyhow::{Context, Result, bail};
 #[derive(clap::Subcommand)]
 pub enum ClusterCmd {
     /// Build what is missing, start the control plane (or reuse a running
-    /// one, adding CoreDNS if it lacks it) and print `export KUBECONFIG=...`
-    /// and `export ATOLL_TESTENV_DNS=...` on stdout.
+    /// one, adding CoreDNS and the registries if it lacks them) and print
+    /// `export KUBECONFIG=...`, `export ATOLL_TESTENV_DNS=...` and the
+    /// registries' `export ATOLL_TESTENV_REGISTRY*=...` on stdout.
     Up,
     /// Stop the processes `up` started, wait for them to exit and remove the state directory.
     Down,
     /// Print `export KUBECONFIG=...` (and `export ATOLL_TESTENV_DNS=...`
     /// when CoreDNS runs) for the running control plane; fails if none is running.
     Env,
+    /// Start (or reuse) only the two test registries in the state directory
+    /// and print their `export ATOLL_TESTENV_REGISTRY*=...`. Needs no control
+    /// plane: with `ATOLL_TESTENV_DIR` it gives a private pair of registries
+    /// (stop them with `cluster down` on the same directory).
+    Registry,
 }
 
 /// A control plane that answers `/readyz`.
@@ -53,6 +66,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// CoreDNS serving `cluster.local` from this control plane, `127.0.0.1:<port>`.
     pub dns: String,
+    /// The OCI registries beside it.
+    pub registries: Registries,
     /// True when this call started the processes; false when it reused running ones.
     pub started_here: bool,
 }
@@ -71,6 +86,7 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
             let cluster = ensure_up()?;
             println!("export KUBECONFIG={}", cluster.kubeconfig.display());
             println!("export {DNS_ENV}={}", cluster.dns);
+            print_registries(&cluster.registries);
         }
         ClusterCmd::Down => down()?,
         ClusterCmd::Env => {
@@ -88,9 +104,26 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                     "CoreDNS is not running beside this control plane; `cargo xtask cluster up` starts it"
                 ),
             }
+            match registry::running(&state) {
+                Some(registries) => print_registries(&registries),
+                None => eprintln!(
+                    "the OCI registries are not running beside this control plane; `cargo xtask cluster up` starts them"
+                ),
+            }
+        }
+        ClusterCmd::Registry => {
+            let state = State::locate()?;
+            let _lock = state.lock()?;
+            print_registries(&registry::ensure(&state)?);
         }
     }
     Ok(())
+}
+
+fn print_registries(registries: &Registries) {
+    for (key, value) in registries.env() {
+        println!("export {key}={value}");
+    }
 }
 
 /// Reuses the running control plane, or builds what is missing and starts one.
@@ -104,9 +137,11 @@ pub fn ensure_up() -> Result<Cluster> {
         eprintln!("control plane already running in {}", state.dir.display());
         // A control plane started before CoreDNS was part of it gets it now.
         let dns = dns::ensure(&state)?;
+        let registries = registry::ensure(&state)?;
         return Ok(Cluster {
             kubeconfig: state.kubeconfig(),
             dns,
+            registries,
             started_here: false,
         });
     }
@@ -114,6 +149,7 @@ pub fn ensure_up() -> Result<Cluster> {
     // ours and start from a clean directory.
     if state.dir.exists() {
         dns::stop(&state)?;
+        registry::stop(&state)?;
         processes::stop_all(&state.pids_file())?;
         fs::remove_dir_all(&state.dir)
             .with_context(|| format!("removing stale state {}", state.dir.display()))?;
@@ -121,12 +157,14 @@ pub fn ensure_up() -> Result<Cluster> {
     let bins = build::ensure_binaries()?;
     let started = Instant::now();
     let mut recorder = processes::Recorder::detached(state.pids_file());
-    let started_all = start::start(&state, &bins, &mut recorder).and_then(|_| dns::ensure(&state));
-    let dns = match started_all {
-        Ok(dns) => dns,
+    let started_all = start::start(&state, &bins, &mut recorder)
+        .and_then(|_| Ok((dns::ensure(&state)?, registry::ensure(&state)?)));
+    let (dns, registries) = match started_all {
+        Ok(started) => started,
         Err(err) => {
             // Stop whatever did start but keep the directory: its logs explain the failure.
             let _ = dns::stop(&state);
+            let _ = registry::stop(&state);
             let _ = processes::stop_all(&state.pids_file());
             return Err(err.context(format!(
                 "starting the control plane failed; logs are in {}",
@@ -141,6 +179,7 @@ pub fn ensure_up() -> Result<Cluster> {
     Ok(Cluster {
         kubeconfig: state.kubeconfig(),
         dns,
+        registries,
         started_here: true,
     })
 }
@@ -158,6 +197,7 @@ pub fn down() -> Result<()> {
         return Ok(());
     }
     dns::stop(&state)?;
+    registry::stop(&state)?;
     processes::stop_all(&state.pids_file())?;
     fs::remove_dir_all(&state.dir).with_context(|| format!("removing {}", state.dir.display()))?;
     eprintln!("control plane stopped; removed {}", state.dir.display());

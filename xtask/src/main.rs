@@ -3,7 +3,8 @@
 //! - `cargo xtask plugins` builds the five built-in plugins for `wasm32-wasip2`
 //!   and reports their sizes.
 //! - `cargo xtask cluster up|down|env` manages the local Kubernetes control plane
-//!   (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, CoreDNS).
+//!   (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, CoreDNS,
+//!   and two OCI registries).
 //! - `cargo xtask test` runs the whole test suite against that control plane.
 //! - `cargo xtask demo` runs atoll on it with the examples.
 //! - `cargo xtask bench-startup` times `atoll run` to ready, cold and warm.
@@ -84,6 +85,7 @@ fn test() -> Result<()> {
         .args(["test", "--workspace"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env(cluster::DNS_ENV, &cluster.dns)
+        .envs(cluster.registries.env())
         .status();
     if cluster.started_here {
         cluster::down()?;

@@ -7,6 +7,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 pub mod offline;
+pub mod push;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -167,6 +168,9 @@ pub enum PluginsCmd {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Check that a .wasm file loads as a plugin, then push it to an OCI
+    /// registry (the CNCF wasm artifact layout) and print its digests.
+    Push(Box<push::PushArgs>),
 }
 
 /// Options for plugin calls.

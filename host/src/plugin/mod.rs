@@ -7,6 +7,7 @@
 //!   `compat` the worlds a component may implement (0.2, or 0.1 adapted);
 //! - [`registry`]: loaded plugins by name, with the built-ins to fall back to;
 //! - [`source`]: plugins from labelled ConfigMaps, hot-reloaded;
+//! - [`oci`]: plugins pulled from OCI registries (wasm artifacts);
 //! - [`records`]: the cluster-scoped `StoragePlugin` records;
 //! - [`builtin`]: the five plugins embedded in the binary.
 
@@ -16,6 +17,7 @@ mod configmap;
 mod disk_cache;
 #[cfg(feature = "native-plugins")]
 pub mod native;
+pub mod oci;
 pub mod records;
 pub mod registry;
 mod reload;

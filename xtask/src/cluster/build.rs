@@ -10,6 +10,9 @@
 //! - CoreDNS: `go build` of the wrapper module `testenv/coredns` (its default
 //!   plugin set, which includes `kubernetes`); built on its own ([`ensure_coredns`])
 //!   because a control plane started before CoreDNS existed gets it added later.
+//! - The CNCF Distribution registry (`cmd/registry`) and a bcrypt htpasswd
+//!   helper: `go build` of the wrapper module `testenv/registry`
+//!   ([`ensure_registry`]), on its own for the same reason.
 //!
 //! The versions come from the wrapper go.mod files, so bumping a version there
 //! builds into a new cache directory, `${XDG_CACHE_HOME:-~/.cache}/atoll/testenv/<name>-<version>/`.
@@ -66,6 +69,31 @@ pub fn ensure_coredns() -> Result<PathBuf> {
         },
     )?;
     Ok(dir.join("coredns"))
+}
+
+/// The cached directory holding `registry` (Distribution's `cmd/registry`)
+/// and `htpasswd` (a bcrypt line for the authenticated registry), built
+/// first if missing.
+pub fn ensure_registry() -> Result<PathBuf> {
+    let module = workspace().join("testenv/registry");
+    let version = required_version(&module, "github.com/distribution/distribution/v3")?;
+    cached(
+        &cache_dir()?,
+        &format!("registry-{version}"),
+        &["registry", "htpasswd"],
+        true,
+        |out| {
+            let go = Go::find()?;
+            let flags = ["build", "-trimpath", "-ldflags=-s -w", "-o"];
+            go.run(
+                &module,
+                &flags,
+                out.join("registry"),
+                &["github.com/distribution/distribution/v3/cmd/registry"],
+            )?;
+            go.run(&module, &flags, out.join("htpasswd"), &["./htpasswd"])
+        },
+    )
 }
 
 fn workspace() -> &'static Path {

@@ -30,6 +30,7 @@ mod hot_reload;
 mod leader;
 mod least_privilege;
 mod members;
+mod oci;
 mod operator;
 mod plugin_records;
 mod steady_state;
