@@ -7,6 +7,9 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 pub mod offline;
+pub mod plugin_new;
+pub mod plugin_test;
+pub mod python_sdk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,8 +38,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Print the objects atoll would apply for Database manifests, without a cluster.
     Render(RenderArgs),
-    /// List or inspect storage plugins.
-    #[command(subcommand)]
+    /// List, inspect, test or scaffold storage plugins (`atoll plugin ...`
+    /// works too).
+    #[command(subcommand, alias = "plugin")]
     Plugins(PluginsCmd),
     /// Print the CustomResourceDefinitions of the atoll.dev API as YAML.
     Crds,
@@ -167,6 +171,11 @@ pub enum PluginsCmd {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Run a plugin's golden cases (validate, render, status) through the
+    /// sandbox and output policy `atoll run` uses; exit 1 when one fails.
+    Test(plugin_test::TestArgs),
+    /// Scaffold a plugin whose build and tests pass as generated.
+    New(plugin_new::NewArgs),
 }
 
 /// Options for plugin calls.
