@@ -48,7 +48,13 @@ fn vectors() -> PathBuf {
 fn case_count() -> usize {
     std::fs::read_dir(vectors())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
         .count()
 }
 
@@ -132,12 +138,26 @@ fn the_vectors_say_what_the_cache_plugin_documents() {
     let sts = find("StatefulSet", "sessions-2");
     assert_eq!(sts["spec"]["replicas"], 1);
     assert_eq!(sts["spec"]["serviceName"], "sessions-2-hs");
-    assert!(sts["spec"].get("volumeClaimTemplates").is_none(), "in memory only");
+    assert!(
+        sts["spec"].get("volumeClaimTemplates").is_none(),
+        "in memory only"
+    );
     let volumes = &sts["spec"]["template"]["spec"]["volumes"];
-    assert!(volumes.as_array().unwrap().iter().any(|v| v["name"] == "data" && v["emptyDir"] == serde_json::json!({})));
-    assert_eq!(find("Service", "sessions-2-hs")["spec"]["clusterIP"], "None");
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "data" && v["emptyDir"] == serde_json::json!({}))
+    );
+    assert_eq!(
+        find("Service", "sessions-2-hs")["spec"]["clusterIP"],
+        "None"
+    );
     let cluster: Value = serde_json::from_str(
-        find("ConfigMap", "sessions-2")["data"]["cluster.json"].as_str().unwrap(),
+        find("ConfigMap", "sessions-2")["data"]["cluster.json"]
+            .as_str()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(
@@ -150,30 +170,57 @@ fn the_vectors_say_what_the_cache_plugin_documents() {
         assert_eq!(b["port"], 5678);
     }
     let status = &case["status"];
-    assert_eq!(status[0]["expect"]["readyPartitions"], serde_json::json!([]));
-    assert_eq!(status[1]["expect"]["readyPartitions"], serde_json::json!([2]));
+    assert_eq!(
+        status[0]["expect"]["readyPartitions"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        status[1]["expect"]["readyPartitions"],
+        serde_json::json!([2])
+    );
     assert_eq!(status[2]["expect"]["message"], "all 3 nodes ready");
 
     // 7 partitions at 3 per node: node 3 serves partition 7 alone, and the
     // Service of partition 4 selects node 2.
     let case = read_case("packed-seven-by-three");
     let objects = case["render"]["objects"].as_array().unwrap();
-    let p4 = objects.iter().find(|o| o["metadata"]["name"] == "sessions-p4").unwrap();
+    let p4 = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == "sessions-p4")
+        .unwrap();
     assert_eq!(p4["spec"]["selector"]["atoll.dev/node"], "2");
-    let cm3 = objects.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "sessions-3").unwrap();
-    assert!(cm3["data"]["cluster.json"].as_str().unwrap().contains("\"partition\": 7"));
+    let cm3 = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "sessions-3")
+        .unwrap();
+    assert!(
+        cm3["data"]["cluster.json"]
+            .as_str()
+            .unwrap()
+            .contains("\"partition\": 7")
+    );
 
     // The cluster domain reaches the replicas' host names; resources reach the container.
     let case = read_case("image-pull-policy-and-resources");
     let o = &case["render"]["objects"];
-    assert!(o[0]["data"]["cluster.json"].as_str().unwrap().contains("orders-1-0.orders-1-hs.shop.svc.corp.example"));
+    assert!(
+        o[0]["data"]["cluster.json"]
+            .as_str()
+            .unwrap()
+            .contains("orders-1-0.orders-1-hs.shop.svc.corp.example")
+    );
     let container = &o[2]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["imagePullPolicy"], "Always");
     assert_eq!(container["resources"]["limits"]["memory"], "2Gi");
 
     // Every check at once, each naming its field; nothing renders.
     let case = read_case("invalid-checks");
-    let fields: Vec<&str> = case["validate"].as_array().unwrap().iter().map(|v| v["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = case["validate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["field"].as_str().unwrap())
+        .collect();
     assert_eq!(
         fields,
         [
@@ -185,7 +232,10 @@ fn the_vectors_say_what_the_cache_plugin_documents() {
     );
     assert_eq!(case["render"]["invalid"], case["validate"]);
     let message = case["status"][0]["expect"]["message"].as_str().unwrap();
-    assert!(message.starts_with("invalid config: spec.storage.config.partitionsPerNode"), "{message}");
+    assert!(
+        message.starts_with("invalid config: spec.storage.config.partitionsPerNode"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -201,7 +251,13 @@ fn a_vector_the_plugin_fails_prints_the_object_diff_and_update_rewrites_it() {
     std::fs::write(&path, serde_json::to_string_pretty(&case).unwrap()).unwrap();
     let wasm = rust_cache();
     let run = |extra: &[&str]| {
-        let mut args = vec!["plugin", "test", wasm.to_str().unwrap(), "--cases", dir.to_str().unwrap()];
+        let mut args = vec![
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--cases",
+            dir.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         atoll(&args)
     };
@@ -210,10 +266,27 @@ fn a_vector_the_plugin_fails_prints_the_object_diff_and_update_rewrites_it() {
     let text = text(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("FAILED  tampered"), "{text}");
-    assert!(text.contains("render object 2 (StatefulSet sessions-1) differs"), "{text}");
-    assert!(text.contains("-                  \"image\": \"example/other:v9\","), "{text}");
-    assert!(text.contains("+                  \"image\": \"atomix/cache-storage-node:v0.5.1\","), "{text}");
-    assert!(text.contains("-  \"message\": \"all 2 nodes ready\""), "{text}");
+    assert!(
+        text.contains("render object 2 (StatefulSet sessions-1) differs"),
+        "{text}"
+    );
+    // A diff line: the mark, then the pretty-printed JSON line.
+    let diff_line = |mark: char, json: &str| {
+        text.lines().any(|l| {
+            l.trim_start()
+                .strip_prefix(mark)
+                .is_some_and(|rest| rest.trim() == json)
+        })
+    };
+    assert!(diff_line('-', r#""image": "example/other:v9","#), "{text}");
+    assert!(
+        diff_line('+', r#""image": "atomix/cache-storage-node:v0.5.1","#),
+        "{text}"
+    );
+    assert!(
+        diff_line('-', r#""message": "all 2 nodes ready","#),
+        "{text}"
+    );
     assert!(text.contains("0 passed, 1 failed"), "{text}");
 
     let out = run(&["--update"]);
@@ -237,7 +310,10 @@ fn plugin_new_scaffolds_a_python_plugin_whose_golden_case_passes() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("atoll plugin test"), "prints the commands");
+    assert!(
+        text(&out).contains("atoll plugin test"),
+        "prints the commands"
+    );
     // The build finds componentize-py where scripts/python-sdk.sh puts it.
     let python_sdk = Command::new(Path::new(REPO).join("scripts/python-sdk.sh"))
         .arg("setup")
@@ -256,7 +332,11 @@ fn plugin_new_refuses_a_bad_name_and_an_existing_directory() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).contains("is not a plugin name"), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not a plugin name"),
+        "{}",
+        text(&out)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
         .args(["plugin", "new", "store", "--lang", "rust", "--dir", REPO])
         .output()

@@ -53,7 +53,9 @@ async fn the_python_cache_port_reconciles_a_database_to_ready() {
         cache_dir: Some(target_dir().join("test-plugin-cache")),
         ..PluginConfig::default()
     };
-    let renderer = config.renderer("cluster.local").expect("the Python component loads");
+    let renderer = config
+        .renderer("cluster.local")
+        .expect("the Python component loads");
     let entry = renderer.registry.entry("cache").unwrap();
     assert!(
         matches!(entry.source, Source::File(ref p) if p.starts_with(Path::new(&dir))),
@@ -69,7 +71,11 @@ async fn the_python_cache_port_reconciles_a_database_to_ready() {
     let status = db.status.unwrap();
     let plugin = status.plugin.unwrap();
     assert_eq!(plugin.name, "cache");
-    assert_eq!(plugin.digest, Digest::of(&bytes).to_string(), "served by the Python component");
+    assert_eq!(
+        plugin.digest,
+        Digest::of(&bytes).to_string(),
+        "served by the Python component"
+    );
     assert_eq!(status.partitions.len(), 4);
     assert!(status.partitions.iter().all(|p| p.ready));
     op.stop().await;

@@ -328,3 +328,42 @@ fn compare_render(
         failures,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::compare_render;
+    use crate::contract::Rendered;
+    use serde_json::json;
+
+    #[test]
+    fn the_same_object_in_other_bytes_fails_and_says_where() {
+        let expected = json!({"objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}}], "partitions": []});
+        let rendered = |text: &str| Rendered {
+            objects: vec![text.to_string()],
+            partitions: Vec::new(),
+        };
+        let actual = json!({"partitions": []});
+        let mut failures = Vec::new();
+        let canonical =
+            r#"{"apiVersion":"v1","kind":"ConfigMap","data":{"a":"1"},"metadata":{"name":"x"}}"#;
+        compare_render(
+            Some(&expected),
+            &rendered(canonical),
+            &actual,
+            &mut failures,
+        );
+        assert!(failures.is_empty(), "{failures:?}");
+
+        // Keys sorted plainly (kind after data): the same value, other bytes.
+        let sorted =
+            r#"{"apiVersion":"v1","data":{"a":"1"},"kind":"ConfigMap","metadata":{"name":"x"}}"#;
+        compare_render(Some(&expected), &rendered(sorted), &actual, &mut failures);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("the same object, other bytes"),
+            "{}",
+            failures[0]
+        );
+        assert!(failures[0].contains("from byte 18"), "{}", failures[0]);
+    }
+}

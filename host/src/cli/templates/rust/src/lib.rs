@@ -42,7 +42,7 @@ impl Plugin for ThePlugin {
     }
 
     fn render(db: &Database, config: &Config, out: &mut Output) -> Result<(), String> {
-        let labels = k8s::labels([("app.kubernetes.io/name", Self::NAME), ("atoll.dev/database", &db.name)]);
+        let labels = k8s::labels([("app.kubernetes.io/name", Self::NAME), ("atoll.dev/database", db.name.as_str())]);
         let hs = db.child("hs");
         out.push(ServiceBuilder::new(&hs, &labels).port("api", 5678).headless().build());
         let container = ContainerBuilder::new("server", &config.image)
