@@ -43,12 +43,13 @@ fn script<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<Op<'a>> {
             ops.push(Op::Same(a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[at(i, j + 1)] >= lcs[at(i + 1, j)]) {
-            ops.push(Op::Add(b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[at(i + 1, j)] >= lcs[at(i, j + 1)]) {
+            // Deletions first, as unified diffs show a changed line.
             ops.push(Op::Del(a[i]));
             i += 1;
+        } else {
+            ops.push(Op::Add(b[j]));
+            j += 1;
         }
     }
     ops

@@ -364,6 +364,6 @@ mod tests {
             "{}",
             failures[0]
         );
-        assert!(failures[0].contains("from byte 18"), "{}", failures[0]);
+        assert!(failures[0].contains("from byte 20"), "{}", failures[0]);
     }
 }
