@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 
-use atoll::cli::{Cli, Cmd, PluginsCmd, offline};
+use atoll::cli::{Cli, Cmd, PluginsCmd, offline, plugin_new, plugin_test};
 use atoll::operator::Operator;
 
 /// jemalloc, returning freed memory to the system within about a second (a
@@ -50,6 +50,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Plugins(PluginsCmd::List(args)) => offline::list(args),
         Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => offline::inspect(&file, sandbox),
         Cmd::Plugins(PluginsCmd::Push(args)) => atoll::cli::push::push(*args),
+        Cmd::Plugins(PluginsCmd::Test(args)) => {
+            if !plugin_test::run(args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Plugins(PluginsCmd::New(args)) => plugin_new::run(args),
         Cmd::Crds => offline::crds(),
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(async {
             let operator = Operator::new(args.config()).await?;

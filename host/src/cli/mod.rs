@@ -8,6 +8,9 @@
 
 pub mod offline;
 pub mod push;
+pub mod plugin_new;
+pub mod plugin_test;
+pub mod python_sdk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,8 +39,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Print the objects atoll would apply for Database manifests, without a cluster.
     Render(RenderArgs),
-    /// List or inspect storage plugins.
-    #[command(subcommand)]
+    /// List, inspect, test or scaffold storage plugins (`atoll plugin ...`
+    /// works too).
+    #[command(subcommand, alias = "plugin")]
     Plugins(PluginsCmd),
     /// Print the CustomResourceDefinitions of the atoll.dev API as YAML.
     Crds,
@@ -171,6 +175,11 @@ pub enum PluginsCmd {
     /// Check that a .wasm file loads as a plugin, then push it to an OCI
     /// registry (the CNCF wasm artifact layout) and print its digests.
     Push(Box<push::PushArgs>),
+    /// Run a plugin's golden cases (validate, render, status) through the
+    /// sandbox and output policy `atoll run` uses; exit 1 when one fails.
+    Test(plugin_test::TestArgs),
+    /// Scaffold a plugin whose build and tests pass as generated.
+    New(plugin_new::NewArgs),
 }
 
 /// Options for plugin calls.

@@ -9,5 +9,6 @@ mod cli;
 mod data_safety;
 mod disk_cache;
 mod fuzz;
+mod plugin_vectors;
 mod runtime;
 mod support;

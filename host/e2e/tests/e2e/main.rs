@@ -33,4 +33,5 @@ mod members;
 mod oci;
 mod operator;
 mod plugin_records;
+mod python_plugin;
 mod steady_state;
