@@ -6,6 +6,7 @@
 // verbatim: `<name>` there is a placeholder, not HTML.
 #![allow(rustdoc::invalid_html_tags)]
 
+pub mod diff;
 pub mod offline;
 
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ pub struct Cli {
 pub enum Cmd {
     /// Print the objects atoll would apply for Database manifests, without a cluster.
     Render(RenderArgs),
+    /// Show what applying Database manifests would change in the cluster in
+    /// KUBECONFIG (objects created, changed, pruned, or refused by the
+    /// data-loss guard), touching nothing. Exit code: 0 no change, 1
+    /// changes, 3 refused, 2 error.
+    Diff(diff::DiffArgs),
     /// List or inspect storage plugins.
     #[command(subcommand)]
     Plugins(PluginsCmd),
