@@ -58,6 +58,14 @@ function invalidType(value: unknown, expected: string, path: string): never {
   throw new ConfigError(path, `invalid type: ${unexpected(value)}, expected ${expected}`);
 }
 
+/** serde's list of what was expected: `` `a` ``, `` `a` or `b` ``, `` one of `a`, `b`, `c` ``. */
+function oneOf(names: readonly string[]): string {
+  const q = names.map((n) => `\`${n}\``);
+  if (q.length === 1) return q[0]!;
+  if (q.length === 2) return `${q[0]} or ${q[1]}`;
+  return `one of ${q.join(", ")}`;
+}
+
 function join(path: string, key: string): string {
   return path === "" ? key : `${path}.${key}`;
 }
@@ -133,11 +141,13 @@ export function optional<T>(inner: Type<T>): Type<T | undefined> {
 /** A named string enumeration (a Rust unit enum), published under `$defs`. */
 export function enumeration<V extends string>(name: string, description: string, variants: readonly V[]): Type<V> {
   return {
-    expected: `one of ${variants.map((v) => `\`${v}\``).join(", ")}`,
+    expected: `enum ${name}`,
     parse(value, path) {
-      if (typeof value !== "string") return invalidType(value, `enum ${name}`, path);
+      // serde_json reads an enum from a string (or a map); anything else
+      // fails before serde sees a type.
+      if (typeof value !== "string") throw new ConfigError(path, "expected value");
       if (!variants.includes(value as V)) {
-        throw new ConfigError(path, `unknown variant \`${value}\`, expected ${this.expected}`);
+        throw new ConfigError(path, `unknown variant \`${value}\`, expected ${oneOf(variants)}`);
       }
       return value as V;
     },
@@ -190,17 +200,34 @@ export function struct<F extends Fields>(name: string, description: string, fiel
     out["additionalProperties"] = false;
     return out;
   };
+  // serde also reads a struct from a JSON array, fields by position; the
+  // ones left out take their defaults.
+  const fromSequence = (items: unknown[], path: string): StructOf<F> => {
+    if (items.length > names.length) {
+      throw new ConfigError(path, `invalid length ${items.length}, expected fewer elements in array`);
+    }
+    const out: Record<string, unknown> = {};
+    names.forEach((key, i) => {
+      const f = fields[key]!;
+      if (i < items.length) out[key] = f.type.parse(items[i], join(path, String(i)));
+      else if (f.default !== undefined) out[key] = structuredClone(f.default);
+      else if (!f.type.optional) {
+        throw new ConfigError(path, `invalid length ${items.length}, expected ${expected} with ${names.length} elements`);
+      }
+    });
+    return out as StructOf<F>;
+  };
   return {
     expected,
     parse(value, path) {
-      if (value === null || typeof value !== "object" || Array.isArray(value)) {
-        return invalidType(value, expected, path);
-      }
+      if (Array.isArray(value)) return fromSequence(value, path);
+      if (value === null || typeof value !== "object") return invalidType(value, expected, path);
       const record = value as Record<string, unknown>;
       const out: Record<string, unknown> = {};
       for (const key of Object.keys(record)) {
         if (!names.includes(key)) {
-          throw new ConfigError(join(path, key), `unknown field \`${key}\`, expected one of ${names.map((n) => `\`${n}\``).join(", ")}`);
+          const allowed = names.length === 0 ? "there are no fields" : `expected ${oneOf(names)}`;
+          throw new ConfigError(join(path, key), `unknown field \`${key}\`, ${allowed}`);
         }
       }
       for (const key of names) {

@@ -34,12 +34,26 @@ test("type errors name the nested field in serde's words", () => {
   assert.deepEqual(parse({ replicas: -1 }), {
     err: { field: "spec.storage.config.replicas", message: "invalid value: integer `-1`, expected u32" },
   });
-  assert.deepEqual(parse({ storage: [] }), {
-    err: { field: "spec.storage.config.storage", message: "invalid type: sequence, expected struct Storage" },
+  assert.deepEqual(parse({ storage: "big" }), {
+    err: { field: "spec.storage.config.storage", message: 'invalid type: string "big", expected struct Storage' },
+  });
+  assert.deepEqual(parse({ mode: 3 }), { err: { field: "spec.storage.config.mode", message: "expected value" } });
+});
+
+test("a struct reads from an array by position, as serde does", () => {
+  const r = parse([2]);
+  assert.ok("ok" in r);
+  assert.equal(r.ok.replicas, 2);
+  assert.equal(r.ok.mode, "Safe");
+  assert.deepEqual(parse([1, {}, null, "Fast", 5]), {
+    err: { field: "spec.storage.config", message: "invalid length 5, expected fewer elements in array" },
   });
 });
 
 test("unknown fields and variants are named with what is allowed", () => {
+  assert.deepEqual(parse({ storage: { sise: "1" } }), {
+    err: { field: "spec.storage.config.storage.sise", message: "unknown field `sise`, expected `size`" },
+  });
   assert.deepEqual(parse({ replica: 3 }), {
     err: {
       field: "spec.storage.config.replica",
@@ -47,7 +61,7 @@ test("unknown fields and variants are named with what is allowed", () => {
     },
   });
   assert.deepEqual(parse({ mode: "Slow" }), {
-    err: { field: "spec.storage.config.mode", message: "unknown variant `Slow`, expected one of `Fast`, `Safe`" },
+    err: { field: "spec.storage.config.mode", message: "unknown variant `Slow`, expected `Fast` or `Safe`" },
   });
 });
 
