@@ -3,7 +3,8 @@
 // -o OUT.wasm` (TypeScript bundled by jco, StarlingMonkey from
 // componentize-js; no WASI features: the sandbox grants none), run after
 // ./preopen.mjs works around jco 1.35.0's missing preopen.
-import { resolve } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { root, sdk } from "./preopen.mjs";
 
@@ -15,6 +16,7 @@ if (!entry || !out) {
 const { componentize } = await import(
   pathToFileURL(resolve(sdk, "node_modules/@bytecodealliance/jco/dist/cmd/componentize.js")).href
 );
+await mkdir(dirname(resolve(out)), { recursive: true });
 await componentize(resolve(entry), {
   wit: resolve(root, "wit"),
   worldName: "plugin",
