@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 
-use atoll::cli::{Cli, Cmd, PluginsCmd, offline, plugin_new, plugin_test};
+use atoll::cli::{Cli, Cmd, PluginsCmd, diff, offline, plugin_new, plugin_test};
 use atoll::operator::Operator;
 
 /// jemalloc, returning freed memory to the system within about a second (a
@@ -38,14 +38,29 @@ fn main() {
     } else {
         logs.init();
     }
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    // `atoll diff` says with its exit code whether anything would change.
+    let code = match cli.cmd {
+        Cmd::Diff(args) => diff::diff(args).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            diff::EXIT_ERROR
+        }),
+        cmd => match run(cmd) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+    };
+    if code != 0 {
+        std::process::exit(code);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        // `main` runs it for its exit code.
+        Cmd::Diff(_) => Ok(()),
         Cmd::Render(args) => offline::render(args),
         Cmd::Plugins(PluginsCmd::List(args)) => offline::list(args),
         Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => offline::inspect(&file, sandbox),

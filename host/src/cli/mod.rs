@@ -6,6 +6,7 @@
 // verbatim: `<name>` there is a placeholder, not HTML.
 #![allow(rustdoc::invalid_html_tags)]
 
+pub mod diff;
 pub mod offline;
 pub mod push;
 pub mod plugin_new;
@@ -39,6 +40,11 @@ pub struct Cli {
 pub enum Cmd {
     /// Print the objects atoll would apply for Database manifests, without a cluster.
     Render(RenderArgs),
+    /// Show what applying Database manifests would change in the cluster in
+    /// KUBECONFIG (objects created, changed, pruned, or refused by the
+    /// data-loss guard), touching nothing. Exit code: 0 no change, 1
+    /// changes, 3 refused, 2 error.
+    Diff(diff::DiffArgs),
     /// List, inspect, test or scaffold storage plugins (`atoll plugin ...`
     /// works too).
     #[command(subcommand, alias = "plugin")]

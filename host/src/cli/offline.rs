@@ -1,5 +1,5 @@
 //! The commands that need no cluster: `render`, `plugins list`, `plugins
-//! inspect` and `crds`.
+//! inspect` and `crds` (and what `diff` shares with them).
 
 use std::io::Read;
 use std::path::Path;
@@ -8,47 +8,23 @@ use anyhow::{Context, Result, bail};
 use kube::ResourceExt;
 
 use super::{Format, PluginArgs, RenderArgs, SandboxArgs};
-use crate::policy::OutputPolicy;
+use crate::api::Database;
+use crate::policy::{AllowedKind, OutputPolicy};
 use crate::render::Renderer;
 
 /// A uid for offline renders, so owner references are complete; the
 /// operator uses the Database's real uid.
-const OFFLINE_UID: &str = "00000000-0000-0000-0000-000000000000";
+pub(crate) const OFFLINE_UID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// `atoll render`: print what atoll would apply for Database manifests.
 ///
 /// # Errors
 /// A file cannot be read, a manifest is invalid, or a render fails.
 pub fn render(args: RenderArgs) -> Result<()> {
-    let mut databases = Vec::new();
-    for file in &args.files {
-        let text = if file == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading standard input")?;
-            s
-        } else {
-            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
-        };
-        let origin = if file == "-" {
-            "<stdin>"
-        } else {
-            file.as_str()
-        };
-        for mut db in crate::manifest::parse_databases(origin, &text)? {
-            db.metadata.uid.get_or_insert_with(|| OFFLINE_UID.into());
-            databases.push((origin.to_string(), db));
-        }
-    }
-
-    let mut policy = OutputPolicy::default();
-    if !args.allowed_kinds.is_empty() {
-        policy.allowed_kinds = args.allowed_kinds;
-    }
+    let databases = read_databases(&args.files)?;
     let renderer = Renderer {
         registry: args.plugins.config().registry()?,
-        policy,
+        policy: output_policy(args.allowed_kinds),
         cluster_domain: args.cluster_domain,
     };
 
@@ -77,7 +53,7 @@ pub fn render(args: RenderArgs) -> Result<()> {
     })
 }
 
-fn yaml_documents(objects: &[serde_json::Value]) -> Result<String> {
+pub(crate) fn yaml_documents(objects: &[serde_json::Value]) -> Result<String> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
@@ -86,8 +62,47 @@ fn yaml_documents(objects: &[serde_json::Value]) -> Result<String> {
     Ok(out)
 }
 
+/// Every Database in `files` (`-` is standard input), each with the file
+/// it came from, an offline uid filled in where the manifest has none.
+///
+/// # Errors
+/// A file cannot be read or holds something other than valid Databases.
+pub(crate) fn read_databases(files: &[String]) -> Result<Vec<(String, Database)>> {
+    let mut databases = Vec::new();
+    for file in files {
+        let text = if file == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
+            s
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+        };
+        let origin = if file == "-" {
+            "<stdin>"
+        } else {
+            file.as_str()
+        };
+        for mut db in crate::manifest::parse_databases(origin, &text)? {
+            db.metadata.uid.get_or_insert_with(|| OFFLINE_UID.into());
+            databases.push((origin.to_string(), db));
+        }
+    }
+    Ok(databases)
+}
+
+/// The default output policy, with `--allow-kind` replacing its kinds.
+pub(crate) fn output_policy(allowed_kinds: Vec<AllowedKind>) -> OutputPolicy {
+    let mut policy = OutputPolicy::default();
+    if !allowed_kinds.is_empty() {
+        policy.allowed_kinds = allowed_kinds;
+    }
+    policy
+}
+
 /// Write to stdout; a closed pipe (`atoll render ... | head`) is not an error.
-fn emit(text: &str) -> Result<()> {
+pub(crate) fn emit(text: &str) -> Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -106,7 +106,7 @@ pub async fn converge(
 /// Of the rendered objects this Database does not have yet, those whose name
 /// exists in the cluster under another controller (or none), each described
 /// with its owner. One GET per object: only creations pay it.
-async fn taken_names(
+pub(crate) async fn taken_names(
     client: &Client,
     namespace: &str,
     uid: &str,

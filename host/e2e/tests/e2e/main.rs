@@ -20,6 +20,7 @@ mod availability;
 mod crash;
 mod data_safety;
 mod day2_pods;
+mod diff;
 mod dns;
 mod failover;
 mod grpc;
