@@ -54,6 +54,9 @@ use crate::plugin::{LoadedPlugin, Runtime};
 use manifest::Parsed;
 use transport::{Session, read_error_body, read_limited};
 
+/// A default for `max_bytes`: the decompressed limit of ConfigMap plugins (64 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = super::configmap::MAX_COMPONENT_BYTES;
+
 /// Pulling a plugin from a registry failed. Each variant has a
 /// [`reason`](OciError::reason) for status conditions and Events.
 #[derive(Debug, thiserror::Error)]
