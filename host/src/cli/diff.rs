@@ -11,7 +11,7 @@
 //! refusals. Then, instead of applying, each object the controller would
 //! write (missing, or drifted from what is rendered) is applied with
 //! `dryRun=All`, server-side, with atoll's field manager and forced
-//! ownership, exactly as [`converge`](crate::controller::converge) would;
+//! ownership, exactly as [`converge`] would;
 //! the API server's answer is compared with the live object.
 //!
 //! Guarantees: no request made here writes anything (every apply is a dry
