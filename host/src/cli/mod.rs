@@ -8,9 +8,9 @@
 
 pub mod diff;
 pub mod offline;
-pub mod push;
 pub mod plugin_new;
 pub mod plugin_test;
+pub mod push;
 pub mod python_sdk;
 
 use std::path::PathBuf;

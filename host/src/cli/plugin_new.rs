@@ -50,6 +50,26 @@ const PYTHON: &[(&str, &str)] = &[
     ),
 ];
 
+const TYPESCRIPT: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("templates/typescript/package.json"),
+    ),
+    (
+        "tsconfig.json",
+        include_str!("templates/typescript/tsconfig.json"),
+    ),
+    ("plugin.ts", include_str!("templates/typescript/plugin.ts")),
+    (
+        "component.ts",
+        include_str!("templates/typescript/component.ts"),
+    ),
+    (
+        "test/plugin.test.ts",
+        include_str!("templates/typescript/test/plugin.test.ts"),
+    ),
+];
+
 /// Scaffold the plugin.
 ///
 /// # Errors
@@ -65,12 +85,20 @@ pub fn run(args: NewArgs) -> Result<()> {
     }
     let crate_name = format!("atoll-plugin-{}", args.name);
     let (files, sdk): (&[(&str, &str)], String) = match args.lang {
-        Lang::Rust => (RUST, rust_sdk(args.atoll_repo.as_deref())?),
+        Lang::Rust => (
+            RUST,
+            sdk_dir(args.atoll_repo.as_deref(), "guest-sdk", "Cargo.toml")?,
+        ),
         Lang::Python => (PYTHON, String::new()),
-        // The TypeScript template (jco/componentize-js) belongs to the
-        // TypeScript SDK: guest-sdk/typescript adds its files here.
-        Lang::Typescript => bail!(
-            "the TypeScript template is not part of this atoll build yet (see guest-sdk/typescript); use --lang rust or --lang python"
+        // The plugin depends on the SDK checkout by path (`file:`), whose
+        // `npm ci && npm run build` must have run.
+        Lang::Typescript => (
+            TYPESCRIPT,
+            sdk_dir(
+                args.atoll_repo.as_deref(),
+                "guest-sdk/typescript",
+                "package.json",
+            )?,
         ),
     };
     let fill = |text: &str| {
@@ -94,14 +122,15 @@ pub fn run(args: NewArgs) -> Result<()> {
     let unit = match args.lang {
         Lang::Rust => format!("cargo test --manifest-path {d}/Cargo.toml"),
         Lang::Python => format!("(cd {d} && python -m pytest)"),
-        Lang::Typescript => unreachable!("refused above"),
+        Lang::Typescript => format!("(cd {d} && npm install && npm test)"),
     };
     let wasm = match args.lang {
         Lang::Rust => format!(
             "{d}/target/wasm32-wasip2/release/{}.wasm",
             crate_name.replace('-', "_")
         ),
-        _ => format!("{d}/build/plugin.wasm"),
+        Lang::Typescript => format!("{d}/dist/plugin.wasm"),
+        Lang::Python => format!("{d}/build/plugin.wasm"),
     };
     println!(
         "Created {lang:?} plugin {name} in {d}.\n\n\
@@ -134,19 +163,20 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// The `guest-sdk` directory a Rust plugin depends on by path.
-fn rust_sdk(repo: Option<&Path>) -> Result<String> {
+/// The SDK directory `sub` of the atoll checkout (it holds `marker`) that a
+/// Rust or TypeScript plugin depends on by path.
+fn sdk_dir(repo: Option<&Path>, sub: &str, marker: &str) -> Result<String> {
     let found = match repo {
         Some(repo) => Some(repo.to_path_buf()),
         None => std::env::current_dir()?
             .ancestors()
-            .find(|d| d.join("guest-sdk/Cargo.toml").is_file())
+            .find(|d| d.join(sub).join(marker).is_file())
             .map(Path::to_path_buf),
     };
     let sdk = found
-        .map(|r| r.join("guest-sdk"))
-        .filter(|s| s.join("Cargo.toml").is_file())
-        .context("no atoll checkout found for the Rust SDK: pass --atoll-repo DIR (the directory holding guest-sdk/)")?;
+        .map(|r| r.join(sub))
+        .filter(|s| s.join(marker).is_file())
+        .with_context(|| format!("no atoll checkout found for the SDK in {sub}: pass --atoll-repo DIR (the directory holding {sub}/)"))?;
     Ok(sdk
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", sdk.display()))?
