@@ -225,19 +225,31 @@ impl Metrics {
 
     /// A rollout of `plugin` moved one Database to its new version.
     pub fn rollout_moved(&self, plugin: &str) {
-        self.inner.rollout_moves.get_or_create(&PluginLabels { plugin: plugin.to_string() }).inc();
+        self.inner
+            .rollout_moves
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc();
     }
 
     /// A rollout of `plugin` halted at a failed gate.
     pub fn rollout_halted(&self, plugin: &str) {
-        self.inner.rollout_halts.get_or_create(&PluginLabels { plugin: plugin.to_string() }).inc();
+        self.inner
+            .rollout_halts
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc();
     }
 
     /// A rollout of `plugin` moved one Database back after a failed gate.
     pub fn rollout_rolled_back(&self, plugin: &str) {
         self.inner
             .rollout_rollbacks
-            .get_or_create(&PluginLabels { plugin: plugin.to_string() })
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
             .inc();
     }
 

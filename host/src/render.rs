@@ -14,8 +14,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::{
-    ANNOTATION_OVERRIDDEN, ANNOTATION_PLUGIN_DIGEST, Database, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN,
-    MAX_PARTITIONS, Partition, PartitionPlacement, PartitionSpec, PluginRef,
+    ANNOTATION_OVERRIDDEN, ANNOTATION_PLUGIN_DIGEST, Database, LABEL_DATABASE, LABEL_MANAGED_BY,
+    LABEL_PLUGIN, MAX_PARTITIONS, Partition, PartitionPlacement, PartitionSpec, PluginRef,
 };
 use crate::contract::{PartitionBinding, Placement, PluginDatabase, PluginRenderError, Violation};
 use crate::error::RenderError;
@@ -182,7 +182,10 @@ impl Renderer {
         let requirement = requirement(db).ok().flatten();
         let wanted = Wanted {
             digest: db.spec.storage.digest.as_deref(),
-            assigned: db.annotations().get(ANNOTATION_PLUGIN_DIGEST).map(String::as_str),
+            assigned: db
+                .annotations()
+                .get(ANNOTATION_PLUGIN_DIGEST)
+                .map(String::as_str),
             requirement: requirement.as_ref(),
         };
         self.registry

@@ -21,9 +21,7 @@ pub const DEFAULT_GATE_DEADLINE_SECONDS: u32 = 600;
 /// loaded version with how many Databases use it, and rollout progress.
 /// An empty spec (the record atoll creates for every plugin it loads)
 /// declares nothing: the built-in and labelled ConfigMaps decide.
-#[derive(
-    CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema,
-)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "atoll.dev",
     version = "v1alpha1",

@@ -214,14 +214,7 @@ async fn write(
     }
     let spec = live.as_ref().map(|l| l.spec.clone()).unwrap_or_default();
     let live_status = live.and_then(|l| l.status);
-    let status = desired_status(
-        name,
-        loaded,
-        failure,
-        counts,
-        &spec,
-        live_status.as_ref(),
-    );
+    let status = desired_status(name, loaded, failure, counts, &spec, live_status.as_ref());
     // The rollout's field is another manager's: compare without it.
     let mut comparable = live_status.clone().unwrap_or_default();
     comparable.rollout = None;
@@ -250,7 +243,10 @@ pub fn spec_source(source: &VersionSource, default_namespace: Option<&str>) -> O
             name: cm.name.clone(),
         });
     }
-    source.oci.as_ref().map(|o| Source::Oci(o.reference.clone()))
+    source
+        .oci
+        .as_ref()
+        .map(|o| Source::Oci(o.reference.clone()))
 }
 
 /// The name `spec` gives the version loaded from `source`, if any.
@@ -466,7 +462,10 @@ mod tests {
             Some(&stale),
         );
         assert_eq!(failed.source, "configmap/plugins/cache-v2");
-        assert_eq!((failed.version.as_str(), failed.digest.as_str()), ("0.0.1", "sha256:00"));
+        assert_eq!(
+            (failed.version.as_str(), failed.digest.as_str()),
+            ("0.0.1", "sha256:00")
+        );
         assert_eq!(failed.last_error.as_deref(), Some("worse"));
         assert_eq!(failed.databases, 9);
         let never_loaded = desired_status(

@@ -291,7 +291,11 @@ impl Registry {
             source,
             shadow_render,
         };
-        match versions.all.iter_mut().find(|e| e.plugin.digest() == digest) {
+        match versions
+            .all
+            .iter_mut()
+            .find(|e| e.plugin.digest() == digest)
+        {
             // Same component from another source: the latest source names it.
             Some(existing) => *existing = entry,
             None => versions.all.push(entry),

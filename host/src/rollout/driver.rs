@@ -31,9 +31,7 @@ use tokio::sync::watch;
 
 use super::plan::{self, Action, COMPLETE, Candidate, Inputs};
 use super::versions::{self, SpecLoader};
-use crate::api::{
-    ANNOTATION_PLUGIN_DIGEST, Database, RolloutStatus, StoragePlugin, VersionRef,
-};
+use crate::api::{ANNOTATION_PLUGIN_DIGEST, Database, RolloutStatus, StoragePlugin, VersionRef};
 use crate::metrics::Metrics;
 use crate::plugin::source::{Requeue, ShadowRenderer};
 use crate::plugin::{LoadedPlugin, Registry, Wanted};
@@ -157,7 +155,9 @@ impl Driver {
         }
         let dbs = self.databases(&name).await;
         let candidates: Vec<Candidate> = dbs.iter().map(|db| self.candidate(&name, db)).collect();
-        let planned = self.plan(sp, &target, &default, rollout.as_ref(), dbs, candidates).await;
+        let planned = self
+            .plan(sp, &target, &default, rollout.as_ref(), dbs, candidates)
+            .await;
         let progressing = planned
             .status
             .as_ref()
@@ -332,7 +332,9 @@ pub fn candidate(registry: &Registry, plugin: &str, db: &Database) -> Candidate 
         pinned: storage.digest.is_some() || storage.version.is_some(),
         assigned: assigned.is_some(),
         effective,
-        rendered: status.and_then(|s| s.plugin.as_ref()).map(|p| p.digest.clone()),
+        rendered: status
+            .and_then(|s| s.plugin.as_ref())
+            .map(|p| p.digest.clone()),
         current: status.and_then(|s| s.observed_generation) == db.metadata.generation,
         ready: condition("Ready"),
         degraded: condition("Degraded"),
@@ -378,7 +380,13 @@ fn version_ref(name: &str, plugin: &LoadedPlugin) -> VersionRef {
     }
 }
 
-async fn report(recorder: &Recorder, sp: &StoragePlugin, warning: bool, reason: &str, note: String) {
+async fn report(
+    recorder: &Recorder,
+    sp: &StoragePlugin,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_: if warning {
             EventType::Warning

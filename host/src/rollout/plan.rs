@@ -198,7 +198,10 @@ pub fn plan(
     // Begin the next step (skipping empty ones), or complete.
     let mut refused: Vec<String> = Vec::new();
     let mut eligible: Vec<&Candidate> = Vec::new();
-    for c in dbs.iter().filter(|c| !c.pinned && c.effective != status.to.digest) {
+    for c in dbs
+        .iter()
+        .filter(|c| !c.pinned && c.effective != status.to.digest)
+    {
         match refuse(c) {
             Some(why) => refused.push(format!("{}: {why}", c.key)),
             None => eligible.push(c),
@@ -262,7 +265,9 @@ pub fn plan(
                 status.to.version
             );
             if !refused.is_empty() {
-                status.message.push_str(&format!("; not moved: {}", refused.join("; ")));
+                status
+                    .message
+                    .push_str(&format!("; not moved: {}", refused.join("; ")));
             }
             return finish(out, status);
         }
@@ -343,8 +348,7 @@ fn complete<'a>(
     refused: &[String],
 ) {
     // Whoever stays behind while following the default keeps its version.
-    for c in staying.filter(|c| !c.assigned && c.effective != status.to.digest)
-    {
+    for c in staying.filter(|c| !c.assigned && c.effective != status.to.digest) {
         out.actions.push(Action::Assign {
             db: c.key.clone(),
             digest: c.effective.clone(),
@@ -352,17 +356,24 @@ fn complete<'a>(
             hold: true,
         });
     }
-    out.actions.push(Action::SetDefault(status.to.digest.clone()));
+    out.actions
+        .push(Action::SetDefault(status.to.digest.clone()));
     status.phase = COMPLETE.into();
     status.step = status.steps;
     status.step_databases.clear();
     status.step_started = None;
     status.message = format!(
         "complete: {}/{} on {} ({} pinned, {} refused)",
-        status.moved, status.total, status.to.version, status.skipped_pinned, status.skipped_refused
+        status.moved,
+        status.total,
+        status.to.version,
+        status.skipped_pinned,
+        status.skipped_refused
     );
     if !refused.is_empty() {
-        status.message.push_str(&format!("; not moved: {}", refused.join("; ")));
+        status
+            .message
+            .push_str(&format!("; not moved: {}", refused.join("; ")));
     }
     out.actions.push(Action::Report {
         warning: false,
@@ -416,7 +427,9 @@ type Selector = Box<dyn Fn(&BTreeMap<String, String>) -> bool>;
 /// The canary's label selector, when step `step` is a canary by selector.
 fn canary_selector(policy: Option<&RolloutPolicy>, step: u32) -> Option<Selector> {
     let selector = policy?.canary.as_ref()?.selector.clone()?;
-    (step == 1).then(|| Box::new(move |labels: &BTreeMap<String, String>| matches(&selector, labels)) as Selector)
+    (step == 1).then(|| {
+        Box::new(move |labels: &BTreeMap<String, String>| matches(&selector, labels)) as Selector
+    })
 }
 
 /// Whether `labels` match a Kubernetes label selector.

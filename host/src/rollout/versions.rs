@@ -51,7 +51,9 @@ pub fn check(spec: &StoragePluginSpec) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for (i, v) in spec.versions.iter().enumerate() {
         if v.name.is_empty() {
-            return Err(format!("spec.versions[{i}].name is empty; name the version, e.g. v0.1.1"));
+            return Err(format!(
+                "spec.versions[{i}].name is empty; name the version, e.g. v0.1.1"
+            ));
         }
         if !seen.insert(v.name.as_str()) {
             return Err(format!(
@@ -167,9 +169,10 @@ impl SpecLoader {
                 return Ok(Arc::clone(loaded));
             }
             let bytes = decode(&object)?;
-            let loaded = self.compile(plugin, &format!("configmap/{key}"), bytes).await?;
-            self.configmaps
-                .insert(key, (version, Arc::clone(&loaded)));
+            let loaded = self
+                .compile(plugin, &format!("configmap/{key}"), bytes)
+                .await?;
+            self.configmaps.insert(key, (version, Arc::clone(&loaded)));
             return Ok(loaded);
         }
         if let Some(oci) = &v.source.oci {

@@ -84,7 +84,8 @@ impl Fleet {
                     rollback,
                     hold,
                 } => {
-                    self.log.push((db.clone(), digest.clone(), *rollback, *hold));
+                    self.log
+                        .push((db.clone(), digest.clone(), *rollback, *hold));
                     let c = self.get(db);
                     c.assigned = true;
                     c.effective = digest.clone();
@@ -198,7 +199,10 @@ fn a_step_waits_for_its_gate_until_the_deadline() {
     assert_eq!((s.step, s.phase.as_str()), (1, PROGRESSING));
     assert!(s.message.contains("waiting for 2"), "{}", s.message);
     assert!(
-        !plan.actions.iter().any(|a| matches!(a, Action::Assign { .. })),
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Assign { .. })),
         "no move while the gate is pending"
     );
 
