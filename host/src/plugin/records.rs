@@ -88,7 +88,7 @@ pub async fn publish_registry(
     };
     let list = databases.list(&Default::default()).await?;
     let counts = Counts::of(&list.items);
-    publish_with_failures(client, registry, &counts, &registry.failures()).await
+    publish_counted(client, registry, &counts, &registry.failures()).await
 }
 
 /// Publishes a `Loaded` record for every plugin in `registry`, counting
@@ -105,11 +105,25 @@ pub async fn publish(
     registry: &Registry,
     databases_by_plugin: &BTreeMap<String, u32>,
 ) -> Result<(), kube::Error> {
+    publish_with_failures(client, registry, databases_by_plugin, &BTreeMap::new()).await
+}
+
+/// [`publish_counted`] with Databases counted per plugin only (every
+/// version's count is 0).
+///
+/// # Errors
+/// The first API error.
+pub async fn publish_with_failures(
+    client: &Client,
+    registry: &Registry,
+    databases_by_plugin: &BTreeMap<String, u32>,
+    failures: &BTreeMap<String, Failure>,
+) -> Result<(), kube::Error> {
     let counts = Counts {
         by_plugin: databases_by_plugin.clone(),
         by_digest: BTreeMap::new(),
     };
-    publish_with_failures(client, registry, &counts, &BTreeMap::new()).await
+    publish_counted(client, registry, &counts, failures).await
 }
 
 /// Publishes every plugin in `registry` and every plugin in `failures`
@@ -128,7 +142,7 @@ pub async fn publish(
 ///
 /// # Errors
 /// The first API error.
-pub async fn publish_with_failures(
+pub async fn publish_counted(
     client: &Client,
     registry: &Registry,
     counts: &Counts,
