@@ -167,6 +167,16 @@ impl Driver {
             && let Some(status) = &planned.status
         {
             self.write_status(&name, status).await;
+            // Version counts and the default follow the rollout.
+            let published = crate::plugin::records::publish_registry(
+                &self.client,
+                &self.registry,
+                self.database_namespace.as_deref(),
+            )
+            .await;
+            if let Err(e) = published {
+                tracing::warn!(plugin = %name, error = %e, "cannot publish StoragePlugin records");
+            }
         }
         progressing
     }
