@@ -254,15 +254,22 @@ async fn canary_then_waves_each_gated_resume_after_kill_pinned_stays_and_rollbac
     wait_all_ready_on(&client, n, &["pinned".to_string()], &old).await;
     // The record counts Databases per version (published every 30s and on
     // every rollout change).
-    wait_for("20 Databases counted on the new default", Duration::from_secs(60), || async {
-        let record = Api::<StoragePlugin>::all(client.clone()).get("raft").await.map_err(|e| e.to_string())?;
-        let versions = record.status.map(|s| s.versions).unwrap_or_default();
-        versions
-            .iter()
-            .any(|v| v.digest == new && v.databases == 20 && v.default)
-            .then_some(())
-            .ok_or(format!("{versions:?}"))
-    })
+    wait_for(
+        "20 Databases counted on the new default",
+        Duration::from_secs(60),
+        || async {
+            let record = Api::<StoragePlugin>::all(client.clone())
+                .get("raft")
+                .await
+                .map_err(|e| e.to_string())?;
+            let versions = record.status.map(|s| s.versions).unwrap_or_default();
+            versions
+                .iter()
+                .any(|v| v.digest == new && v.databases == 20 && v.default)
+                .then_some(())
+                .ok_or(format!("{versions:?}"))
+        },
+    )
     .await;
     let events = k(
         n,
