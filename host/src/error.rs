@@ -129,11 +129,20 @@ pub enum RenderError {
     },
 
     #[error(
-        "spec.storage.version requires {plugin} {required}, but the loaded {plugin} is version {loaded}; change the requirement or load a matching plugin"
+        "spec.storage.version requires {plugin} {required}, but no loaded {plugin} satisfies it (loaded: {loaded}); change the requirement or load a matching version (a StoragePlugin spec version or a labelled ConfigMap)"
     )]
     VersionMismatch {
         plugin: String,
         required: String,
+        loaded: String,
+    },
+
+    #[error(
+        "spec.storage.digest pins {plugin} {digest}, which is not loaded (loaded: {loaded}); list it in StoragePlugin {plugin}'s spec.versions or pin a loaded digest"
+    )]
+    DigestNotLoaded {
+        plugin: String,
+        digest: String,
         loaded: String,
     },
 
@@ -156,7 +165,9 @@ impl RenderError {
         match self {
             RenderError::Invalid(_) => Reason::InvalidSpec,
             RenderError::UnknownPlugin { .. } => Reason::UnknownPlugin,
-            RenderError::VersionMismatch { .. } => Reason::PluginVersionMismatch,
+            RenderError::VersionMismatch { .. } | RenderError::DigestNotLoaded { .. } => {
+                Reason::PluginVersionMismatch
+            }
             RenderError::Failed { .. } => Reason::RenderFailed,
             RenderError::Plugin(_) => Reason::PluginError,
             RenderError::Policy { .. } => Reason::PolicyViolation,
@@ -169,7 +180,9 @@ impl RenderError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            RenderError::Plugin(_) | RenderError::UnknownPlugin { .. }
+            RenderError::Plugin(_)
+                | RenderError::UnknownPlugin { .. }
+                | RenderError::DigestNotLoaded { .. }
         )
     }
 

@@ -8,6 +8,8 @@
 //!   hot-reloading ConfigMap [`source`](plugin::source), StoragePlugin
 //!   [`records`](plugin::records);
 //! - [`render`]: Database → plugin input → render → [`policy`] → objects;
+//! - [`rollout`]: StoragePlugin spec versions and staged rollouts with
+//!   health gates;
 //! - [`controller`]: one reconcile as its steps — observe, render, plan
 //!   (the data-loss guard), converge, readiness, status;
 //! - [`grpc`]: the gRPC API (Atomix-compatible database, membership and
@@ -30,6 +32,7 @@ pub mod operator;
 pub mod plugin;
 pub mod policy;
 pub mod render;
+pub mod rollout;
 pub mod serve;
 pub mod sync;
 

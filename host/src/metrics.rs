@@ -10,6 +10,9 @@
 //! - `atoll_objects_applied_total{kind}`: server-side applies of children;
 //! - `atoll_objects_pruned_total{kind}`: children deleted because they were no
 //!   longer rendered;
+//! - `atoll_rollout_moves_total{plugin}`, `atoll_rollout_halts_total{plugin}`,
+//!   `atoll_rollout_rollbacks_total{plugin}`: Databases rollouts moved,
+//!   rollouts halted by a failed gate, Databases moved back after one;
 //! - `atoll_grpc_join_streams`: open `JoinGroup` streams (gauge);
 //! - `atoll_grpc_member_records`: Member records written (or being written)
 //!   for `JoinGroup` streams and not deleted yet, those waiting to be deleted
@@ -96,6 +99,9 @@ struct Inner {
     join_streams: Gauge,
     member_records: Gauge,
     member_watches: Gauge,
+    rollout_moves: Family<PluginLabels, Counter>,
+    rollout_halts: Family<PluginLabels, Counter>,
+    rollout_rollbacks: Family<PluginLabels, Counter>,
 }
 
 /// The operator's metrics. Clones share the same series.
@@ -180,6 +186,24 @@ impl Metrics {
             "Watches on Member objects, one per namespace with JoinGroup streams",
             member_watches.clone(),
         );
+        let rollout_moves = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "atoll_rollout_moves",
+            "Databases a rollout moved to a new plugin version",
+            rollout_moves.clone(),
+        );
+        let rollout_halts = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "atoll_rollout_halts",
+            "Rollouts halted by a failed health gate",
+            rollout_halts.clone(),
+        );
+        let rollout_rollbacks = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "atoll_rollout_rollbacks",
+            "Databases moved back to the previous version after a failed gate",
+            rollout_rollbacks.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -192,8 +216,41 @@ impl Metrics {
                 join_streams,
                 member_records,
                 member_watches,
+                rollout_moves,
+                rollout_halts,
+                rollout_rollbacks,
             }),
         }
+    }
+
+    /// A rollout of `plugin` moved one Database to its new version.
+    pub fn rollout_moved(&self, plugin: &str) {
+        self.inner
+            .rollout_moves
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc();
+    }
+
+    /// A rollout of `plugin` halted at a failed gate.
+    pub fn rollout_halted(&self, plugin: &str) {
+        self.inner
+            .rollout_halts
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc();
+    }
+
+    /// A rollout of `plugin` moved one Database back after a failed gate.
+    pub fn rollout_rolled_back(&self, plugin: &str) {
+        self.inner
+            .rollout_rollbacks
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .inc();
     }
 
     /// One reconcile of a Database using `plugin` finished after `duration`

@@ -336,10 +336,27 @@ impl Operator {
             );
             tokio::spawn(source.run(synced_tx))
         });
+        // StoragePlugin specs are a plugin source too, on every replica: a
+        // new leader serves the same versions and defaults at once.
+        let (specs_tx, mut specs_rx) = watch::channel(config.plugin_configmaps.is_none());
+        let driver = config.plugin_configmaps.as_ref().map(|cms| {
+            let driver = crate::rollout::Driver {
+                client: client.clone(),
+                registry: Arc::clone(&ctx.renderer.registry),
+                shadow: Arc::clone(&ctx.renderer) as _,
+                requeue: ctx.requeue.clone(),
+                metrics: ctx.metrics.clone(),
+                database_namespace: config.namespace.clone(),
+                plugin_namespace: cms.namespace.clone(),
+                leader: leader_rx.clone(),
+            };
+            tokio::spawn(driver.run(specs_tx))
+        });
         let readiness = {
-            let (ready, mut synced) = (ready.clone(), synced_rx.clone());
+            let (ready, mut synced, mut specs) =
+                (ready.clone(), synced_rx.clone(), specs_rx.clone());
             tokio::spawn(async move {
-                if synced.wait_for(|s| *s).await.is_ok() {
+                if synced.wait_for(|s| *s).await.is_ok() && specs.wait_for(|s| *s).await.is_ok() {
                     let _ = ready.send(true);
                 }
             })
@@ -366,6 +383,7 @@ impl Operator {
         tokio::select! {
             _ = async {
                 let _ = synced_rx.wait_for(|s| *s).await;
+                let _ = specs_rx.wait_for(|s| *s).await;
                 let _ = leader_rx.wait_for(|l| *l).await;
             } => {}
             _ = stop.clone() => stopped = true,
@@ -395,6 +413,9 @@ impl Operator {
         let _ = ready.send(false);
         if let Some(source) = source {
             source.abort();
+        }
+        if let Some(driver) = driver {
+            driver.abort();
         }
         // Release the Lease only after the controller stopped writing.
         let _ = elector_stop_tx.send(true);

@@ -14,13 +14,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use crate::api::{
-    ANNOTATION_OVERRIDDEN, Database, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_PLUGIN,
-    MAX_PARTITIONS, Partition, PartitionPlacement, PartitionSpec, PluginRef,
+    ANNOTATION_OVERRIDDEN, ANNOTATION_PLUGIN_DIGEST, Database, LABEL_DATABASE, LABEL_MANAGED_BY,
+    LABEL_PLUGIN, MAX_PARTITIONS, Partition, PartitionPlacement, PartitionSpec, PluginRef,
 };
 use crate::contract::{PartitionBinding, Placement, PluginDatabase, PluginRenderError, Violation};
 use crate::error::RenderError;
 use crate::plugin::source::{Rendering, ShadowRenderer};
-use crate::plugin::{LoadedPlugin, Registry};
+use crate::plugin::{LoadedPlugin, Registry, Unchosen, Wanted};
 use crate::policy::{OutputPolicy, Owner};
 
 /// Everything that should exist for one Database.
@@ -150,8 +150,11 @@ impl Renderer {
         Ok(desired)
     }
 
-    /// The plugin `db` asks for, after the checks atoll makes itself
-    /// (partition range, plugin name, version requirement syntax).
+    /// The version of the plugin `db` renders with (see
+    /// [`Registry::choose`]: exact digest pin, else the rollout's assignment
+    /// or the default, narrowed by the version requirement), after the
+    /// checks atoll makes itself (partition range, plugin name, version
+    /// requirement syntax).
     ///
     /// # Errors
     /// `Invalid` for spec violations, `UnknownPlugin` when no plugin has the name.
@@ -176,16 +179,37 @@ impl Renderer {
             return Err(RenderError::Invalid(violations));
         }
         let name = &db.spec.storage.plugin;
+        let requirement = requirement(db).ok().flatten();
+        let wanted = Wanted {
+            digest: db.spec.storage.digest.as_deref(),
+            assigned: db
+                .annotations()
+                .get(ANNOTATION_PLUGIN_DIGEST)
+                .map(String::as_str),
+            requirement: requirement.as_ref(),
+        };
         self.registry
-            .get(name)
-            .ok_or_else(|| RenderError::UnknownPlugin {
-                name: name.clone(),
-                why: self
-                    .registry
-                    .failure(name)
-                    .map(|f| format!(" ({})", f.error))
-                    .unwrap_or_default(),
-                available: self.registry.names().join(", "),
+            .choose(name, wanted)
+            .map_err(|unchosen| match unchosen {
+                Unchosen::Unknown => RenderError::UnknownPlugin {
+                    name: name.clone(),
+                    why: self
+                        .registry
+                        .failure(name)
+                        .map(|f| format!(" ({})", f.error))
+                        .unwrap_or_default(),
+                    available: self.registry.names().join(", "),
+                },
+                Unchosen::DigestNotLoaded { loaded } => RenderError::DigestNotLoaded {
+                    plugin: name.clone(),
+                    digest: db.spec.storage.digest.clone().unwrap_or_default(),
+                    loaded: loaded.join(", "),
+                },
+                Unchosen::NoMatch { loaded } => RenderError::VersionMismatch {
+                    plugin: name.clone(),
+                    required: requirement.map(|r| r.to_string()).unwrap_or_default(),
+                    loaded: loaded.join(", "),
+                },
             })
     }
 

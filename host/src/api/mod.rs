@@ -55,7 +55,9 @@ pub const ANNOTATION_OVERRIDDEN: &str = "atoll.dev/overridden";
 /// (`render::checksum`).
 pub const ANNOTATION_CONFIG_CHECKSUM: &str = "atoll.dev/config-checksum";
 
+mod plugin;
 mod reason;
+pub use plugin::*;
 pub use reason::Reason;
 
 /// The Event recorder atoll reports with (controller `atoll`, instance the
@@ -84,6 +86,8 @@ pub fn event_recorder(client: kube::Client) -> kube::runtime::events::Recorder {
     printcolumn = r#"{"name":"Available","type":"integer","jsonPath":".status.availablePartitions"}"#,
     printcolumn = r#"{"name":"Ready-Partitions","type":"integer","jsonPath":".status.readyPartitions","priority":1}"#,
     printcolumn = r#"{"name":"Plugin","type":"string","jsonPath":".spec.storage.plugin"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.plugin.version"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.plugin.digest","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -182,10 +186,18 @@ pub struct StorageSpec {
     /// (`kubectl get storageplugins` lists what is loaded).
     #[schemars(length(min = 1))]
     pub plugin: String,
-    /// Semantic version requirement on the plugin, e.g. `^0.1`; when the
-    /// loaded plugin does not satisfy it the Database is Degraded.
+    /// Semantic version requirement on the plugin, e.g. `^0.1`: the
+    /// Database renders with a loaded version satisfying it (the one it has
+    /// if it does, else the highest) and rollouts never move it; with none
+    /// loaded it is Degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Exact component to render with, `sha256:<hex>` (`kubectl get sp
+    /// <plugin> -o yaml` lists each loaded version's digest): rollouts never
+    /// move the Database; while no loaded version has it, it is Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub digest: Option<String>,
     /// Plugin-specific configuration, validated by the plugin against the
     /// JSON schema it publishes (`atoll plugins inspect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,80 +429,6 @@ pub enum PrimitiveType {
     Map,
     Set,
     Value,
-}
-
-/// A storage plugin known to atoll (cluster-scoped, written by atoll).
-/// `kubectl get storageplugins` shows what is loaded and from where.
-#[derive(
-    CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
-)]
-#[kube(
-    group = "atoll.dev",
-    version = "v1alpha1",
-    kind = "StoragePlugin",
-    shortname = "sp",
-    status = "StoragePluginStatus",
-    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
-    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
-    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".status.source"}"#,
-    printcolumn = r#"{"name":"Databases","type":"integer","jsonPath":".status.databases"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":1}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct StoragePluginSpec {
-    /// One line describing the plugin, from its metadata.
-    #[serde(default)]
-    pub description: String,
-}
-
-/// Load state of a StoragePlugin.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StoragePluginStatus {
-    /// `built-in` or `configmap/<namespace>/<name>`.
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub version: String,
-    /// `sha256:<hex>` of the component.
-    #[serde(default)]
-    pub digest: String,
-    /// `Loaded` or `Failed`.
-    #[serde(default)]
-    pub state: String,
-    /// Why the last load failed, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// How many Databases use this plugin.
-    #[serde(default)]
-    pub databases: u32,
-    /// What the latest hot reload of this plugin would change, measured by
-    /// rendering every Database that uses it with the old and the new version
-    /// before the swap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow_render: Option<ShadowRender>,
-}
-
-/// The result of a shadow render: old and new version side by side.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ShadowRender {
-    /// Version and digest that served before the reload (`<version> <digest>`).
-    #[serde(default)]
-    pub from: String,
-    /// Databases rendered with both versions.
-    #[serde(default)]
-    pub databases: u32,
-    /// Databases whose rendered objects or partitions differ.
-    #[serde(default)]
-    pub changed: u32,
-    /// Databases the new version fails to render (the old one rendered).
-    #[serde(default)]
-    pub failed: u32,
-    /// Databases from which the new version would prune objects the old one
-    /// rendered. Each of them is refused (`PruneRefused`) until approved.
-    #[serde(default)]
-    pub prunes: u32,
 }
 
 /// Every CustomResourceDefinition atoll serves, in a stable order.

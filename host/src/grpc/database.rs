@@ -280,6 +280,7 @@ mod tests {
                 storage: StorageSpec {
                     plugin: "raft".into(),
                     version: None,
+                    digest: None,
                     config: None,
                 },
             },

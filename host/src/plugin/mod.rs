@@ -5,7 +5,8 @@
 //!   store per call, deadline and memory cap), with `disk_cache` keeping
 //!   compiled components across restarts, `sandbox` the per-call state and
 //!   `compat` the worlds a component may implement (0.2, or 0.1 adapted);
-//! - [`registry`]: loaded plugins by name, with the built-ins to fall back to;
+//! - [`registry`]: every loaded version of each plugin, which one is the
+//!   default, and which one a Database renders with;
 //! - [`source`]: plugins from labelled ConfigMaps, hot-reloaded;
 //! - [`oci`]: plugins pulled from OCI registries (wasm artifacts);
 //! - [`records`]: the cluster-scoped `StoragePlugin` records;
@@ -13,18 +14,19 @@
 
 pub mod builtin;
 mod compat;
-mod configmap;
+pub(crate) mod configmap;
 mod disk_cache;
 #[cfg(feature = "native-plugins")]
 pub mod native;
 pub mod oci;
+pub mod oci_load;
 pub mod records;
 pub mod registry;
-mod reload;
+pub(crate) mod reload;
 pub mod runtime;
 mod sandbox;
 pub mod source;
 
-pub use registry::{Entry, Failure, Registry, Source};
+pub use registry::{Entry, Failure, Registry, Source, Unchosen, Wanted};
 pub use runtime::{Limits, LoadedPlugin, Runtime};
 pub use source::{PluginSource, Requeue};

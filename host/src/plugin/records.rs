@@ -1,15 +1,17 @@
 //! `StoragePlugin` records: one cluster-scoped object per plugin atoll knows,
-//! so `kubectl get storageplugins` shows what is loaded, from where, which
-//! version and digest, whether the last load failed and why, and how many
-//! Databases use each plugin.
+//! so `kubectl get storageplugins` shows every loaded version, from where,
+//! with its digest and how many Databases it renders, whether the last load
+//! failed and why, and which version is the default.
 //!
 //! Guarantees:
-//! - Writes are server-side applies with field manager `atoll`, forcing
-//!   ownership: the object (labels `app.kubernetes.io/managed-by=atoll`,
-//!   `spec.description`) and, separately, the status subresource.
-//! - A record is written only when it differs from the live object: the
-//!   object when its labels or description differ, the status when any status
-//!   field differs. Publishing an unchanged registry sends no write.
+//! - atoll writes only the status (server-side apply, field manager
+//!   `atoll`, forcing ownership). It creates a missing record with nothing
+//!   but its name and the label `app.kubernetes.io/managed-by=atoll`; the
+//!   spec belongs to users (or GitOps tools).
+//! - `status.rollout` is written by the rollout driver under its own field
+//!   manager (`atoll-rollout`), so a publish here never removes it.
+//! - A status is written only when a field this module sets differs from
+//!   the live object. Publishing an unchanged registry sends no write.
 //! - Because atoll owns every status field it sets, a field it stops setting
 //!   is removed by the apply: a successful load clears `lastError`.
 //!
@@ -20,6 +22,8 @@
 //!   cluster-scoped records and would overwrite each other's.
 //! - Only the leader should publish, or replicas with different registries
 //!   (say, mid-rollout) take turns rewriting the records.
+//! - A version's `name` is found by matching its source with the spec's
+//!   `versions[].source`; a labelled ConfigMap's version has none.
 
 use std::collections::BTreeMap;
 
@@ -28,7 +32,10 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 
 use super::registry::{Entry, Registry, Source};
-use crate::api::{Database, FIELD_MANAGER, LABEL_MANAGED_BY, StoragePlugin, StoragePluginStatus};
+use crate::api::{
+    Database, FIELD_MANAGER, LABEL_MANAGED_BY, StoragePlugin, StoragePluginSpec,
+    StoragePluginStatus, VersionSource, VersionStatus,
+};
 
 /// `status.state` of a plugin that loaded.
 pub const STATE_LOADED: &str = "Loaded";
@@ -36,6 +43,34 @@ pub const STATE_LOADED: &str = "Loaded";
 pub const STATE_FAILED: &str = "Failed";
 
 pub use super::registry::Failure;
+
+/// How many Databases use each plugin, and each version (by digest in
+/// `status.plugin`), as [`publish_with_failures`] reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Databases by `spec.storage.plugin`.
+    pub by_plugin: BTreeMap<String, u32>,
+    /// Databases by `(plugin, status.plugin.digest)`.
+    pub by_digest: BTreeMap<(String, String), u32>,
+}
+
+impl Counts {
+    /// Count `databases`.
+    pub fn of<'a>(databases: impl IntoIterator<Item = &'a Database>) -> Self {
+        let mut counts = Counts::default();
+        for db in databases {
+            let plugin = db.spec.storage.plugin.clone();
+            *counts.by_plugin.entry(plugin.clone()).or_default() += 1;
+            if let Some(p) = db.status.as_ref().and_then(|s| s.plugin.as_ref()) {
+                *counts
+                    .by_digest
+                    .entry((plugin, p.digest.clone()))
+                    .or_default() += 1;
+            }
+        }
+        counts
+    }
+}
 
 /// Publishes every plugin of `registry` and its recorded failures, counting
 /// the Databases in `namespace` (all when `None`) that use each.
@@ -51,15 +86,13 @@ pub async fn publish_registry(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut counts = BTreeMap::new();
-    for db in databases.list(&Default::default()).await? {
-        *counts.entry(db.spec.storage.plugin).or_insert(0u32) += 1;
-    }
-    publish_with_failures(client, registry, &counts, &registry.failures()).await
+    let list = databases.list(&Default::default()).await?;
+    let counts = Counts::of(&list.items);
+    publish_counted(client, registry, &counts, &registry.failures()).await
 }
 
-/// Publishes a `Loaded` record for every plugin in `registry`: description,
-/// source, version, digest, and `databases_by_plugin[name]` (0 if absent).
+/// Publishes a `Loaded` record for every plugin in `registry`, counting
+/// Databases with `databases_by_plugin` (0 if absent).
 ///
 /// Same as [`publish_with_failures`] with no failures: a `Failed` record of a
 /// plugin that is in the registry becomes `Loaded` again. Every entry is
@@ -75,18 +108,8 @@ pub async fn publish(
     publish_with_failures(client, registry, databases_by_plugin, &BTreeMap::new()).await
 }
 
-/// Publishes every plugin in `registry` and every plugin in `failures`
-/// (by plugin name):
-/// - in the registry, not failed: `Loaded`, version and digest of the entry;
-/// - in the registry and failed (an update that did not load while the
-///   previous component keeps serving): `Failed` with `lastError`, version
-///   and digest of the component still serving, source of the failed one;
-/// - failed only: `Failed` with `lastError`, version and digest as last
-///   published (empty for a plugin that never loaded).
-///
-/// Callers that hot-reload plugins keep the map of current failures and
-/// pass it on every publish, so a failure stays visible until a load of that
-/// plugin succeeds. Every record is attempted; the first error is returned.
+/// [`publish_counted`] with Databases counted per plugin only (every
+/// version's count is 0).
 ///
 /// # Errors
 /// The first API error.
@@ -96,26 +119,48 @@ pub async fn publish_with_failures(
     databases_by_plugin: &BTreeMap<String, u32>,
     failures: &BTreeMap<String, Failure>,
 ) -> Result<(), kube::Error> {
+    let counts = Counts {
+        by_plugin: databases_by_plugin.clone(),
+        by_digest: BTreeMap::new(),
+    };
+    publish_counted(client, registry, &counts, failures).await
+}
+
+/// Publishes every plugin in `registry` and every plugin in `failures`
+/// (by plugin name):
+/// - in the registry, not failed: `Loaded`, version and digest of the
+///   default version, and every loaded version;
+/// - in the registry and failed (an update that did not load while the
+///   previous component keeps serving): `Failed` with `lastError`, version
+///   and digest of the default version, source of the failed one;
+/// - failed only: `Failed` with `lastError`, version and digest as last
+///   published (empty for a plugin that never loaded).
+///
+/// Callers that hot-reload plugins keep the map of current failures and
+/// pass it on every publish, so a failure stays visible until a load of that
+/// plugin succeeds. Every record is attempted; the first error is returned.
+///
+/// # Errors
+/// The first API error.
+pub async fn publish_counted(
+    client: &Client,
+    registry: &Registry,
+    counts: &Counts,
+    failures: &BTreeMap<String, Failure>,
+) -> Result<(), kube::Error> {
     let api: Api<StoragePlugin> = Api::all(client.clone());
-    let entries: BTreeMap<String, Entry> = registry
-        .entries()
+    let names: std::collections::BTreeSet<String> = registry
+        .names()
         .into_iter()
-        .map(|e| (e.plugin.metadata().name.clone(), e))
+        .chain(failures.keys().cloned())
         .collect();
-    let mut names: Vec<&String> = entries.keys().chain(failures.keys()).collect();
-    names.sort();
-    names.dedup();
     let mut first_error = None;
     for name in names {
-        let databases = databases_by_plugin.get(name).copied().unwrap_or(0);
-        let result = write(
-            &api,
-            name,
-            entries.get(name),
-            failures.get(name),
-            Some(databases),
-        )
-        .await;
+        let loaded = Loaded {
+            default: registry.entry(&name),
+            versions: registry.versions(&name),
+        };
+        let result = write(&api, &name, &loaded, failures.get(&name), Some(counts)).await;
         if let Err(e) = result {
             tracing::warn!(plugin = %name, error = %e, "cannot publish StoragePlugin");
             first_error.get_or_insert(e);
@@ -145,46 +190,49 @@ pub async fn publish_failure(
         source: source.clone(),
         error: error.to_owned(),
     };
-    write(&api, name, None, Some(&failure), None).await
+    write(&api, name, &Loaded::default(), Some(&failure), None).await
+}
+
+/// What the registry holds of one plugin.
+#[derive(Default)]
+struct Loaded {
+    default: Option<Entry>,
+    versions: Vec<Entry>,
 }
 
 /// Applies the record of `name` where it differs from the live one.
-/// `databases: None` keeps the live count.
+/// `counts: None` keeps the live counts.
 async fn write(
     api: &Api<StoragePlugin>,
     name: &str,
-    entry: Option<&Entry>,
+    loaded: &Loaded,
     failure: Option<&Failure>,
-    databases: Option<u32>,
+    counts: Option<&Counts>,
 ) -> Result<(), kube::Error> {
     let live = api.get_opt(name).await?;
-    let live_status = live.as_ref().and_then(|l| l.status.as_ref());
-    let description = match (entry, &live) {
-        (Some(entry), _) => entry.plugin.metadata().description.clone(),
-        (None, Some(live)) => live.spec.description.clone(),
-        (None, None) => String::new(),
-    };
-    let status = desired_status(entry, failure, databases, live_status);
-
-    let object_current = live.as_ref().is_some_and(|l| {
-        l.spec.description == description
-            && l.meta()
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(LABEL_MANAGED_BY))
-                .is_some_and(|v| v == "atoll")
-    });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if !object_current {
+    let labelled = live.as_ref().is_some_and(|l| {
+        l.meta()
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_MANAGED_BY))
+            .is_some_and(|v| v == "atoll")
+    });
+    if !labelled {
         let body = json!({
             "apiVersion": StoragePlugin::api_version(&()),
             "kind": StoragePlugin::kind(&()),
             "metadata": { "name": name, "labels": { LABEL_MANAGED_BY: "atoll" } },
-            "spec": { "description": description },
         });
         api.patch(name, &params, &Patch::Apply(&body)).await?;
     }
-    if live_status != Some(&status) {
+    let spec = live.as_ref().map(|l| l.spec.clone()).unwrap_or_default();
+    let live_status = live.and_then(|l| l.status);
+    let status = desired_status(name, loaded, failure, counts, &spec, live_status.as_ref());
+    // The rollout's field is another manager's: compare without it.
+    let mut comparable = live_status.clone().unwrap_or_default();
+    comparable.rollout = None;
+    if live_status.is_none() || comparable != status {
         let body = json!({
             "apiVersion": StoragePlugin::api_version(&()),
             "kind": StoragePlugin::kind(&()),
@@ -197,41 +245,123 @@ async fn write(
     Ok(())
 }
 
-/// The status a record should have. `databases: None` keeps `live`'s count.
+/// The source string a spec version's component is recorded under.
+pub fn spec_source(source: &VersionSource, default_namespace: Option<&str>) -> Option<Source> {
+    if source.builtin.is_some() {
+        return Some(Source::Builtin);
+    }
+    if let Some(cm) = &source.config_map {
+        let namespace = cm.namespace.as_deref().or(default_namespace)?;
+        return Some(Source::ConfigMap {
+            namespace: namespace.to_string(),
+            name: cm.name.clone(),
+        });
+    }
+    source
+        .oci
+        .as_ref()
+        .map(|o| Source::Oci(o.reference.clone()))
+}
+
+/// The name `spec` gives the version loaded from `source`, if any.
+fn spec_name(spec: &StoragePluginSpec, source: &Source) -> String {
+    spec.versions
+        .iter()
+        .find(|v| match (&v.source.config_map, source) {
+            // Without a namespace in the spec, the name decides.
+            (Some(cm), Source::ConfigMap { namespace, name }) => {
+                cm.name == *name && cm.namespace.as_ref().is_none_or(|ns| ns == namespace)
+            }
+            _ => spec_source(&v.source, None).as_ref() == Some(source),
+        })
+        .map(|v| v.name.clone())
+        .unwrap_or_default()
+}
+
+/// The status a record should have (without `rollout`). `counts: None`
+/// keeps `live`'s counts.
 fn desired_status(
-    entry: Option<&Entry>,
+    name: &str,
+    loaded: &Loaded,
     failure: Option<&Failure>,
-    databases: Option<u32>,
+    counts: Option<&Counts>,
+    spec: &StoragePluginSpec,
     live: Option<&StoragePluginStatus>,
 ) -> StoragePluginStatus {
     let live = live.cloned().unwrap_or_default();
-    let databases = databases.unwrap_or(live.databases);
+    let entry = loaded.default.as_ref();
+    let databases = counts
+        .map(|c| c.by_plugin.get(name).copied().unwrap_or(0))
+        .unwrap_or(live.databases);
     let (version, digest) = match entry {
         Some(e) => (
             e.plugin.metadata().version.clone(),
             e.plugin.digest().to_string(),
         ),
-        None => (live.version, live.digest),
+        None => (live.version.clone(), live.digest.clone()),
     };
-    match failure {
-        Some(f) => StoragePluginStatus {
-            source: f.source.to_string(),
-            version,
-            digest,
-            state: STATE_FAILED.to_owned(),
-            last_error: Some(f.error.clone()),
-            databases,
-            shadow_render: entry.and_then(|e| e.shadow_render.clone()),
-        },
-        None => StoragePluginStatus {
-            source: entry.map(|e| e.source.to_string()).unwrap_or(live.source),
-            version,
-            digest,
-            state: STATE_LOADED.to_owned(),
-            last_error: None,
-            databases,
-            shadow_render: entry.and_then(|e| e.shadow_render.clone()),
-        },
+    let default_digest = entry.map(|e| e.plugin.digest().to_string());
+    let versions: Vec<VersionStatus> = if loaded.versions.is_empty() {
+        live.versions.clone()
+    } else {
+        loaded
+            .versions
+            .iter()
+            .map(|e| {
+                let digest = e.plugin.digest().to_string();
+                let live_count = live
+                    .versions
+                    .iter()
+                    .find(|v| v.digest == digest)
+                    .map_or(0, |v| v.databases);
+                VersionStatus {
+                    name: spec_name(spec, &e.source),
+                    version: e.plugin.metadata().version.clone(),
+                    databases: counts.map_or(live_count, |c| {
+                        c.by_digest
+                            .get(&(name.to_string(), digest.clone()))
+                            .copied()
+                            .unwrap_or(0)
+                    }),
+                    default: default_digest.as_ref() == Some(&digest),
+                    digest,
+                    source: e.source.to_string(),
+                    state: STATE_LOADED.to_owned(),
+                    last_error: None,
+                }
+            })
+            .collect()
+    };
+    let serving = versions
+        .iter()
+        .map(|v| format!("{}={}", v.version, v.databases))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let description = entry
+        .map(|e| e.plugin.metadata().description.clone())
+        .unwrap_or(live.description.clone());
+    let (state, source, last_error) = match failure {
+        Some(f) => (STATE_FAILED, f.source.to_string(), Some(f.error.clone())),
+        None => (
+            STATE_LOADED,
+            entry
+                .map(|e| e.source.to_string())
+                .unwrap_or(live.source.clone()),
+            None,
+        ),
+    };
+    StoragePluginStatus {
+        description,
+        source,
+        version,
+        digest,
+        state: state.to_owned(),
+        last_error,
+        databases,
+        versions,
+        serving,
+        shadow_render: entry.and_then(|e| e.shadow_render.clone()),
+        rollout: None,
     }
 }
 
@@ -265,6 +395,20 @@ mod tests {
         }
     }
 
+    fn loaded(entry: &Entry) -> Loaded {
+        Loaded {
+            default: Some(entry.clone()),
+            versions: vec![entry.clone()],
+        }
+    }
+
+    fn counts(plugin: &str, digest: &str, n: u32) -> Counts {
+        Counts {
+            by_plugin: [(plugin.to_string(), n)].into(),
+            by_digest: [((plugin.to_string(), digest.to_string()), n)].into(),
+        }
+    }
+
     #[test]
     fn desired_status_of_loaded_failed_and_unknown_plugins() {
         let entry = cache_entry();
@@ -277,51 +421,98 @@ mod tests {
             state: STATE_FAILED.into(),
             last_error: Some("old trouble".into()),
             databases: 9,
-            shadow_render: None,
+            ..StoragePluginStatus::default()
         };
+        let spec = StoragePluginSpec::default();
 
-        // Loaded: everything from the entry, the error cleared.
-        let loaded = desired_status(Some(&entry), None, Some(2), Some(&stale));
-        assert_eq!(
-            loaded,
-            StoragePluginStatus {
-                source: "built-in".into(),
-                version: version.clone(),
-                digest: digest.clone(),
-                state: STATE_LOADED.into(),
-                last_error: None,
-                databases: 2,
-                shadow_render: None,
-            }
+        // Loaded: everything from the entry, the error cleared, the one
+        // version listed with its count.
+        let two = counts("cache", &digest, 2);
+        let status = desired_status(
+            "cache",
+            &loaded(&entry),
+            None,
+            Some(&two),
+            &spec,
+            Some(&stale),
         );
+        assert_eq!(
+            (
+                status.source.as_str(),
+                &status.version,
+                &status.digest,
+                status.state.as_str()
+            ),
+            ("built-in", &version, &digest, STATE_LOADED)
+        );
+        assert_eq!((status.last_error, status.databases), (None, 2));
+        assert_eq!(status.versions.len(), 1);
+        assert!(status.versions[0].default);
+        assert_eq!(status.versions[0].databases, 2);
+        assert_eq!(status.serving, format!("{version}=2"));
 
         // A failed update while the entry keeps serving: its version and digest,
         // the failed source and the error.
-        let updating = desired_status(Some(&entry), Some(&failure("bad")), Some(2), None);
+        let updating = desired_status(
+            "cache",
+            &loaded(&entry),
+            Some(&failure("bad")),
+            Some(&two),
+            &spec,
+            None,
+        );
         assert_eq!(updating.state, STATE_FAILED);
         assert_eq!(updating.source, "configmap/plugins/cache-v2");
         assert_eq!(updating.last_error.as_deref(), Some("bad"));
         assert_eq!((updating.version, updating.digest), (version, digest));
 
         // Failed and not loaded: last published version, digest and count kept.
-        let failed = desired_status(None, Some(&failure("worse")), None, Some(&stale));
-        assert_eq!(
-            failed,
-            StoragePluginStatus {
-                source: "configmap/plugins/cache-v2".into(),
-                version: "0.0.1".into(),
-                digest: "sha256:00".into(),
-                state: STATE_FAILED.into(),
-                last_error: Some("worse".into()),
-                databases: 9,
-                shadow_render: None,
-            }
+        let failed = desired_status(
+            "cache",
+            &Loaded::default(),
+            Some(&failure("worse")),
+            None,
+            &spec,
+            Some(&stale),
         );
-        let never_loaded = desired_status(None, Some(&failure("x")), None, None);
+        assert_eq!(failed.source, "configmap/plugins/cache-v2");
+        assert_eq!(
+            (failed.version.as_str(), failed.digest.as_str()),
+            ("0.0.1", "sha256:00")
+        );
+        assert_eq!(failed.last_error.as_deref(), Some("worse"));
+        assert_eq!(failed.databases, 9);
+        let never_loaded = desired_status(
+            "cache",
+            &Loaded::default(),
+            Some(&failure("x")),
+            None,
+            &spec,
+            None,
+        );
         assert_eq!(
             (never_loaded.version, never_loaded.digest),
             (String::new(), String::new())
         );
         assert_eq!(never_loaded.databases, 0);
+    }
+
+    #[test]
+    fn a_version_is_named_after_the_spec_entry_with_its_source() {
+        let spec: StoragePluginSpec = serde_json::from_value(json!({
+            "versions": [
+                {"name": "stable", "source": {"builtin": {}}},
+                {"name": "next", "source": {"configMap": {"name": "cache-v2"}}},
+                {"name": "elsewhere", "source": {"configMap": {"namespace": "x", "name": "cache-v3"}}},
+            ]
+        }))
+        .unwrap();
+        assert_eq!(spec_name(&spec, &Source::Builtin), "stable");
+        assert_eq!(spec_name(&spec, &failure("").source), "next");
+        let other = Source::ConfigMap {
+            namespace: "y".into(),
+            name: "cache-v3".into(),
+        };
+        assert_eq!(spec_name(&spec, &other), "", "namespace differs");
     }
 }

@@ -1,11 +1,21 @@
-//! The registry of loaded plugins, by name, with where each came from.
+//! The registry of loaded plugins: every loaded version of each plugin, side
+//! by side, with where each came from and which one is the default.
+//!
+//! A Database renders with exactly one version, chosen by
+//! [`Registry::choose`]: its exact pin (`spec.storage.digest`), else the
+//! version a rollout assigned it (annotation `atoll.dev/plugin-digest`),
+//! else the plugin's default, then narrowed by its semver requirement
+//! (`spec.storage.version`). The choice depends only on the Database object
+//! and the registry, so it survives restarts: the assignment lives in the
+//! API, not in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::runtime::{LoadedPlugin, Runtime};
 use crate::api::ShadowRender;
+use crate::contract::Digest;
 use crate::error::PluginError;
 use crate::sync::RwLockExt;
 
@@ -16,8 +26,11 @@ pub enum Source {
     Builtin,
     /// A `.wasm` file (`--plugin-dir`).
     File(PathBuf),
-    /// A ConfigMap labelled `atoll.dev/plugin`.
+    /// A ConfigMap labelled `atoll.dev/plugin`, or named by a
+    /// StoragePlugin's `spec.versions[].source.configMap`.
     ConfigMap { namespace: String, name: String },
+    /// An OCI reference named by a StoragePlugin's `spec.versions`.
+    Oci(String),
 }
 
 impl std::fmt::Display for Source {
@@ -26,6 +39,7 @@ impl std::fmt::Display for Source {
             Source::Builtin => f.write_str("built-in"),
             Source::File(path) => write!(f, "file:{}", path.display()),
             Source::ConfigMap { namespace, name } => write!(f, "configmap/{namespace}/{name}"),
+            Source::Oci(reference) => write!(f, "oci/{reference}"),
         }
     }
 }
@@ -50,28 +64,86 @@ pub struct Failure {
     pub error: String,
 }
 
-/// Plugins by name. A later registration under the same name replaces the
-/// earlier one atomically: callers holding the old `Arc` finish on it.
+/// Every loaded version of one plugin and which is its default.
+#[derive(Debug, Clone, Default)]
+struct Versions {
+    /// In load order; one per digest.
+    all: Vec<Entry>,
+    /// Digest of the version Databases without an assignment or pin use.
+    default: Option<Digest>,
+}
+
+impl Versions {
+    fn default_entry(&self) -> Option<&Entry> {
+        let default = self.default?;
+        self.all.iter().find(|e| e.plugin.digest() == default)
+    }
+
+    fn by_digest(&self, digest: &str) -> Option<&Entry> {
+        self.all
+            .iter()
+            .find(|e| e.plugin.digest().to_string() == digest)
+    }
+}
+
+/// Plugins by name, every loaded version of each side by side. Loading a
+/// version under a name already loaded adds it; whether it becomes the
+/// default (what Databases without an assignment or pin render with) is the
+/// caller's choice: labelled ConfigMaps make it the default at once (an
+/// immediate rollout) unless a StoragePlugin spec manages the name, and a
+/// StoragePlugin's rollout moves the default when it completes. Callers
+/// holding an older `Arc` finish on it.
 ///
-/// Besides the serving plugins the registry remembers the built-ins (to fall
-/// back to when an override is removed) and, per plugin name, the latest
-/// failed or removed load, until a load of that name succeeds.
+/// Besides the versions the registry remembers the built-ins (to fall back
+/// to when an override is removed) and, per plugin name, the latest failed
+/// or removed load, until a load of that name succeeds.
+///
+/// Caveat: versions stay loaded until their source is deleted (a
+/// ConfigMap edited many times keeps every component it held), so
+/// Databases a rollout left on an older version keep rendering.
 pub struct Registry {
     runtime: Arc<Runtime>,
-    plugins: RwLock<BTreeMap<String, Entry>>,
+    plugins: RwLock<BTreeMap<String, Versions>>,
     builtins: RwLock<BTreeMap<String, Arc<LoadedPlugin>>>,
     failures: RwLock<BTreeMap<String, Failure>>,
+    /// Plugin names whose default a StoragePlugin spec decides.
+    managed: RwLock<BTreeSet<String>>,
 }
 
 /// What [`Registry::remove`] did.
 #[derive(Debug, Clone)]
 pub enum Removal {
-    /// The plugin was not served from that source; nothing changed.
+    /// Nothing was loaded from that source; nothing changed.
     NotServing,
-    /// The built-in plugin of that name serves again.
+    /// Versions from that source were dropped; the default is unchanged.
+    Dropped,
+    /// The default came from that source; this version is the default now
+    /// (the built-in if there is one, else the latest loaded).
     FellBack(Arc<LoadedPlugin>),
-    /// No plugin of that name is left.
+    /// No version of that name is left.
     Gone,
+}
+
+/// What a Database asks of its plugin's versions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted<'a> {
+    /// `spec.storage.digest`: exactly this component.
+    pub digest: Option<&'a str>,
+    /// The rollout's assignment (annotation `atoll.dev/plugin-digest`).
+    pub assigned: Option<&'a str>,
+    /// `spec.storage.version`.
+    pub requirement: Option<&'a semver::VersionReq>,
+}
+
+/// Why [`Registry::choose`] found no version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unchosen {
+    /// No version of that name is loaded.
+    Unknown,
+    /// The pinned digest is not loaded; the loaded digests.
+    DigestNotLoaded { loaded: Vec<String> },
+    /// No loaded version satisfies the requirement; the loaded versions.
+    NoMatch { loaded: Vec<String> },
 }
 
 impl Registry {
@@ -82,6 +154,7 @@ impl Registry {
             plugins: RwLock::new(BTreeMap::new()),
             builtins: RwLock::new(BTreeMap::new()),
             failures: RwLock::new(BTreeMap::new()),
+            managed: RwLock::new(BTreeSet::new()),
         }
     }
 
@@ -132,7 +205,12 @@ impl Registry {
         &self.runtime
     }
 
-    /// Load one `.wasm` file and register it, replacing a plugin of the same name.
+    /// The built-in plugin of that name, if any.
+    pub fn builtin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.builtins.reading().get(name).cloned()
+    }
+
+    /// Load one `.wasm` file and register it as the default of its name.
     ///
     /// # Errors
     /// The file cannot be read or is not a plugin.
@@ -166,8 +244,9 @@ impl Registry {
         files.iter().map(|f| self.load_file(f)).collect()
     }
 
-    /// Register `plugin` under its metadata name, replacing any plugin of that
-    /// name and clearing its recorded failure; returns it.
+    /// Register `plugin` under its metadata name and make it the default
+    /// (unless a StoragePlugin spec manages the name), clearing its recorded
+    /// failure; returns it.
     pub fn insert(&self, plugin: LoadedPlugin, source: Source) -> Arc<LoadedPlugin> {
         let plugin = Arc::new(plugin);
         self.insert_arc(Arc::clone(&plugin), source, None);
@@ -175,41 +254,125 @@ impl Registry {
     }
 
     /// [`insert`](Self::insert) for a plugin already shared, with the shadow
-    /// render that justified a hot reload.
+    /// render that justified a hot reload. Returns whether it became the
+    /// default.
     pub fn insert_arc(
         &self,
         plugin: Arc<LoadedPlugin>,
         source: Source,
         shadow_render: Option<ShadowRender>,
-    ) {
+    ) -> bool {
         let name = plugin.metadata().name.clone();
+        let make_default = !self.managed.reading().contains(&name);
+        self.add(plugin, source, shadow_render, make_default)
+    }
+
+    /// Register `plugin` as one more version of its name, leaving the
+    /// default as it is (the first version of a name becomes its default).
+    /// Returns whether it became the default.
+    pub fn add_version(&self, plugin: Arc<LoadedPlugin>, source: Source) -> bool {
+        self.add(plugin, source, None, false)
+    }
+
+    fn add(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        source: Source,
+        shadow_render: Option<ShadowRender>,
+        make_default: bool,
+    ) -> bool {
+        let name = plugin.metadata().name.clone();
+        let digest = plugin.digest();
         self.failures.writing().remove(&name);
+        let mut plugins = self.plugins.writing();
+        let versions = plugins.entry(name).or_default();
         let entry = Entry {
             plugin,
             source,
             shadow_render,
         };
-        self.plugins.writing().insert(name, entry);
+        match versions
+            .all
+            .iter_mut()
+            .find(|e| e.plugin.digest() == digest)
+        {
+            // Same component from another source: the latest source names it.
+            Some(existing) => *existing = entry,
+            None => versions.all.push(entry),
+        }
+        let becomes_default = make_default || versions.default.is_none();
+        if becomes_default {
+            versions.default = Some(digest);
+        }
+        becomes_default
     }
 
-    /// Stop serving plugin `name` from `source` (its ConfigMap was deleted):
-    /// the built-in of that name takes over, or the name is recorded as
-    /// removed so Databases using it say why. A plugin of that name served
-    /// from another source is left alone.
+    /// Make the loaded version with `digest` the default of `name`. Returns
+    /// false (and changes nothing) if no such version is loaded.
+    pub fn set_default(&self, name: &str, digest: &str) -> bool {
+        let mut plugins = self.plugins.writing();
+        let Some(versions) = plugins.get_mut(name) else {
+            return false;
+        };
+        let Some(found) = versions.by_digest(digest).map(|e| e.plugin.digest()) else {
+            return false;
+        };
+        versions.default = Some(found);
+        true
+    }
+
+    /// Let a StoragePlugin spec decide the default of `name` (`true`), or
+    /// labelled ConfigMaps again (`false`).
+    pub fn set_managed(&self, name: &str, managed: bool) {
+        let mut set = self.managed.writing();
+        if managed {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    /// Whether a StoragePlugin spec decides the default of `name`.
+    pub fn is_managed(&self, name: &str) -> bool {
+        self.managed.reading().contains(name)
+    }
+
+    /// Stop serving every version of `name` loaded from `source` (its
+    /// ConfigMap was deleted). If the default was among them the built-in
+    /// takes over, else the latest version left; with none left the name is
+    /// recorded as removed so Databases using it say why.
     pub fn remove(&self, name: &str, source: &Source) -> Removal {
         let mut plugins = self.plugins.writing();
-        if plugins.get(name).is_none_or(|e| &e.source != source) {
+        let Some(versions) = plugins.get_mut(name) else {
+            return Removal::NotServing;
+        };
+        let before = versions.all.len();
+        let default_removed = versions
+            .default_entry()
+            .is_some_and(|e| &e.source == source);
+        versions.all.retain(|e| &e.source != source);
+        if versions.all.len() == before {
             return Removal::NotServing;
         }
+        if !default_removed {
+            return Removal::Dropped;
+        }
         if let Some(builtin) = self.builtins.reading().get(name) {
-            let entry = Entry {
-                plugin: Arc::clone(builtin),
-                source: Source::Builtin,
-                shadow_render: None,
-            };
-            plugins.insert(name.to_string(), entry);
+            let digest = builtin.digest();
+            if !versions.all.iter().any(|e| e.plugin.digest() == digest) {
+                versions.all.push(Entry {
+                    plugin: Arc::clone(builtin),
+                    source: Source::Builtin,
+                    shadow_render: None,
+                });
+            }
+            versions.default = Some(digest);
             self.failures.writing().remove(name);
             return Removal::FellBack(Arc::clone(builtin));
+        }
+        if let Some(latest) = versions.all.last() {
+            versions.default = Some(latest.plugin.digest());
+            return Removal::FellBack(Arc::clone(&latest.plugin));
         }
         plugins.remove(name);
         self.failures.writing().insert(
@@ -249,172 +412,107 @@ impl Registry {
         self.failures.reading().get(name).cloned()
     }
 
-    /// The plugin registered as `name` and where it came from.
+    /// The default version of `name` and where it came from.
     pub fn entry(&self, name: &str) -> Option<Entry> {
-        self.plugins.reading().get(name).cloned()
-    }
-
-    /// The plugin registered as `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins
             .reading()
             .get(name)
-            .map(|e| Arc::clone(&e.plugin))
+            .and_then(|v| v.default_entry().cloned())
     }
 
-    /// Every registered plugin, by name.
+    /// The default version of `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.entry(name).map(|e| e.plugin)
+    }
+
+    /// The loaded version of `name` with `digest` (`sha256:<hex>`).
+    pub fn version(&self, name: &str, digest: &str) -> Option<Entry> {
+        self.plugins
+            .reading()
+            .get(name)
+            .and_then(|v| v.by_digest(digest).cloned())
+    }
+
+    /// Every loaded version of `name`, in load order.
+    pub fn versions(&self, name: &str) -> Vec<Entry> {
+        self.plugins
+            .reading()
+            .get(name)
+            .map(|v| v.all.clone())
+            .unwrap_or_default()
+    }
+
+    /// The default version of every plugin, by name.
     pub fn entries(&self) -> Vec<Entry> {
-        self.plugins.reading().values().cloned().collect()
+        self.plugins
+            .reading()
+            .values()
+            .filter_map(|v| v.default_entry().cloned())
+            .collect()
     }
 
     /// Names of registered plugins, for error messages.
     pub fn names(&self) -> Vec<String> {
         self.plugins.reading().keys().cloned().collect()
     }
+
+    /// The version of `name` a Database wanting `wanted` renders with:
+    /// - an exact digest pin, or nothing;
+    /// - else the assigned version if loaded, else the default;
+    /// - with a requirement, that choice if it satisfies it, else the
+    ///   highest loaded version that does.
+    ///
+    /// # Errors
+    /// [`Unchosen`]: no such plugin, pinned digest not loaded, no version
+    /// satisfying the requirement.
+    pub fn choose(&self, name: &str, wanted: Wanted<'_>) -> Result<Arc<LoadedPlugin>, Unchosen> {
+        let plugins = self.plugins.reading();
+        let versions = plugins.get(name).ok_or(Unchosen::Unknown)?;
+        if let Some(digest) = wanted.digest {
+            return versions
+                .by_digest(digest)
+                .map(|e| Arc::clone(&e.plugin))
+                .ok_or_else(|| Unchosen::DigestNotLoaded {
+                    loaded: versions
+                        .all
+                        .iter()
+                        .map(|e| e.plugin.digest().to_string())
+                        .collect(),
+                });
+        }
+        let preferred = wanted
+            .assigned
+            .and_then(|d| versions.by_digest(d))
+            .or_else(|| versions.default_entry())
+            .map(|e| Arc::clone(&e.plugin))
+            .ok_or(Unchosen::Unknown)?;
+        let Some(req) = wanted.requirement else {
+            return Ok(preferred);
+        };
+        let satisfies = |p: &LoadedPlugin| {
+            semver::Version::parse(&p.metadata().version).is_ok_and(|v| req.matches(&v))
+        };
+        if satisfies(&preferred) {
+            return Ok(preferred);
+        }
+        versions
+            .all
+            .iter()
+            .filter_map(|e| {
+                let v = semver::Version::parse(&e.plugin.metadata().version).ok()?;
+                req.matches(&v).then_some((v, e))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, e)| Arc::clone(&e.plugin))
+            .ok_or_else(|| Unchosen::NoMatch {
+                loaded: versions
+                    .all
+                    .iter()
+                    .map(|e| e.plugin.metadata().version.clone())
+                    .collect(),
+            })
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::{Registry, Removal, Source};
-    use crate::contract::PluginDatabase;
-    use crate::plugin::{Limits, Runtime, builtin::BUILTIN};
-
-    /// One runtime for every test: each component compiles once.
-    fn runtime() -> Arc<Runtime> {
-        static RUNTIME: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
-        Arc::clone(
-            RUNTIME.get_or_init(|| Arc::new(Runtime::new(Limits::default()).expect("engine"))),
-        )
-    }
-
-    fn raft_bytes() -> &'static [u8] {
-        BUILTIN
-            .iter()
-            .find(|(name, _)| *name == "raft")
-            .map(|(_, bytes)| *bytes)
-            .expect("raft is built in")
-    }
-
-    fn configmap(name: &str) -> Source {
-        Source::ConfigMap {
-            namespace: "atoll-system".into(),
-            name: name.into(),
-        }
-    }
-
-    fn input() -> PluginDatabase {
-        PluginDatabase {
-            name: "db".into(),
-            namespace: "ns".into(),
-            uid: "u".into(),
-            generation: 1,
-            labels: Vec::new(),
-            partitions: 3,
-            config: r#"{"clusters": 1, "replicas": 1}"#.into(),
-            cluster_domain: "cluster.local".into(),
-        }
-    }
-
-    #[test]
-    fn a_swap_serves_the_new_plugin_while_holders_of_the_old_finish_on_it() {
-        let registry = Registry::with_builtins(runtime()).expect("built-ins");
-        let old = registry.get("raft").expect("raft");
-        let new = registry
-            .runtime()
-            .load("configmap/atoll-system/raft-v2", raft_bytes())
-            .expect("loads");
-        let new = registry.insert(new, configmap("raft-v2"));
-
-        let serving = registry.get("raft").expect("raft");
-        assert!(Arc::ptr_eq(&serving, &new));
-        assert!(!Arc::ptr_eq(&serving, &old));
-        assert_eq!(
-            registry.entry("raft").map(|e| e.source),
-            Some(configmap("raft-v2"))
-        );
-        // A reconcile that rendered with the old version can still call it.
-        let rendered = old.render(&input()).expect("no trap").expect("renders");
-        assert_eq!(rendered.partitions.len(), 3);
-    }
-
-    #[test]
-    fn removing_an_override_falls_back_to_the_built_in_and_only_from_its_source() {
-        let registry = Registry::with_builtins(runtime()).expect("built-ins");
-        let builtin = registry.get("raft").expect("raft");
-        let new = registry
-            .runtime()
-            .load("configmap/atoll-system/raft-v2", raft_bytes())
-            .expect("loads");
-        registry.insert(new, configmap("raft-v2"));
-
-        assert!(matches!(
-            registry.remove("raft", &configmap("someone-else")),
-            Removal::NotServing
-        ));
-        assert_eq!(
-            registry.entry("raft").map(|e| e.source),
-            Some(configmap("raft-v2"))
-        );
-        match registry.remove("raft", &configmap("raft-v2")) {
-            Removal::FellBack(p) => assert!(Arc::ptr_eq(&p, &builtin)),
-            other => panic!("expected the built-in back, got {other:?}"),
-        }
-        assert_eq!(
-            registry.entry("raft").map(|e| e.source),
-            Some(Source::Builtin)
-        );
-        assert_eq!(registry.failure("raft"), None);
-    }
-
-    #[test]
-    fn a_removed_plugin_without_built_in_is_gone_with_a_reason_until_loaded_again() {
-        let registry = Registry::new(runtime());
-        let plugin = registry
-            .runtime()
-            .load("configmap/atoll-system/raft", raft_bytes())
-            .expect("loads");
-        registry.insert(plugin, configmap("raft"));
-        assert!(matches!(
-            registry.remove("raft", &configmap("raft")),
-            Removal::Gone
-        ));
-        assert!(registry.get("raft").is_none());
-        let failure = registry.failure("raft").expect("why it is gone");
-        assert!(
-            failure
-                .error
-                .contains("configmap/atoll-system/raft was deleted")
-        );
-
-        let again = registry
-            .runtime()
-            .load("configmap/atoll-system/raft", raft_bytes())
-            .expect("loads");
-        registry.insert(again, configmap("raft"));
-        assert_eq!(registry.failure("raft"), None);
-    }
-
-    #[test]
-    fn a_failed_load_keeps_the_serving_plugin_and_is_cleared_only_by_its_source() {
-        let registry = Registry::with_builtins(runtime()).expect("built-ins");
-        let serving = registry.get("raft").expect("raft");
-        let bad = registry
-            .runtime()
-            .load("configmap/atoll-system/raft-bad", b"not wasm");
-        let error = bad.expect_err("not a component").to_string();
-        let failure = super::Failure {
-            source: configmap("raft-bad"),
-            error,
-        };
-        registry.record_failure("raft", failure.clone());
-        assert!(Arc::ptr_eq(&registry.get("raft").expect("raft"), &serving));
-        assert_eq!(registry.failure("raft"), Some(failure.clone()));
-
-        registry.clear_failure("raft", &configmap("another"));
-        assert_eq!(registry.failure("raft"), Some(failure));
-        registry.clear_failure("raft", &configmap("raft-bad"));
-        assert_eq!(registry.failure("raft"), None);
-    }
-}
+mod tests;

@@ -261,6 +261,11 @@ impl PluginSource {
         registry.clear_failure(plugin, source);
         match registry.remove(plugin, source) {
             Removal::NotServing => return,
+            Removal::Dropped => tracing::info!(
+                configmap = %source,
+                plugin,
+                "plugin ConfigMap removed; the versions it held are no longer served"
+            ),
             Removal::FellBack(builtin) => tracing::info!(
                 configmap = %source,
                 plugin,

@@ -44,6 +44,12 @@ deploy/rbac.yaml (the deploy test compares them).
 - apiGroups: [atoll.dev]
   resources: [databases]
   verbs: [get, list, watch]
+# Rollouts assign a Database to a plugin version with one annotation
+# (atoll.dev/plugin-digest), a merge patch of metadata; the spec is never
+# written.
+- apiGroups: [atoll.dev]
+  resources: [databases]
+  verbs: [patch]
 # Status (conditions, partitions, plugin) is written by server-side apply to
 # the status subresource; the spec is the user's and is never written.
 - apiGroups: [atoll.dev]

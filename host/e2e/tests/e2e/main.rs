@@ -35,4 +35,5 @@ mod oci;
 mod operator;
 mod plugin_records;
 mod python_plugin;
+mod rollout;
 mod steady_state;

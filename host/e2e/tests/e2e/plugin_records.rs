@@ -73,7 +73,12 @@ async fn builtins_are_published_loaded_and_written_only_on_change() {
     for entry in registry.entries() {
         let meta = entry.plugin.metadata();
         let record = api.get(&meta.name).await.unwrap();
-        assert_eq!(record.spec.description, meta.description, "{}", meta.name);
+        assert_eq!(
+            record.status.as_ref().map(|s| s.description.as_str()),
+            Some(meta.description.as_str()),
+            "{}",
+            meta.name
+        );
         assert_eq!(
             record.labels().get("app.kubernetes.io/managed-by"),
             Some(&"atoll".to_owned())

@@ -2,7 +2,10 @@
 //! `atoll.dev/test-release=labelled` on every object. The hot-reload tests
 //! load it from a ConfigMap and look for the label. For a Database labelled
 //! `atoll.dev/test-drop=pdb` this release also stops rendering
-//! PodDisruptionBudgets: a new version that would prune. Never shipped.
+//! PodDisruptionBudgets: a new version that would prune; for one labelled
+//! `atoll.dev/test-unready=true` its pods require a node label no node has,
+//! so they never become Ready (the rollout tests' bad release). Never
+//! shipped.
 
 use atoll_guest::{
     Database, Observed, Output, Plugin, StatusReport, Violation, dispatch, serde_json,
@@ -13,6 +16,11 @@ use atoll_plugin_raft::Raft;
 pub const LABEL: (&str, &str) = ("atoll.dev/test-release", "labelled");
 /// The Database label that makes this release drop PodDisruptionBudgets.
 pub const DROP: (&str, &str) = ("atoll.dev/test-drop", "pdb");
+/// The Database label that makes this release render pods no node can run
+/// (a release that renders badly for some Databases: they never get Ready).
+pub const UNREADY: (&str, &str) = ("atoll.dev/test-unready", "true");
+/// The node label those pods require, which no node has.
+const NOWHERE: &str = "atoll.dev/test-nowhere";
 
 pub struct Labelled;
 
@@ -27,13 +35,22 @@ impl Plugin for Labelled {
     }
 
     fn render(db: &Database, config: &Self::Config, out: &mut Output) -> Result<(), String> {
-        if db.labels.get(DROP.0).map(String::as_str) == Some(DROP.1) {
+        let drop_pdb = db.labels.get(DROP.0).map(String::as_str) == Some(DROP.1);
+        let unready = db.labels.get(UNREADY.0).map(String::as_str) == Some(UNREADY.1);
+        if drop_pdb || unready {
             let rendered = dispatch::render::<Raft>(db).map_err(|e| format!("{e:?}"))?;
             for object in rendered.objects {
-                let kind = serde_json::from_str::<serde_json::Value>(&object)
-                    .map_err(|e| e.to_string())?["kind"]
-                    .clone();
-                if kind != "PodDisruptionBudget" {
+                let mut value = serde_json::from_str::<serde_json::Value>(&object)
+                    .map_err(|e| e.to_string())?;
+                if drop_pdb && value["kind"] == "PodDisruptionBudget" {
+                    continue;
+                }
+                if unready && value["kind"] == "StatefulSet" {
+                    // No node has this label: the pods stay Pending.
+                    value["spec"]["template"]["spec"]["nodeSelector"] =
+                        serde_json::json!({ NOWHERE: "true" });
+                    out.push_raw(value.to_string());
+                } else {
                     out.push_raw(object);
                 }
             }
