@@ -50,6 +50,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Plugins(PluginsCmd::List(args)) => offline::list(args),
         Cmd::Plugins(PluginsCmd::Inspect { file, sandbox }) => offline::inspect(&file, sandbox),
         Cmd::Crds => offline::crds(),
+        Cmd::CompilePlugin { memory_bytes } => atoll::plugin::compile::child_main(memory_bytes),
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(async {
             let operator = Operator::new(args.config()).await?;
             Ok(operator.run(shutdown_signal()).await?)

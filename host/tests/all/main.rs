@@ -10,4 +10,5 @@ mod data_safety;
 mod disk_cache;
 mod fuzz;
 mod runtime;
+mod sandbox;
 mod support;
