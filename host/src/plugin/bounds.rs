@@ -144,13 +144,23 @@ pub fn cut(plugin: &str, what: &str, text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }
-    tracing::warn!(plugin, what, bytes = text.len(), "plugin text over {max} bytes, cut in status; whole text: {}", super::configmap::truncate(text.clone(), LOG_BYTES_PER_CALL));
+    tracing::warn!(
+        plugin,
+        what,
+        bytes = text.len(),
+        "plugin text over {max} bytes, cut in status; whole text: {}",
+        super::configmap::truncate(text.clone(), LOG_BYTES_PER_CALL)
+    );
     let total = text.len();
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} more bytes in atoll's log)", &text[..end], total - end)
+    format!(
+        "{}… ({} more bytes in atoll's log)",
+        &text[..end],
+        total - end
+    )
 }
 
 /// Violations with each field and message cut, at most [`VIOLATIONS`].
@@ -195,12 +205,27 @@ mod tests {
 
     #[test]
     fn shape_counts_depth_and_values_outside_strings() {
-        assert_eq!(shape("{}"), Shape { depth: 1, values: 2 });
+        assert_eq!(
+            shape("{}"),
+            Shape {
+                depth: 1,
+                values: 2
+            }
+        );
         assert_eq!(
             shape(r#"{"a":[1,2,{"b":"[[[,,,"}]}"#),
-            Shape { depth: 3, values: 8 }
+            Shape {
+                depth: 3,
+                values: 8
+            }
         );
-        assert_eq!(shape(r#"["\"[",1]"#), Shape { depth: 1, values: 3 });
+        assert_eq!(
+            shape(r#"["\"[",1]"#),
+            Shape {
+                depth: 1,
+                values: 3
+            }
+        );
         assert_eq!(shape(&"[".repeat(1000)).depth, 1000);
     }
 
@@ -210,9 +235,7 @@ mod tests {
         fn count(v: &serde_json::Value) -> usize {
             match v {
                 serde_json::Value::Array(a) => 1 + a.iter().map(count).sum::<usize>(),
-                serde_json::Value::Object(o) => {
-                    1 + o.values().map(|v| 1 + count(v)).sum::<usize>()
-                }
+                serde_json::Value::Object(o) => 1 + o.values().map(|v| 1 + count(v)).sum::<usize>(),
                 _ => 1,
             }
         }
@@ -237,9 +260,16 @@ mod tests {
     fn deep_and_large_renders_are_refused_before_parsing() {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         let err = check_render_shape(&[deep]).unwrap_err();
-        assert!(err.contains("100 levels deep") && err.contains("at most 64"), "{err}");
+        assert!(
+            err.contains("100 levels deep") && err.contains("at most 64"),
+            "{err}"
+        );
         let big = "x".repeat(OBJECT_BYTES + 1);
-        assert!(check_render_shape(&[big]).unwrap_err().contains("per object"));
+        assert!(
+            check_render_shape(&[big])
+                .unwrap_err()
+                .contains("per object")
+        );
         // 1 MiB of zeros is 512 Ki values; four such objects are too many.
         let zeros = format!("[{}0]", "0,".repeat(512 << 10));
         let err = check_render_shape(&vec![zeros; 4]).unwrap_err();

@@ -39,7 +39,12 @@ pub struct BudgetError {
 ///
 /// # Errors
 /// Not one call fits.
-pub fn fit(slots: usize, cap: u64, reserve: u64, limit: Option<u64>) -> Result<Fitted, BudgetError> {
+pub fn fit(
+    slots: usize,
+    cap: u64,
+    reserve: u64,
+    limit: Option<u64>,
+) -> Result<Fitted, BudgetError> {
     let Some(limit) = limit else {
         return Ok(Fitted { slots, limit });
     };
@@ -122,7 +127,10 @@ mod tests {
     #[test]
     fn lowers_slots_to_what_fits() {
         let fitted = fit(8, 64 * MIB, 96 * MIB, Some(256 * MIB)).unwrap();
-        assert_eq!(fitted.slots, 2, "160 MiB after the reserve holds two 64 MiB calls");
+        assert_eq!(
+            fitted.slots, 2,
+            "160 MiB after the reserve holds two 64 MiB calls"
+        );
         assert_eq!(fit(3, 64 * MIB, 96 * MIB, Some(1 << 30)).unwrap().slots, 3);
         assert_eq!(fit(8, 64 * MIB, 96 * MIB, None).unwrap().slots, 8);
     }
@@ -131,7 +139,14 @@ mod tests {
     fn refuses_when_not_one_call_fits_naming_numbers_and_flags() {
         let err = fit(8, 64 * MIB, 96 * MIB, Some(128 * MIB)).unwrap_err();
         let text = err.to_string();
-        for needle in ["128 MiB", "96 MiB", "64 MiB", "160 MiB", "--plugin-memory-mib", "--plugin-host-reserve-mib"] {
+        for needle in [
+            "128 MiB",
+            "96 MiB",
+            "64 MiB",
+            "160 MiB",
+            "--plugin-memory-mib",
+            "--plugin-host-reserve-mib",
+        ] {
             assert!(text.contains(needle), "{needle}: {text}");
         }
     }
@@ -148,10 +163,18 @@ mod tests {
 
         let v1 = root.join("v1");
         std::fs::create_dir_all(v1.join("memory/docker/abc")).unwrap();
-        std::fs::write(v1.join("memory/docker/abc/memory.limit_in_bytes"), "536870912\n").unwrap();
+        std::fs::write(
+            v1.join("memory/docker/abc/memory.limit_in_bytes"),
+            "536870912\n",
+        )
+        .unwrap();
         let proc = "5:cpu:/docker/abc\n4:memory:/docker/abc\n0::/\n";
         assert_eq!(limit_from(&v1, proc), Some(512 * MIB));
-        std::fs::write(v1.join("memory/docker/abc/memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        std::fs::write(
+            v1.join("memory/docker/abc/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
         assert_eq!(limit_from(&v1, proc), None);
         // Inside a container the process's cgroup is the namespace root.
         std::fs::remove_dir_all(v1.join("memory/docker")).unwrap();

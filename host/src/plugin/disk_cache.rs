@@ -285,7 +285,10 @@ mod tests {
         let path = dir.join("key");
         std::fs::write(&path, b"short").unwrap();
         let err = SealKey::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("5 bytes") && err.contains("/dev/urandom"), "{err}");
+        assert!(
+            err.contains("5 bytes") && err.contains("/dev/urandom"),
+            "{err}"
+        );
         std::fs::write(&path, [7u8; 32]).unwrap();
         assert!(SealKey::from_file(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -94,7 +94,8 @@ impl Limiter {
     fn grow(&mut self, delta: usize) -> bool {
         let total = self.used.saturating_add(delta);
         if total > self.cap {
-            self.denied.get_or_insert(Denied::Memory { requested: total });
+            self.denied
+                .get_or_insert(Denied::Memory { requested: total });
             return false;
         }
         self.used = total;
@@ -179,10 +180,7 @@ mod tests {
 
     fn store(memory_bytes: usize) -> Store<Limiter> {
         let engine = Engine::default();
-        let mut store = Store::new(
-            &engine,
-            Limiter::new(memory_bytes, StoreCounts::default()),
-        );
+        let mut store = Store::new(&engine, Limiter::new(memory_bytes, StoreCounts::default()));
         store.limiter(|l| l);
         store
     }
@@ -204,7 +202,11 @@ mod tests {
             })
         );
         // Under the cap in total: fine.
-        Memory::new(&mut store, MemoryType::new(((20 << 20) / PAGE) as u32, None)).unwrap();
+        Memory::new(
+            &mut store,
+            MemoryType::new(((20 << 20) / PAGE) as u32, None),
+        )
+        .unwrap();
         assert_eq!(store.data().used(), 60 << 20);
     }
 
@@ -230,10 +232,7 @@ mod tests {
         .unwrap();
         // 768 KiB of table plus 512 KiB of memory is over 1 MiB.
         assert!(Memory::new(&mut store, MemoryType::new(8, None)).is_err());
-        assert!(matches!(
-            store.data().denied,
-            Some(Denied::Memory { .. })
-        ));
+        assert!(matches!(store.data().denied, Some(Denied::Memory { .. })));
     }
 
     /// Instantiate `module` until the store refuses; returns how many fit

@@ -32,9 +32,9 @@ pub mod runtime;
 mod sandbox;
 pub mod source;
 
-pub use registry::{Entry, Failure, Registry, Source};
 pub use disk_cache::{SealKey, SealKeyError};
 pub use limiter::StoreCounts;
 pub use limits::{CompileLimits, CompileWorker, Limits};
+pub use registry::{Entry, Failure, Registry, Source};
 pub use runtime::{LoadedPlugin, Runtime};
 pub use source::{PluginSource, Requeue};

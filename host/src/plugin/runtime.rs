@@ -40,6 +40,7 @@ use crate::error::PluginError;
 use super::bounds;
 use super::compat::{Instance, Pre};
 use super::compile::{self, Compiled};
+use super::configmap;
 use super::disk_cache::{DiskCache, SealKey};
 use super::limiter::{Denied, Limiter};
 pub use super::limits::Limits;
@@ -47,7 +48,6 @@ use super::sandbox::{CallState, forward_output};
 use crate::contract::bindings::Plugin;
 use crate::contract::bindings_v0_1::Plugin as PluginV1;
 use crate::contract::bindings_v0_2::Plugin as PluginV2;
-use super::configmap;
 use crate::contract::{
     Digest, Metadata, PluginDatabase, PluginRenderError, Rendered, StatusReport, Violation,
 };
@@ -225,14 +225,9 @@ impl Runtime {
             Some(component) => component,
             None => {
                 let started = std::time::Instant::now();
-                let (component, body) = compile::compile(
-                    &self.engine,
-                    &self.key,
-                    digest,
-                    bytes,
-                    &self.limits.compile,
-                )
-                .map_err(not_component)?;
+                let (component, body) =
+                    compile::compile(&self.engine, &self.key, digest, bytes, &self.limits.compile)
+                        .map_err(not_component)?;
                 tracing::info!(origin, bytes = bytes.len(), elapsed = ?started.elapsed(), "compiled a plugin component");
                 self.compilations.fetch_add(1, Ordering::Relaxed);
                 if let Some(cache) = &self.disk_cache {

@@ -14,7 +14,11 @@ fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
     if !key_file.exists() {
         std::fs::write(&key_file, [42u8; 32]).unwrap();
     }
-    runtime_with(dir, Some(SealKey::from_file(&key_file).unwrap()), Limits::default())
+    runtime_with(
+        dir,
+        Some(SealKey::from_file(&key_file).unwrap()),
+        Limits::default(),
+    )
 }
 
 fn runtime_with(dir: &std::path::Path, key: Option<SealKey>, limits: Limits) -> Arc<Runtime> {
@@ -129,7 +133,11 @@ fn files_sealed_with_another_key_are_refused_and_recompiled() {
     std::fs::write(&files[0], &forged).unwrap();
     let third = runtime(&dir);
     load_builtins(&third);
-    assert_eq!(third.compilations(), 1, "only the forged file was recompiled");
+    assert_eq!(
+        third.compilations(),
+        1,
+        "only the forged file was recompiled"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

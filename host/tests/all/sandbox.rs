@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use atoll::PluginError;
 use atoll::api::Database;
 use atoll::plugin::bounds::{self, MESSAGE_BYTES};
 use atoll::plugin::{CompileLimits, CompileWorker, Limits, LoadedPlugin, Runtime};
-use atoll::PluginError;
 use serde_json::json;
 
 const HOSTILE: &str = env!("ATOLL_TEST_HOSTILE_WASM");
@@ -35,9 +35,7 @@ pub fn bomb(mode: &str) -> Vec<u8> {
 pub fn multi_memory_component() -> Vec<u8> {
     // Core module: magic, version, memory section (id 5) of two memories of
     // one page each.
-    let module: &[u8] = &[
-        0, b'a', b's', b'm', 1, 0, 0, 0, 5, 5, 2, 0, 1, 0, 1,
-    ];
+    let module: &[u8] = &[0, b'a', b's', b'm', 1, 0, 0, 0, 5, 5, 2, 0, 1, 0, 1];
     // Component: magic, version 0x0d layer 1, core module section (id 1).
     let mut component = vec![0, b'a', b's', b'm', 0x0d, 0, 1, 0, 1, module.len() as u8];
     component.extend_from_slice(module);
@@ -65,7 +63,12 @@ fn load(runtime: &Arc<Runtime>, origin: &str, bytes: &[u8]) -> Result<LoadedPlug
 
 #[test]
 fn a_multi_memory_component_is_refused_at_compile() {
-    let err = load(&runtime(Limits::default()), "multi", &multi_memory_component()).unwrap_err();
+    let err = load(
+        &runtime(Limits::default()),
+        "multi",
+        &multi_memory_component(),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, PluginError::NotAComponent { reason, .. } if reason.contains("multiple memories")),
         "{err}"
@@ -91,12 +94,18 @@ fn memory_touched_under_the_cap_is_fine_and_over_it_is_stopped() {
 fn metadata_bombs_are_refused_naming_the_field_and_limit() {
     let rt = runtime(Limits::default());
     for (mode, needles) in [
-        ("schemadp", ["nests 10001 levels deep", "at most 64"]),
-        ("schemabg", ["config schema is 1048578 bytes", "at most 262144"]),
+        ("schemadp", ["nests 10000 levels deep", "at most 64"]),
+        (
+            "schemabg",
+            ["config schema is 1048578 bytes", "at most 262144"],
+        ),
         ("descbig_", ["description is 8192 bytes", "at most 4096"]),
     ] {
         let err = load(&rt, mode, &bomb(mode)).unwrap_err();
-        assert!(matches!(err, PluginError::BadMetadata { .. }), "{mode}: {err}");
+        assert!(
+            matches!(err, PluginError::BadMetadata { .. }),
+            "{mode}: {err}"
+        );
         let text = err.to_string();
         for needle in needles {
             assert!(text.contains(needle), "{mode}: {needle:?} not in {text}");
@@ -116,16 +125,38 @@ fn plugin_text_for_status_is_cut_to_a_kibibyte() {
     else {
         panic!("errbig__ fails its render");
     };
-    assert!(message.len() < MESSAGE_BYTES + 64, "{} bytes", message.len());
-    assert!(message.contains("more bytes in atoll's log"), "{message:.80}");
-    let violations = errbig.validate(&db("orders", json!({}))).unwrap().unwrap_err();
-    assert_eq!(violations.len(), bounds::VIOLATIONS + 1, "32 kept and one saying how many more");
+    assert!(
+        message.len() < MESSAGE_BYTES + 64,
+        "{} bytes",
+        message.len()
+    );
+    assert!(
+        message.contains("more bytes in atoll's log"),
+        "{message:.80}"
+    );
+    let violations = errbig
+        .validate(&db("orders", json!({})))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        violations.len(),
+        bounds::VIOLATIONS + 1,
+        "32 kept and one saying how many more"
+    );
     assert!(violations.last().unwrap().message.contains("968 more"));
-    assert!(violations.iter().all(|v| v.message.len() < MESSAGE_BYTES + 64));
+    assert!(
+        violations
+            .iter()
+            .all(|v| v.message.len() < MESSAGE_BYTES + 64)
+    );
 
     let statbig = load(&rt, "statbig", &bomb("statbig_")).unwrap();
     let report = statbig.status(&db("orders", json!({})), &[]).unwrap();
-    assert!(report.message.len() < MESSAGE_BYTES + 64, "{}", report.message.len());
+    assert!(
+        report.message.len() < MESSAGE_BYTES + 64,
+        "{}",
+        report.message.len()
+    );
 }
 
 #[test]
@@ -172,7 +203,11 @@ fn log_bytes_per_call_are_bounded() {
     let lines = text.lines().filter(|l| l.contains(" llll")).count();
     // 2,000 lines of 1 KiB were sent; 64 KiB (63 whole lines and a cut one) pass.
     assert!((60..=70).contains(&lines), "{lines} plugin lines logged");
-    assert!(text.len() < 2 * bounds::LOG_BYTES_PER_CALL, "{} bytes logged", text.len());
+    assert!(
+        text.len() < 2 * bounds::LOG_BYTES_PER_CALL,
+        "{} bytes logged",
+        text.len()
+    );
     assert!(text.contains("were dropped or cut"), "the drop is reported");
 }
 
@@ -227,18 +262,34 @@ fn the_compiler_process_compiles_and_is_bounded_in_time_and_memory() {
     let rt = process(2 << 30, Duration::from_secs(300));
     let hostile = load(&rt, "hostile", &bytes).unwrap();
     assert_eq!(rt.compilations(), 1);
-    assert!(matches!(hostile.render(&db("orders", json!({}))), Ok(Ok(_))));
+    assert!(matches!(
+        hostile.render(&db("orders", json!({}))),
+        Ok(Ok(_))
+    ));
 
-    let err = load(&process(16 << 20, Duration::from_secs(300)), "hostile", &bytes).unwrap_err();
+    let err = load(
+        &process(16 << 20, Duration::from_secs(300)),
+        "hostile",
+        &bytes,
+    )
+    .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("hostile is not a WebAssembly component"), "{text}");
+    assert!(
+        text.contains("hostile is not a WebAssembly component"),
+        "{text}"
+    );
     assert!(
         text.contains("16 MiB") || text.contains("memory") || text.contains("allocat"),
         "the refusal says memory ran out: {text}"
     );
 
     let started = std::time::Instant::now();
-    let err = load(&process(2 << 30, Duration::from_millis(50)), "hostile", &bytes).unwrap_err();
+    let err = load(
+        &process(2 << 30, Duration::from_millis(50)),
+        "hostile",
+        &bytes,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("was killed"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }

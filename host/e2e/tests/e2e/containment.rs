@@ -62,7 +62,11 @@ impl Cgroup {
         let dir = parent.join(name);
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e} (needs root)", dir.display()));
-        let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+        let file = if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
         std::fs::write(dir.join(file), limit.to_string()).unwrap();
         Cgroup { dir, v2 }
     }
@@ -73,13 +77,21 @@ impl Cgroup {
 
     /// Most bytes charged to the cgroup so far.
     fn peak(&self) -> u64 {
-        let file = if self.v2 { "memory.peak" } else { "memory.max_usage_in_bytes" };
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
         self.read(file).trim().parse().unwrap_or(0)
     }
 
     /// Processes the kernel's OOM killer killed in the cgroup.
     fn oom_kills(&self) -> u64 {
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         self.read(file)
             .lines()
             .find_map(|l| l.strip_prefix("oom_kill "))
@@ -212,7 +224,12 @@ fn database(name: &str, plugin: &str, config: &str) -> String {
 
 /// A built-in (cache) Database reaches Ready: atoll still serves.
 async fn still_serves(client: &kube::Client, ns: &str, name: &str) {
-    k(ns, &["apply", "-f", "-"], Some(&database(name, "cache", "{}"))).await;
+    k(
+        ns,
+        &["apply", "-f", "-"],
+        Some(&database(name, "cache", "{}")),
+    )
+    .await;
     wait_ready(client, ns, name).await;
 }
 
@@ -265,15 +282,26 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
     report("started, one built-in Database Ready");
 
     // 8 Databases on a plugin touching 60 MiB per render, at once.
-    plugin_configmap(&client, n, "hostile", "plugin.wasm", std::fs::read(HOSTILE).unwrap()).await;
-    wait_for("the hostile plugin to load", Duration::from_secs(120), || async {
-        let api: Api<StoragePlugin> = Api::all(client.clone());
-        let status = api.get("hostile").await.map_err(|e| e.to_string())?.status;
-        match status.map(|s| s.state) {
-            Some(s) if s == "Loaded" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    plugin_configmap(
+        &client,
+        n,
+        "hostile",
+        "plugin.wasm",
+        std::fs::read(HOSTILE).unwrap(),
+    )
+    .await;
+    wait_for(
+        "the hostile plugin to load",
+        Duration::from_secs(120),
+        || async {
+            let api: Api<StoragePlugin> = Api::all(client.clone());
+            let status = api.get("hostile").await.map_err(|e| e.to_string())?.status;
+            match status.map(|s| s.state) {
+                Some(s) if s == "Loaded" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let manifests: String = (0..8)
         .map(|i| database(&format!("touch-{i}"), "hostile", "{mode: touch, mib: 60}"))
@@ -289,16 +317,30 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
     // A config-schema bomb (10,000 levels deep).
     let mut bomb = std::fs::read(BOMB).unwrap();
     let marker = b"ATOLL-BOMB-MODE:";
-    let at = bomb.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
+    let at = bomb
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap()
+        + marker.len();
     bomb[at..at + 8].copy_from_slice(b"schemadp");
     plugin_configmap(&client, n, "contain-bomb", "plugin.wasm", bomb).await;
     let error = refused(&client, "contain-bomb").await;
-    assert!(error.contains("levels deep") && error.contains("at most 64"), "{error}");
+    assert!(
+        error.contains("levels deep") && error.contains("at most 64"),
+        "{error}"
+    );
     still_serves(&client, n, "after-bomb").await;
     report("schema bomb refused");
 
     // A multi-memory component.
-    plugin_configmap(&client, n, "contain-multimem", "plugin.wasm", multi_memory_component()).await;
+    plugin_configmap(
+        &client,
+        n,
+        "contain-multimem",
+        "plugin.wasm",
+        multi_memory_component(),
+    )
+    .await;
     let error = refused(&client, "contain-multimem").await;
     assert!(error.contains("multiple memories"), "{error}");
     still_serves(&client, n, "after-multimem").await;
@@ -308,7 +350,10 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
     let huge = gzip(&slow_component(2_400, 10_000));
     plugin_configmap(&client, n, "contain-huge", "plugin.wasm.gz", huge).await;
     let error = refused(&client, "contain-huge").await;
-    assert!(error.contains("decompresses to more than 64 MiB"), "{error}");
+    assert!(
+        error.contains("decompresses to more than 64 MiB"),
+        "{error}"
+    );
     report("72 MB component refused before compiling");
 
     // A component slow and large to compile (48 MB of code): the compiler
