@@ -274,7 +274,18 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
     };
 
     still_serves(&client, n, "before").await;
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    // Text logs carry ANSI colours between a field's name and value.
+    let log: String = std::fs::read_to_string(&log_path)
+        .unwrap()
+        .split('\x1b')
+        .map(|part| part.split_once('m').map_or(part, |(_, rest)| rest))
+        .collect();
+    assert!(
+        log.contains("lowered plugin concurrency")
+            && log.contains("memory_limit_mib=256")
+            && log.contains("slots=2"),
+        "atoll logs how it fitted its slots into 256 MiB:\n{log}"
+    );
     assert!(
         log.contains("lowered plugin concurrency") && log.contains("memory_limit_mib=256"),
         "atoll logs how it fitted its slots into 256 MiB:\n{log}"
@@ -376,7 +387,18 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
         "atoll is still running:\n{}",
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    // Text logs carry ANSI colours between a field's name and value.
+    let log: String = std::fs::read_to_string(&log_path)
+        .unwrap()
+        .split('\x1b')
+        .map(|part| part.split_once('m').map_or(part, |(_, rest)| rest))
+        .collect();
+    assert!(
+        log.contains("lowered plugin concurrency")
+            && log.contains("memory_limit_mib=256")
+            && log.contains("slots=2"),
+        "atoll logs how it fitted its slots into 256 MiB:\n{log}"
+    );
     assert!(cgroup.peak() <= LIMIT);
     // The OOM killer may have stopped the compiler child (that is its
     // job); atoll itself is alive, checked above.
