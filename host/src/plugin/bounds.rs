@@ -85,7 +85,10 @@ pub fn shape(text: &str) -> Shape {
     }
 }
 
-/// Why plugin-supplied metadata is unusable, naming the field and limit.
+/// Check the sizes of plugin-supplied metadata.
+///
+/// # Errors
+/// Why it is unusable, naming the field and the limit.
 pub fn check_metadata_sizes(m: &Metadata) -> Result<(), String> {
     let over = |field: &str, bytes: usize, max: usize| {
         Err(format!(
@@ -110,8 +113,10 @@ pub fn check_metadata_sizes(m: &Metadata) -> Result<(), String> {
     Ok(())
 }
 
-/// Why rendered objects are too large or too deep to parse, or `Ok`.
-/// Judged before any object is parsed.
+/// Check rendered objects before any of them is parsed.
+///
+/// # Errors
+/// Why they are too large or too deep to parse, naming the limit.
 pub fn check_render_shape(objects: &[String]) -> Result<(), String> {
     let mut values = 0usize;
     for (index, text) in objects.iter().enumerate() {

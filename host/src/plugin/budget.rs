@@ -97,20 +97,16 @@ pub fn limit_from(root: &Path, proc_cgroup: &str) -> Option<u64> {
             // namespace root is the process's own cgroup.
             for base in [root.to_path_buf(), root.join("unified")] {
                 for dir in [base.join(path), base.clone()] {
-                    if let Some(text) = read(&dir.join("memory.max")) {
-                        if let Some(limit) = parse(text) {
-                            return Some(limit);
-                        }
+                    if let Some(limit) = read(&dir.join("memory.max")).and_then(parse) {
+                        return Some(limit);
                     }
                 }
             }
         } else if controllers.split(',').any(|c| c == "memory") {
             let base = root.join("memory");
             for dir in [base.join(path), base.clone()] {
-                if let Some(text) = read(&dir.join("memory.limit_in_bytes")) {
-                    if let Some(limit) = parse(text) {
-                        return Some(limit);
-                    }
+                if let Some(limit) = read(&dir.join("memory.limit_in_bytes")).and_then(parse) {
+                    return Some(limit);
                 }
             }
         }
