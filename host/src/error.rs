@@ -42,6 +42,22 @@ pub enum PluginError {
         requested: usize,
     },
 
+    #[error(
+        "plugin {plugin}: {function}() went over a limit of its sandbox: {reason}, and was stopped"
+    )]
+    StoreLimit {
+        plugin: String,
+        function: &'static str,
+        reason: String,
+    },
+
+    #[error("plugin {plugin}: {function}() returned too much: {reason}")]
+    Oversized {
+        plugin: String,
+        function: &'static str,
+        reason: String,
+    },
+
     #[error("plugin {plugin}: {function}() trapped: {message}")]
     Trap {
         plugin: String,
@@ -51,6 +67,12 @@ pub enum PluginError {
 
     #[error("the WebAssembly engine failed: {0}")]
     Engine(String),
+
+    #[error(transparent)]
+    Budget(#[from] crate::plugin::budget::BudgetError),
+
+    #[error(transparent)]
+    SealKey(#[from] crate::plugin::SealKeyError),
 }
 
 impl PluginError {

@@ -73,6 +73,7 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Plugins(PluginsCmd::New(args)) => plugin_new::run(args),
         Cmd::Crds => offline::crds(),
+        Cmd::CompilePlugin { memory_bytes } => atoll::plugin::compile::child_main(memory_bytes),
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(async {
             let operator = Operator::new(args.config()).await?;
             Ok(operator.run(shutdown_signal()).await?)

@@ -125,6 +125,11 @@ pub struct PluginConfig {
     pub limits: Limits,
     /// Compiled components kept across restarts (`None`: compile each start).
     pub cache_dir: Option<PathBuf>,
+    /// Key sealing the disk cache (`None`: a random key per process).
+    pub cache_key_file: Option<PathBuf>,
+    /// Fit the plugin slots into the container's memory limit, keeping this
+    /// much for the host (`None`: use the slots as given).
+    pub host_reserve_bytes: Option<u64>,
     /// Call the built-ins' native code instead of WebAssembly (measurement).
     #[cfg(feature = "native-plugins")]
     pub native: bool,
@@ -136,7 +141,39 @@ impl PluginConfig {
     /// # Errors
     /// The engine cannot start, or a plugin in `dir` does not load.
     pub fn registry(&self) -> Result<Arc<Registry>, PluginError> {
-        let mut runtime = Runtime::new(self.limits.clone())?;
+        let mut limits = self.limits.clone();
+        if let Some(reserve) = self.host_reserve_bytes {
+            let limit = crate::plugin::budget::cgroup_memory_limit();
+            let fitted = crate::plugin::budget::fit(
+                limits.concurrent_calls,
+                limits.memory_bytes as u64,
+                reserve,
+                limit,
+            )?;
+            if fitted.slots < limits.concurrent_calls {
+                tracing::warn!(
+                    memory_limit_mib = limit.map(|l| l >> 20),
+                    reserve_mib = reserve >> 20,
+                    call_cap_mib = limits.memory_bytes >> 20,
+                    wanted = limits.concurrent_calls,
+                    slots = fitted.slots,
+                    "lowered plugin concurrency so that slots × the per-call memory cap fit the container's memory limit"
+                );
+            } else {
+                tracing::info!(
+                    memory_limit_mib = limit.map(|l| l >> 20),
+                    reserve_mib = reserve >> 20,
+                    call_cap_mib = limits.memory_bytes >> 20,
+                    slots = fitted.slots,
+                    "plugin memory budget"
+                );
+            }
+            limits.concurrent_calls = fitted.slots;
+        }
+        let mut runtime = Runtime::new(limits)?;
+        if let Some(path) = &self.cache_key_file {
+            runtime = runtime.with_seal_key(crate::plugin::SealKey::from_file(path)?);
+        }
         if let Some(dir) = &self.cache_dir {
             runtime = runtime.with_disk_cache(dir.clone());
         }

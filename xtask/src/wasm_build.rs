@@ -30,6 +30,7 @@ pub const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("atoll-test-other-world", "ATOLL_TEST_OTHER_WORLD_WASM"),
     ("atoll-test-v0-1", "ATOLL_TEST_V0_1_WASM"),
     ("atoll-test-v0-2", "ATOLL_TEST_V0_2_WASM"),
+    ("atoll-test-bomb", "ATOLL_TEST_BOMB_WASM"),
 ];
 
 /// The size limit a plugin must fit: a ConfigMap's 1 MiB.

@@ -22,7 +22,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::PluginError;
 use crate::grpc::{GrpcLimits, Liveness, TlsFiles};
 use crate::operator::{Config, GrpcConfig, LeaderElectionConfig, PluginConfig, PluginConfigMaps};
-use crate::plugin::{Limits, Runtime};
+use crate::plugin::{CompileLimits, CompileWorker, Limits, Runtime, SealKey};
 use crate::policy::AllowedKind;
 
 #[derive(Parser)]
@@ -54,6 +54,14 @@ pub enum Cmd {
     /// Run the operator: reconcile Databases against the cluster in KUBECONFIG
     /// (or the in-cluster service account) until SIGINT or SIGTERM.
     Run(Box<RunArgs>),
+    /// Internal: compile one plugin component read from stdin, under an
+    /// rlimit, for `atoll run` (see `plugin/compile.rs`).
+    #[command(name = "compile-plugin", hide = true)]
+    CompilePlugin {
+        /// Address-space limit of this process, in bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 #[derive(Args)]
@@ -194,9 +202,37 @@ pub struct SandboxArgs {
     /// Deadline for each plugin call, e.g. 1s or 250ms; a call over it is stopped.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     plugin_timeout: Duration,
-    /// Memory cap for each plugin call, in MiB; a call growing past it is stopped.
-    #[arg(long, default_value_t = 64)]
-    plugin_memory_mib: usize,
+    /// Memory cap for each plugin call (all its memories and tables together),
+    /// in MiB; a call growing past it is stopped.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    plugin_memory_mib: u16,
+    /// Memory atoll keeps for itself, in MiB, when fitting plugin calls into
+    /// the container's memory limit (read from the cgroup): the slots
+    /// (--plugin-concurrency) are lowered until slots × --plugin-memory-mib
+    /// fit the limit minus this; atoll refuses to start if not one fits.
+    #[arg(long, value_name = "MIB", default_value_t = 96)]
+    plugin_host_reserve_mib: u64,
+    /// Key (at least 32 bytes, e.g. a mounted Secret) sealing the compiled
+    /// plugin cache, so restarts and replicas reuse it. Without it each
+    /// process draws a random key and refuses (recompiles) files of earlier
+    /// processes.
+    #[arg(long, env = "ATOLL_PLUGIN_CACHE_KEY_FILE", value_name = "FILE")]
+    plugin_cache_key_file: Option<PathBuf>,
+    /// Most bytes of compiled plugins kept on disk, in MiB (least recently
+    /// used removed first).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    plugin_cache_disk_mib: u64,
+    /// Largest plugin component compiled, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    plugin_max_component_mib: usize,
+    /// Deadline for compiling one plugin component; over it the compiler
+    /// is stopped and the plugin refused.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    plugin_compile_timeout: Duration,
+    /// Address-space limit of the plugin compiler process (`atoll run`
+    /// compiles in a child process), in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    plugin_compile_memory_mib: u64,
     /// Directory keeping compiled plugins across restarts (keyed by digest and
     /// wasmtime build); default $XDG_CACHE_HOME/atoll/components or
     /// ~/.cache/atoll/components. A corrupt file there is ignored.
@@ -213,13 +249,20 @@ pub struct SandboxArgs {
 
 impl SandboxArgs {
     fn limits(&self) -> Limits {
+        let defaults = Limits::default();
         Limits {
             call_timeout: self.plugin_timeout,
-            memory_bytes: self.plugin_memory_mib << 20,
+            memory_bytes: usize::from(self.plugin_memory_mib) << 20,
             concurrent_calls: self
                 .plugin_concurrency
-                .map_or(Limits::default().concurrent_calls, usize::from),
-            ..Limits::default()
+                .map_or(defaults.concurrent_calls, usize::from),
+            disk_cache_bytes: self.plugin_cache_disk_mib << 20,
+            compile: CompileLimits {
+                max_component_bytes: self.plugin_max_component_mib << 20,
+                timeout: self.plugin_compile_timeout,
+                ..defaults.compile.clone()
+            },
+            ..defaults
         }
     }
 
@@ -243,6 +286,9 @@ impl SandboxArgs {
     /// The engine cannot start.
     pub fn runtime(&self) -> Result<Arc<Runtime>, PluginError> {
         let mut runtime = Runtime::new(self.limits())?;
+        if let Some(path) = &self.plugin_cache_key_file {
+            runtime = runtime.with_seal_key(SealKey::from_file(path)?);
+        }
         if let Some(dir) = self.cache_dir() {
             runtime = runtime.with_disk_cache(dir);
         }
@@ -273,9 +319,26 @@ impl PluginArgs {
             dir: self.plugin_dir.clone(),
             limits: self.sandbox.limits(),
             cache_dir: self.sandbox.cache_dir(),
+            cache_key_file: self.sandbox.plugin_cache_key_file.clone(),
+            host_reserve_bytes: None,
             #[cfg(feature = "native-plugins")]
             native: self.native_plugins,
         }
+    }
+
+    /// As [`PluginArgs::config`], for `atoll run`: components compile in a
+    /// child process (this binary), and plugin slots are fitted to the
+    /// container's memory limit.
+    pub fn run_config(&self) -> PluginConfig {
+        let mut config = self.config();
+        if let Ok(exe) = std::env::current_exe() {
+            config.limits.compile.worker = CompileWorker::Process {
+                exe,
+                memory_bytes: self.sandbox.plugin_compile_memory_mib << 20,
+            };
+        }
+        config.host_reserve_bytes = Some(self.sandbox.plugin_host_reserve_mib << 20);
+        config
     }
 }
 
@@ -331,7 +394,7 @@ impl RunArgs {
                 namespace: plugin_namespace,
             }),
             publish_plugin_records: true,
-            plugins: self.plugins.config(),
+            plugins: self.plugins.run_config(),
             #[cfg(feature = "observe-by-listing")]
             observe_by_listing: false,
         }

@@ -2,9 +2,13 @@
 //! name.
 //!
 //! - [`runtime`]: the wasmtime sandbox (compile once per digest, a fresh
-//!   store per call, deadline and memory cap), with `disk_cache` keeping
-//!   compiled components across restarts, `sandbox` the per-call state and
-//!   `compat` the worlds a component may implement (0.2, or 0.1 adapted);
+//!   store per call, deadline and memory cap), with [`limiter`] accounting
+//!   everything a store holds, [`bounds`] judging what plugins return,
+//!   [`compile`] bounding compilation (and an LRU of compiled components),
+//!   `disk_cache` keeping compiled components sealed on disk, `budget`
+//!   fitting the plugin slots into the container's memory limit, `sandbox`
+//!   the per-call state and `compat` the worlds a component may implement
+//!   (0.2, or 0.1 adapted);
 //! - [`registry`]: every loaded version of each plugin, which one is the
 //!   default, and which one a Database renders with;
 //! - [`source`]: plugins from labelled ConfigMaps, hot-reloaded;
@@ -12,10 +16,15 @@
 //! - [`records`]: the cluster-scoped `StoragePlugin` records;
 //! - [`builtin`]: the five plugins embedded in the binary.
 
+pub mod bounds;
+pub mod budget;
 pub mod builtin;
 mod compat;
+pub mod compile;
 pub(crate) mod configmap;
 mod disk_cache;
+pub mod limiter;
+mod limits;
 #[cfg(feature = "native-plugins")]
 pub mod native;
 pub mod oci;
@@ -27,6 +36,9 @@ pub mod runtime;
 mod sandbox;
 pub mod source;
 
+pub use disk_cache::{SealKey, SealKeyError};
+pub use limiter::StoreCounts;
+pub use limits::{CompileLimits, CompileWorker, Limits};
 pub use registry::{Entry, Failure, Registry, Source, Unchosen, Wanted};
-pub use runtime::{Limits, LoadedPlugin, Runtime};
+pub use runtime::{LoadedPlugin, Runtime};
 pub use source::{PluginSource, Requeue};

@@ -8,32 +8,43 @@
 //! - WASI is linked with an empty context: no preopened directories, no
 //!   network, no environment, no arguments. Guest stdout/stderr go to bounded
 //!   in-memory pipes that are forwarded to `tracing` after the call.
-//! - Every call has a deadline (epoch interruption) and a memory cap (store
-//!   limits). Traps, deadlines and memory exhaustion come back as
-//!   [`PluginError`]s; the host keeps serving.
+//! - Every call has a deadline (epoch interruption) and a memory cap over
+//!   everything its store holds (all memories and tables together, plus
+//!   counts of instances, memories and tables: `plugin/limiter.rs`). Traps,
+//!   deadlines and memory exhaustion come back as [`PluginError`]s; the host
+//!   keeps serving.
+//! - What a call returns is bounded before the host keeps or parses it
+//!   (`plugin/bounds.rs`): metadata sizes and schema depth, messages cut for
+//!   status, rendered objects measured before parsing.
+//! - Compilation is bounded in input size, time and (with a compiler child
+//!   process) memory; compiled components are kept in an LRU
+//!   (`plugin/compile.rs`).
 //! - Optionally ([`Runtime::with_disk_cache`]) compiled components are kept on
-//!   disk, keyed by digest and the engine's compatibility hash, so a restart
-//!   does not recompile. Each file is sealed with a sha256 over the
-//!   component's digest and the file's contents: a corrupt, truncated or
-//!   foreign file is never deserialized; atoll compiles instead and rewrites it.
+//!   disk, keyed by digest and the engine's compatibility hash and sealed
+//!   with an HMAC under a key only this atoll knows (`plugin/disk_cache.rs`):
+//!   a file that does not verify is never deserialized; atoll compiles
+//!   instead and rewrites it.
 
-use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::error::PluginError;
 
+use super::bounds;
 use super::compat::{Instance, Pre};
-use super::disk_cache::DiskCache;
-use super::sandbox::{CallState, LOG_LINES_PER_CALL, Limiter, forward_output};
+use super::compile::{self, Compiled};
+use super::configmap;
+use super::disk_cache::{DiskCache, SealKey};
+use super::limiter::{Denied, Limiter};
+pub use super::limits::Limits;
+use super::sandbox::{CallState, forward_output};
 use crate::contract::bindings::Plugin;
 use crate::contract::bindings_v0_1::Plugin as PluginV1;
 use crate::contract::bindings_v0_2::Plugin as PluginV2;
@@ -45,43 +56,15 @@ use crate::sync::MutexExt;
 /// How often the epoch advances; deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Sandbox limits applied to every plugin call.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Wall-clock deadline per call (default 1 s).
-    pub call_timeout: Duration,
-    /// Linear memory cap per call, in bytes (default 64 MiB).
-    pub memory_bytes: usize,
-    /// Bytes of guest stdout and of stderr kept per call (default 64 KiB).
-    pub output_bytes: usize,
-    /// Plugin instances alive at once; further calls wait for a slot before
-    /// their deadline starts (default twice the CPUs, at least 4). Calls are
-    /// CPU-bound, so more gains nothing, and each instance holds its own
-    /// linear memory: unbounded, 1,000 Databases reconciling at once meant
-    /// hundreds of instances.
-    pub concurrent_calls: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            call_timeout: Duration::from_secs(1),
-            memory_bytes: 64 << 20,
-            output_bytes: 64 << 10,
-            concurrent_calls: std::thread::available_parallelism()
-                .map_or(4, |n| 2 * n.get())
-                .max(4),
-        }
-    }
-}
-
 /// Compiles and runs plugins. Cheap to share behind an `Arc`.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     limits: Limits,
-    compiled: Mutex<HashMap<Digest, Component>>,
+    compiled: Mutex<Compiled>,
     disk_cache: Option<DiskCache>,
+    /// Seals the disk cache and the compiler child's output.
+    key: SealKey,
     /// Components compiled by Cranelift (not found in memory or on disk).
     compilations: AtomicUsize,
     /// One permit per instance allowed at once ([`Limits::concurrent_calls`]).
@@ -93,11 +76,11 @@ impl Runtime {
     /// runtime is dropped).
     ///
     /// # Errors
-    /// The engine cannot be configured or its ticker thread cannot start.
+    /// The engine cannot be configured, its ticker thread cannot start, or
+    /// no random seal key can be drawn.
     pub fn new(limits: Limits) -> Result<Self, PluginError> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(PluginError::engine)?;
+        let engine = Engine::new(&compile::engine_config()).map_err(PluginError::engine)?;
+        let key = SealKey::random().map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
@@ -125,24 +108,38 @@ impl Runtime {
             engine,
             linker,
             slots: tokio::sync::Semaphore::new(limits.concurrent_calls.max(1)),
+            compiled: Mutex::new(Compiled::new(limits.compiled_in_memory)),
             limits,
-            compiled: Mutex::new(HashMap::new()),
             disk_cache: None,
+            key,
             compilations: AtomicUsize::new(0),
         })
     }
 
-    /// Keep compiled components in `dir` (created when first written) and
-    /// reuse them across restarts. A file that is corrupt or was written by
-    /// another wasmtime build or configuration is ignored and replaced.
+    /// Seal the disk cache (and the compiler child's output) with `key`
+    /// instead of this process's random key, e.g. from a Secret, so restarts
+    /// and replicas reuse each other's compiled components. Call before
+    /// [`Runtime::with_disk_cache`].
+    pub fn with_seal_key(mut self, key: SealKey) -> Self {
+        self.key = key;
+        if let Some(cache) = &mut self.disk_cache {
+            cache.key = self.key.clone();
+        }
+        self
+    }
+
+    /// Keep compiled components in `dir` (created when first written), at
+    /// most [`Limits::disk_cache_bytes`]. A file not sealed with this
+    /// runtime's key (corrupt, foreign, or from a process with another key),
+    /// or written by another wasmtime build or configuration, is refused
+    /// and replaced: see `plugin/disk_cache.rs` for what the key choice
+    /// means for restarts.
     pub fn with_disk_cache(mut self, dir: impl Into<PathBuf>) -> Self {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
         self.disk_cache = Some(DiskCache {
             dir: dir.into(),
-            engine_hash: format!("{:016x}", hasher.finish()),
+            engine_hash: compile::engine_hash(&self.engine),
+            key: self.key.clone(),
+            max_bytes: self.limits.disk_cache_bytes,
         });
         self
     }
@@ -158,7 +155,8 @@ impl Runtime {
         self.compilations.load(Ordering::Relaxed)
     }
 
-    /// How many distinct components (by digest) have been compiled.
+    /// How many compiled components (by digest) the runtime keeps for
+    /// reuse (at most [`Limits::compiled_in_memory`]).
     pub fn compiled_components(&self) -> usize {
         self.compiled.locked().len()
     }
@@ -210,25 +208,13 @@ impl Runtime {
         bytes: &[u8],
     ) -> Result<Component, PluginError> {
         if let Some(c) = self.compiled.locked().get(&digest) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let not_component = |reason: String| PluginError::NotAComponent {
             origin: origin.to_string(),
             reason,
         };
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-                return Err(not_component(
-                    "it is a core WebAssembly module; build the plugin for wasm32-wasip2, which produces a component".into(),
-                ));
-            }
-            Some([0, b'a', b's', b'm', ..]) => {}
-            _ => {
-                return Err(not_component(
-                    "it does not start with the WebAssembly magic bytes".into(),
-                ));
-            }
-        }
+        compile::check_bytes(bytes, &self.limits.compile).map_err(not_component)?;
         // Compiling outside the lock: two different plugins compile in parallel;
         // a duplicate compile of the same digest is harmless.
         let cached = self
@@ -238,11 +224,14 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| not_component(format!("{e:#}")))?;
+                let started = std::time::Instant::now();
+                let (component, body) =
+                    compile::compile(&self.engine, &self.key, digest, bytes, &self.limits.compile)
+                        .map_err(not_component)?;
+                tracing::info!(origin, bytes = bytes.len(), elapsed = ?started.elapsed(), "compiled a plugin component");
                 self.compilations.fetch_add(1, Ordering::Relaxed);
                 if let Some(cache) = &self.disk_cache {
-                    cache.store(digest, &component);
+                    cache.store(digest, &body);
                 }
                 component
             }
@@ -258,19 +247,8 @@ impl Runtime {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
-        let state = CallState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter {
-                inner: StoreLimitsBuilder::new()
-                    .memory_size(self.limits.memory_bytes)
-                    .trap_on_grow_failure(true)
-                    .build(),
-                denied: None,
-            },
-            plugin: Arc::clone(plugin),
-            log_budget: LOG_LINES_PER_CALL,
-        };
+        let limiter = Limiter::new(self.limits.memory_bytes, self.limits.store);
+        let state = CallState::new(wasi, limiter, Arc::clone(plugin));
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticks = self
@@ -295,10 +273,11 @@ fn check_metadata(origin: &str, m: &Metadata) -> Result<(), PluginError> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !m.name.starts_with('-')
         && !m.name.ends_with('-');
+    bounds::check_metadata_sizes(m).map_err(bad)?;
     if !valid_name {
         return Err(bad(format!(
             "name {:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters",
-            m.name
+            configmap::truncate(m.name.clone(), 80)
         )));
     }
     semver::Version::parse(&m.version).map_err(|e| {
@@ -390,7 +369,8 @@ impl LoadedPlugin {
         if let Some(native) = &self.native {
             return Ok((native.validate)(db));
         }
-        self.call("validate", |p, s| p.validate(s, db))
+        let result = self.call("validate", |p, s| p.validate(s, db))?;
+        Ok(result.map_err(|v| bounds::cut_violations(&self.name, v)))
     }
 
     /// `render(db)`, before the output policy.
@@ -404,7 +384,20 @@ impl LoadedPlugin {
         if let Some(native) = &self.native {
             return Ok((native.render)(db));
         }
-        self.call("render", |p, s| p.render(s, db))
+        match self.call("render", |p, s| p.render(s, db))? {
+            Ok(rendered) => {
+                // Judged before anything parses the objects.
+                bounds::check_render_shape(&rendered.objects).map_err(|reason| {
+                    PluginError::Oversized {
+                        plugin: self.name.to_string(),
+                        function: "render",
+                        reason,
+                    }
+                })?;
+                Ok(Ok(rendered))
+            }
+            Err(e) => Ok(Err(bounds::cut_render_error(&self.name, e))),
+        }
     }
 
     /// `status(db, observed)`.
@@ -419,7 +412,8 @@ impl LoadedPlugin {
         if let Some(native) = &self.native {
             return Ok((native.status)(db, observed));
         }
-        self.call("status", |p, s| p.status(s, db, observed))
+        let report = self.call("status", |p, s| p.status(s, db, observed))?;
+        Ok(bounds::cut_status(&self.name, report))
     }
 
     /// Run `f` in a fresh store and instance, then forward captured output to
@@ -442,19 +436,43 @@ impl LoadedPlugin {
         let [stdout, stderr] = pipes;
         forward_output(&self.name, "stdout", &stdout.contents());
         let stderr_tail = forward_output(&self.name, "stderr", &stderr.contents());
-        let dropped = LOG_LINES_PER_CALL.saturating_sub(store.data().log_budget);
-        if dropped == LOG_LINES_PER_CALL {
-            tracing::warn!(plugin = %self.name, function, "plugin log lines over the per-call limit were dropped");
+        let dropped = store.data().log_dropped;
+        if dropped > 0 {
+            tracing::warn!(plugin = %self.name, function, dropped, "plugin log lines over the per-call limits (lines or bytes) were dropped or cut");
         }
         result.map_err(|err| {
             let plugin = self.name.to_string();
             let limits = &self.runtime.limits;
-            if let Some(requested) = store.data().limiter.denied {
-                PluginError::MemoryLimit {
+            let message = format!("{err:#}");
+            if let Some(denied) = store.data().limiter.denied {
+                match denied {
+                    Denied::Memory { requested } => PluginError::MemoryLimit {
+                        plugin,
+                        function,
+                        limit: limits.memory_bytes,
+                        requested,
+                    },
+                    Denied::TableElements { requested } => PluginError::StoreLimit {
+                        plugin,
+                        function,
+                        reason: format!(
+                            "a table of {requested} elements; at most {} are allowed",
+                            limits.store.table_elements
+                        ),
+                    },
+                }
+            } else if message.contains("resource limit exceeded") {
+                // wasmtime's count limits (instances, memories, tables).
+                PluginError::StoreLimit {
                     plugin,
                     function,
-                    limit: limits.memory_bytes,
-                    requested,
+                    reason: format!(
+                        "{}; at most {} instances, {} memories and {} tables are allowed",
+                        message.rsplit(": ").next().unwrap_or(&message),
+                        limits.store.instances,
+                        limits.store.memories,
+                        limits.store.tables
+                    ),
                 }
             } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                 PluginError::Timeout {
@@ -469,10 +487,15 @@ impl LoadedPlugin {
                 PluginError::Trap {
                     plugin,
                     function,
-                    message: match stderr_tail {
-                        Some(tail) => format!("{trap}; plugin stderr: {tail}"),
-                        None => trap,
-                    },
+                    message: bounds::cut(
+                        &self.name,
+                        "trap",
+                        match stderr_tail {
+                            Some(tail) => format!("{trap}; plugin stderr: {tail}"),
+                            None => trap,
+                        },
+                        bounds::MESSAGE_BYTES,
+                    ),
                 }
             }
         })

@@ -1,15 +1,18 @@
 //! What one plugin call's store holds: the empty WASI context, bounded
-//! output pipes, the `log` import and the memory limiter.
+//! output pipes, the `log` import (bounded in lines and bytes) and the
+//! memory limiter (`plugin/limiter.rs`).
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::bindings_v0_1::atoll::storage::types::Level as LevelV1;
 use crate::contract::bindings_v0_2::atoll::storage::types::Level as LevelV2;
 use crate::contract::{Level, bindings, bindings_v0_1, bindings_v0_2};
+
+use super::bounds::LOG_BYTES_PER_CALL;
+use super::limiter::Limiter;
 
 /// Log lines a plugin may send per call through the `log` import; more are
 /// dropped (and counted) so a chatty plugin cannot flood the host's logs.
@@ -38,7 +41,26 @@ pub(super) struct CallState {
     pub(super) table: ResourceTable,
     pub(super) limiter: Limiter,
     pub(super) plugin: Arc<str>,
+    /// Lines the `log` import may still forward in this call.
     pub(super) log_budget: usize,
+    /// Bytes the `log` import may still forward in this call.
+    pub(super) log_bytes: usize,
+    /// Log lines dropped or cut over the budgets.
+    pub(super) log_dropped: usize,
+}
+
+impl CallState {
+    pub(super) fn new(wasi: WasiCtx, limiter: Limiter, plugin: Arc<str>) -> Self {
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            plugin,
+            log_budget: LOG_LINES_PER_CALL,
+            log_bytes: LOG_BYTES_PER_CALL,
+            log_dropped: 0,
+        }
+    }
 }
 
 impl WasiView for CallState {
@@ -53,11 +75,17 @@ impl WasiView for CallState {
 impl bindings::atoll::storage::types::Host for CallState {}
 
 impl bindings::atoll::storage::host::Host for CallState {
-    fn log(&mut self, level: Level, message: String) {
-        if self.log_budget == 0 {
+    fn log(&mut self, level: Level, mut message: String) {
+        if self.log_budget == 0 || self.log_bytes == 0 {
+            self.log_dropped += 1;
             return;
         }
         self.log_budget -= 1;
+        if message.len() > self.log_bytes {
+            message = super::configmap::truncate(message, self.log_bytes);
+            self.log_dropped += 1;
+        }
+        self.log_bytes = self.log_bytes.saturating_sub(message.len());
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -98,36 +126,5 @@ impl bindings_v0_1::atoll::storage::host::Host for CallState {
             LevelV1::Error => Level::Error,
         };
         bindings::atoll::storage::host::Host::log(self, level, message);
-    }
-}
-
-/// [`StoreLimits`] that remembers a denied memory growth, so the failure can be
-/// reported as memory exhaustion rather than a generic trap.
-pub(super) struct Limiter {
-    pub(super) inner: StoreLimits,
-    pub(super) denied: Option<usize>,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let result = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(result, Ok(true)) {
-            self.denied = Some(desired);
-        }
-        result
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
     }
 }

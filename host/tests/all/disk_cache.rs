@@ -5,14 +5,28 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use atoll::contract::Digest;
-use atoll::plugin::{Limits, Runtime};
+use atoll::plugin::{Limits, Runtime, SealKey};
 
+/// A runtime sealing with the key in `<dir>.key` (written once per
+/// directory), as replicas sharing `--plugin-cache-key-file` do.
 fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
-    Arc::new(
-        Runtime::new(Limits::default())
-            .unwrap()
-            .with_disk_cache(dir),
+    let key_file = dir.with_extension("key");
+    if !key_file.exists() {
+        std::fs::write(&key_file, [42u8; 32]).unwrap();
+    }
+    runtime_with(
+        dir,
+        Some(SealKey::from_file(&key_file).unwrap()),
+        Limits::default(),
     )
+}
+
+fn runtime_with(dir: &std::path::Path, key: Option<SealKey>, limits: Limits) -> Arc<Runtime> {
+    let mut runtime = Runtime::new(limits).unwrap();
+    if let Some(key) = key {
+        runtime = runtime.with_seal_key(key);
+    }
+    Arc::new(runtime.with_disk_cache(dir))
 }
 
 fn load_builtins(runtime: &Arc<Runtime>) {
@@ -89,6 +103,71 @@ fn corrupt_truncated_or_foreign_files_are_recompiled() {
     load_builtins(&third);
     assert_eq!(third.compilations(), 0);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn files_sealed_with_another_key_are_refused_and_recompiled() {
+    let dir = tempdir("foreign-key");
+    load_builtins(&runtime(&dir));
+    let before = cache_files(&dir);
+    // Without a key file, a process draws its own key: files of an earlier
+    // process (or forged by anyone who can write the directory) fail the
+    // seal and are never deserialized.
+    let stranger = runtime_with(&dir, None, Limits::default());
+    load_builtins(&stranger);
+    assert_eq!(
+        stranger.compilations(),
+        atoll::plugin::builtin::BUILTIN.len(),
+        "every file was refused"
+    );
+    // The stranger rewrote the files under its key, so the first key's
+    // holder refuses them in turn.
+    let again = runtime(&dir);
+    load_builtins(&again);
+    assert_eq!(again.compilations(), atoll::plugin::builtin::BUILTIN.len());
+    // A genuine body under a seal of zeros is refused too.
+    let files = cache_files(&dir);
+    assert_eq!(files.len(), before.len());
+    let mut forged = vec![0u8; 32];
+    forged.extend_from_slice(&std::fs::read(&files[0]).unwrap()[32..]);
+    std::fs::write(&files[0], &forged).unwrap();
+    let third = runtime(&dir);
+    load_builtins(&third);
+    assert_eq!(
+        third.compilations(),
+        1,
+        "only the forged file was recompiled"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_disk_cache_is_bounded_in_bytes() {
+    let dir = tempdir("bounded");
+    load_builtins(&runtime(&dir));
+    let sizes: Vec<u64> = cache_files(&dir)
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .collect();
+    let max = sizes.iter().max().unwrap() * 2;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bounded = runtime_with(
+        &dir,
+        None,
+        Limits {
+            disk_cache_bytes: max,
+            ..Limits::default()
+        },
+    );
+    load_builtins(&bounded);
+    let kept: u64 = cache_files(&dir)
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert!(kept <= max, "{kept} bytes kept, bound {max}");
+    assert!(!cache_files(&dir).is_empty(), "the newest files stay");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -11,4 +11,5 @@ mod disk_cache;
 mod fuzz;
 mod plugin_vectors;
 mod runtime;
+mod sandbox;
 mod support;

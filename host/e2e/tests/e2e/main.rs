@@ -17,6 +17,7 @@
 mod apiserver;
 mod atomix_client;
 mod availability;
+mod containment;
 mod crash;
 mod data_safety;
 mod day2_pods;

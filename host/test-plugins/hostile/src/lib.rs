@@ -38,6 +38,9 @@ pub enum Mode {
     Flood,
     /// Emit an object that is not JSON at all.
     Malformed,
+    /// Allocate and touch `mib` MiB (every page written), then behave like
+    /// `ok`: memory use under or over the per-call cap.
+    Touch,
     /// Emit a PersistentVolumeClaim of its own and a StatefulSet with
     /// volumes whose claims the plugin asks Kubernetes to delete (on
     /// scale-down and deletion): what atoll's deletion policy overrides.
@@ -48,6 +51,8 @@ pub enum Mode {
 #[serde(default)]
 pub struct Config {
     pub mode: Mode,
+    /// MiB to touch in mode `touch`.
+    pub mib: u32,
 }
 
 pub struct Hostile;
@@ -96,7 +101,14 @@ impl Plugin for Hostile {
 
     fn render(db: &Database, config: &Config, out: &mut Output) -> Result<(), String> {
         match config.mode {
-            Mode::Ok | Mode::Noisy => {
+            Mode::Ok | Mode::Noisy | Mode::Touch => {
+                if matches!(config.mode, Mode::Touch) {
+                    let mut big = vec![0u8; (config.mib as usize) << 20];
+                    for page in big.chunks_mut(4096) {
+                        page[0] = 1;
+                    }
+                    std::hint::black_box(&big);
+                }
                 if matches!(config.mode, Mode::Noisy) {
                     for i in 0..100_000 {
                         println!("noise line {i}: {}", "x".repeat(100));
