@@ -33,12 +33,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use atoll::api::Database;
+use atoll::controller::converge::APPLIES_IN_FLIGHT;
 use atoll_e2e::Operator;
 use atoll_testenv::{TestNamespace, client};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use atoll::controller::converge::APPLIES_IN_FLIGHT;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
