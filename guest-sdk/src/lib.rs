@@ -49,8 +49,6 @@
 //! references, so a plugin need not set them, and cannot escape them.
 
 pub mod atomix;
-#[cfg(any(target_arch = "wasm32", test))]
-mod bump;
 mod config;
 pub mod dispatch;
 pub mod k8s;
@@ -75,11 +73,6 @@ pub use k8s_openapi;
 pub use schemars;
 pub use serde;
 pub use serde_json;
-
-/// Every call runs in a fresh instance: bump allocation (see `bump.rs`).
-#[cfg(target_arch = "wasm32")]
-#[global_allocator]
-static ALLOCATOR: bump::Bump = bump::Bump::new();
 
 // Lets the generated bindings refer to this crate by name from inside it.
 extern crate self as atoll_guest;
