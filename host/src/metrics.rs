@@ -6,7 +6,11 @@
 //!   error or a degraded Database, by reason;
 //! - `atoll_reconcile_duration_seconds{plugin}`: histogram of reconcile time;
 //! - `atoll_plugin_call_duration_seconds{plugin,function}`: histogram of the
-//!   time one plugin call (`validate`, `render`, `status`, ...) took;
+//!   time one plugin call (`validate`, `render`, `status`, ...) took; its
+//!   `_count` is the number of calls made;
+//! - `atoll_plugin_calls_memoized_total{plugin,function}`: `render` and
+//!   `status` calls answered from the memo (`render::memo`) instead of the
+//!   plugin: the input was the same as an earlier call's;
 //! - `atoll_objects_applied_total{kind}`: server-side applies of children;
 //! - `atoll_objects_pruned_total{kind}`: children deleted because they were no
 //!   longer rendered;
@@ -94,6 +98,7 @@ struct Inner {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: HistogramFamily<PluginLabels>,
     plugin_call_duration: HistogramFamily<CallLabels>,
+    memoized: Family<CallLabels, Counter>,
     applied: Family<KindLabels, Counter>,
     pruned: Family<KindLabels, Counter>,
     join_streams: Gauge,
@@ -156,6 +161,12 @@ impl Metrics {
             Unit::Seconds,
             plugin_call_duration.clone(),
         );
+        let memoized = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "atoll_plugin_calls_memoized",
+            "Plugin calls answered from the memo of earlier calls with the same input",
+            memoized.clone(),
+        );
         let applied = Family::<KindLabels, Counter>::default();
         registry.register(
             "atoll_objects_applied",
@@ -211,6 +222,7 @@ impl Metrics {
                 reconcile_errors,
                 reconcile_duration,
                 plugin_call_duration,
+                memoized,
                 applied,
                 pruned,
                 join_streams,
@@ -292,6 +304,18 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// A call of `function` into `plugin` was answered from the memo: no
+    /// plugin ran.
+    pub fn memoized(&self, plugin: &str, function: &str) {
+        self.inner
+            .memoized
+            .get_or_create(&CallLabels {
+                plugin: plugin.to_owned(),
+                function: function.to_owned(),
+            })
+            .inc();
+    }
+
     /// One object of `kind` (e.g. `StatefulSet`) was server-side applied.
     pub fn applied(&self, kind: &str) {
         self.inner
@@ -366,6 +390,7 @@ mod tests {
         metrics.reconciled("cache", Duration::from_millis(3));
         metrics.reconcile_error("raft", "PluginError");
         metrics.plugin_call("raft", "render", Duration::from_micros(400));
+        metrics.memoized("raft", "status");
         metrics.applied("StatefulSet");
         metrics.applied("StatefulSet");
         metrics.applied("Service");
@@ -381,6 +406,7 @@ mod tests {
             "# UNIT atoll_reconcile_duration_seconds seconds",
             "# TYPE atoll_plugin_call_duration_seconds histogram",
             "# UNIT atoll_plugin_call_duration_seconds seconds",
+            "# TYPE atoll_plugin_calls_memoized counter",
             "# TYPE atoll_objects_applied counter",
             "# TYPE atoll_objects_pruned counter",
         ] {
@@ -397,6 +423,7 @@ mod tests {
             r#"atoll_plugin_call_duration_seconds_count{plugin="raft",function="render"} 1"#,
             r#"atoll_plugin_call_duration_seconds_bucket{le="0.0005",plugin="raft",function="render"} 1"#,
             r#"atoll_plugin_call_duration_seconds_bucket{le="0.00025",plugin="raft",function="render"} 0"#,
+            r#"atoll_plugin_calls_memoized_total{plugin="raft",function="status"} 1"#,
             r#"atoll_objects_applied_total{kind="StatefulSet"} 2"#,
             r#"atoll_objects_applied_total{kind="Service"} 1"#,
             r#"atoll_objects_pruned_total{kind="ConfigMap"} 1"#,

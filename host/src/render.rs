@@ -6,6 +6,7 @@
 //! [`Renderer::render`], so what the CLI prints is what atoll applies.
 
 pub mod checksum;
+pub mod memo;
 pub mod pod_overrides;
 
 use std::sync::Arc;
@@ -105,14 +106,62 @@ impl Renderer {
     ) -> Result<Desired, RenderError> {
         check_requirement(db, plugin)?;
         let input = plugin_input(db, &self.cluster_domain);
+        let answer = plugin.render(&input)?;
+        self.finish(db, plugin, &input, &answer)
+    }
+
+    /// [`Renderer::render`], but the plugin is called only when `memo` holds
+    /// no answer for the same component and input (see [`memo`]); the
+    /// host's steps after the plugin always run. Records the call's time, or
+    /// the memo hit, in `metrics`.
+    ///
+    /// # Errors
+    /// As [`Renderer::render`].
+    pub fn render_memoized(
+        &self,
+        db: &Database,
+        memo: &memo::Memo<memo::RenderAnswer>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Desired, RenderError> {
+        let plugin = self.plugin_for(db)?;
+        check_requirement(db, &plugin)?;
+        let input = plugin_input(db, &self.cluster_domain);
+        let key = memo::render_key(plugin.digest(), &input);
+        let name = &plugin.metadata().name;
+        let answer = match memo.get(&key) {
+            Some(answer) => {
+                metrics.memoized(name, "render");
+                answer
+            }
+            None => {
+                let started = std::time::Instant::now();
+                let answer = plugin.render(&input);
+                metrics.plugin_call(name, "render", started.elapsed());
+                let answer = Arc::new(answer?);
+                memo.insert(key, Arc::clone(&answer), memo::render_bytes(&answer));
+                answer
+            }
+        };
+        self.finish(db, &plugin, &input, &answer)
+    }
+
+    /// The host's steps after the plugin answered: policy, `spec.pod`,
+    /// checksums.
+    fn finish(
+        &self,
+        db: &Database,
+        plugin: &Arc<LoadedPlugin>,
+        input: &PluginDatabase,
+        answer: &memo::RenderAnswer,
+    ) -> Result<Desired, RenderError> {
         let metadata = plugin.metadata();
-        let rendered = match plugin.render(&input)? {
+        let rendered = match answer {
             Ok(rendered) => rendered,
-            Err(PluginRenderError::Invalid(v)) => return Err(RenderError::Invalid(v)),
+            Err(PluginRenderError::Invalid(v)) => return Err(RenderError::Invalid(v.clone())),
             Err(PluginRenderError::Failed(message)) => {
                 return Err(RenderError::Failed {
                     plugin: metadata.name.clone(),
-                    message,
+                    message: message.clone(),
                 });
             }
         };
@@ -126,7 +175,7 @@ impl Renderer {
         };
         let mut objects =
             self.policy
-                .enforce(&owner, &rendered)
+                .enforce(&owner, rendered)
                 .map_err(|error| RenderError::Policy {
                     plugin: metadata.name.clone(),
                     error: Box::new(error),
@@ -142,7 +191,7 @@ impl Renderer {
             },
             component: Arc::clone(plugin),
             objects,
-            partitions: rendered.partitions,
+            partitions: rendered.partitions.clone(),
         };
         // Offline: references outside the render hash as not read; the
         // controller stamps again with what it reads.

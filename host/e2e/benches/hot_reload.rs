@@ -12,6 +12,13 @@
 //! with API requests per Database and API server CPU for both phases. The
 //! controller runs in this process (release build), like `atoll run`.
 //!
+//! The yardstick, on the same control plane in the same run, before and
+//! after the reload: a plain kube client server-side applies the objects a
+//! reload writes (every rendered child of every Database, with a changed
+//! label), as many at once as atoll (its reconcile concurrency times
+//! `APPLIES_IN_FLIGHT`), timed the same way (until the watches see every
+//! child changed). The bench prints atoll's reload time divided by it.
+//!
 //! Runs twice, interleaved in one run, each in a fresh namespace:
 //! `list` (every reconcile lists its children, as before the caches) and
 //! `cache` (children observed from the controller's watch caches).
@@ -26,13 +33,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use atoll::api::Database;
+use atoll::controller::converge::APPLIES_IN_FLIGHT;
 use atoll_e2e::Operator;
 use atoll_testenv::{TestNamespace, client};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
@@ -99,30 +108,21 @@ async fn scenario(count: usize, listing: bool) {
         .await,
         names_by_db(&Api::<Service>::namespaced(client.clone(), &n), &managed).await,
         names_by_db(&Api::<ConfigMap>::namespaced(client.clone(), &n), &managed).await,
+        names_by_db(
+            &Api::<PodDisruptionBudget>::namespaced(client.clone(), &n),
+            &managed,
+        )
+        .await,
     ] {
         for db in names {
             *children.entry(db).or_default() += 1;
         }
     }
 
-    // Watch for the new release's label before loading it.
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let config = watcher::Config::default().labels(RELEASE);
-    spawn_watch(
-        Api::<StatefulSet>::namespaced(client.clone(), &n),
-        &config,
-        &seen_tx,
-    );
-    spawn_watch(
-        Api::<Service>::namespaced(client.clone(), &n),
-        &config,
-        &seen_tx,
-    );
-    spawn_watch(
-        Api::<ConfigMap>::namespaced(client.clone(), &n),
-        &config,
-        &seen_tx,
-    );
+    // The yardstick before the reload: a plain client server-side applies
+    // the objects atoll renders, each with a new label value (a real change,
+    // as a reload's is), as many at once as atoll would.
+    let yard_before = yardstick(&client, &operator, &n, &children, 1).await;
 
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("raft-next".into());
@@ -135,12 +135,106 @@ async fn scenario(count: usize, listing: bool) {
         .into(),
     );
     let reload_before = support::ApiSnapshot::take().await;
-    let t0 = Instant::now();
-    Api::<ConfigMap>::namespaced(client.clone(), &n)
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &n);
+    let latencies = until_labelled(&client, &n, RELEASE, &children, async {
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    })
+    .await;
+    let (requests, reads, writes, cpu) = support::ApiSnapshot::take().await.since(&reload_before);
+    let reload = Latencies::of(latencies);
+    println!(
+        "  hot reload: ConfigMap create -> {} Databases re-applied: p50 {:.0}ms, p99 {:.0}ms, max {:.0}ms",
+        reload.count, reload.p50_ms, reload.p99_ms, reload.max_ms,
+    );
+    println!(
+        "  hot reload: API requests per Database {:.1} (reads {:.1}, writes {:.1}); API server CPU {:.1}s",
+        requests as f64 / count as f64,
+        reads as f64 / count as f64,
+        writes as f64 / count as f64,
+        cpu.as_secs_f64(),
+    );
+    // Let atoll's trailing status writes settle before the second yardstick.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let yard_after = yardstick(&client, &operator, &n, &children, 2).await;
+    let (p99, max) = (
+        (yard_before.p99_ms + yard_after.p99_ms) / 2.0,
+        (yard_before.max_ms + yard_after.max_ms) / 2.0,
+    );
+    println!(
+        "  yardstick (plain client, mean of before and after): p99 {p99:.0}ms, max {max:.0}ms; \
+         ratio atoll reload / plain client: p99 {:.2}, max {:.2}",
+        reload.p99_ms / p99,
+        reload.max_ms / max,
+    );
 
+    operator.stop().await;
+    ns.cleanup().await;
+    support::wait_namespace_gone(&client, &n).await;
+}
+
+/// Percentiles of per-Database latencies.
+struct Latencies {
+    count: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latencies {
+    fn of(mut latencies: Vec<Duration>) -> Self {
+        latencies.sort();
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)]
+                .as_secs_f64()
+                * 1e3
+        };
+        Latencies {
+            count: latencies.len(),
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            max_ms: latencies.last().unwrap().as_secs_f64() * 1e3,
+        }
+    }
+}
+
+/// Run `trigger`, then wait until every child of every Database in
+/// `children` carries label `selector`: per Database, the time from the
+/// trigger until its last child was seen with it (watches started first).
+async fn until_labelled(
+    client: &kube::Client,
+    n: &str,
+    selector: &str,
+    children: &HashMap<String, usize>,
+    trigger: impl std::future::Future<Output = ()>,
+) -> Vec<Duration> {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let config = watcher::Config::default().labels(selector);
+    let watches = [
+        spawn_watch(
+            Api::<StatefulSet>::namespaced(client.clone(), n),
+            &config,
+            &seen_tx,
+        ),
+        spawn_watch(
+            Api::<Service>::namespaced(client.clone(), n),
+            &config,
+            &seen_tx,
+        ),
+        spawn_watch(
+            Api::<ConfigMap>::namespaced(client.clone(), n),
+            &config,
+            &seen_tx,
+        ),
+        spawn_watch(
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), n),
+            &config,
+            &seen_tx,
+        ),
+    ];
+    // The watches' initial (empty) lists, before the first write.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    trigger.await;
     let mut labelled: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
     let mut seen_objects = std::collections::HashSet::new();
     let mut done = 0;
@@ -155,34 +249,98 @@ async fn scenario(count: usize, listing: bool) {
                 entry.1 = t0.elapsed();
                 if Some(&entry.0) == children.get(&db) { done += 1; }
             }
-            _ = &mut deadline => panic!("only {done} of {} Databases re-applied in 300s", children.len()),
+            _ = &mut deadline => panic!("only {done} of {} Databases labelled {selector} in 300s", children.len()),
         }
     }
-    let (requests, reads, writes, cpu) = support::ApiSnapshot::take().await.since(&reload_before);
-    let mut latencies: Vec<Duration> = labelled.values().map(|(_, t)| *t).collect();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
-    println!(
-        "  hot reload: ConfigMap create -> {} Databases re-applied: p50 {:.0}ms, p99 {:.0}ms, max {:.0}ms",
-        latencies.len(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3,
-    );
-    println!(
-        "  hot reload: API requests per Database {:.1} (reads {:.1}, writes {:.1}); API server CPU {:.1}s",
-        requests as f64 / count as f64,
-        reads as f64 / count as f64,
-        writes as f64 / count as f64,
-        cpu.as_secs_f64(),
-    );
-
-    operator.stop().await;
-    ns.cleanup().await;
-    support::wait_namespace_gone(&client, &n).await;
+    watches.iter().for_each(|w| w.abort());
+    labelled.values().map(|(_, t)| *t).collect()
 }
 
-/// The `atoll.dev/database` label of every listed object.
+/// The yardstick: a plain kube client server-side applies, with its own
+/// field manager, the objects atoll renders now for every Database (the
+/// rendered children, as a reload writes them), each labelled
+/// `atoll.dev/yardstick=<round>`, `concurrency` Databases at a time and
+/// [`APPLIES_IN_FLIGHT`] applies at a time within one, as atoll's
+/// reconciles do. Timed like a reload: until the watches saw every child
+/// with the label. atoll keeps running (its watches see these writes and
+/// reconcile, writing nothing: the label is not its field).
+async fn yardstick(
+    client: &kube::Client,
+    operator: &Operator,
+    n: &str,
+    children: &HashMap<String, usize>,
+    round: u32,
+) -> Latencies {
+    let dbs: Vec<Database> = Api::<Database>::namespaced(client.clone(), n)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let renderer = &operator.ctx.renderer;
+    let value = round.to_string();
+    let objects: Vec<Vec<serde_json::Value>> = dbs
+        .iter()
+        .map(|db| {
+            let mut objects = renderer.render(db).unwrap().objects;
+            for o in &mut objects {
+                o["metadata"]["labels"]["atoll.dev/yardstick"] = value.clone().into();
+            }
+            objects
+        })
+        .collect();
+    let applies: usize = objects.iter().map(Vec::len).sum();
+    let concurrency = usize::from(operator.ctx.concurrency);
+    let selector = format!("atoll.dev/yardstick={round}");
+    let before = support::ApiSnapshot::take().await;
+    let latencies = until_labelled(client, n, &selector, children, async {
+        futures::stream::iter(objects)
+            .for_each_concurrent(concurrency, |objects| async move {
+                futures::stream::iter(objects)
+                    .for_each_concurrent(APPLIES_IN_FLIGHT, |o| async move {
+                        apply(client, n, &o).await;
+                    })
+                    .await;
+            })
+            .await;
+    })
+    .await;
+    let (requests, _, writes, cpu) = support::ApiSnapshot::take().await.since(&before);
+    let l = Latencies::of(latencies);
+    println!(
+        "  yardstick {round}: {applies} applies by a plain client ({concurrency} Databases x {APPLIES_IN_FLIGHT} at once): p50 {:.0}ms, p99 {:.0}ms, max {:.0}ms; API requests per Database {:.1} (writes {:.1}); API server CPU {:.1}s",
+        l.p50_ms,
+        l.p99_ms,
+        l.max_ms,
+        requests as f64 / dbs.len() as f64,
+        writes as f64 / dbs.len() as f64,
+        cpu.as_secs_f64(),
+    );
+    l
+}
+
+/// Server-side apply `object` as field manager `yardstick`, forced.
+async fn apply(client: &kube::Client, namespace: &str, object: &serde_json::Value) {
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .unwrap()
+        .split_once('/')
+        .unwrap_or(("", object["apiVersion"].as_str().unwrap()));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+    let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource);
+    api.patch(
+        object["metadata"]["name"].as_str().unwrap(),
+        &PatchParams::apply("yardstick").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap();
+}
+
+/// The `atoll.dev/database` label of every listed object the plugin
+/// rendered (not the host's partition-group Service, named after the
+/// Database, which carries no plugin label).
 async fn names_by_db<K>(api: &Api<K>, params: &ListParams) -> Vec<String>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -192,7 +350,10 @@ where
         .unwrap()
         .items
         .iter()
-        .filter_map(|o| o.labels().get("atoll.dev/database").cloned())
+        .filter_map(|o| {
+            let db = o.labels().get("atoll.dev/database")?;
+            (*db != o.name_any()).then(|| db.clone())
+        })
         .collect()
 }
 
@@ -201,7 +362,8 @@ fn spawn_watch<K>(
     api: Api<K>,
     config: &watcher::Config,
     tx: &tokio::sync::mpsc::UnboundedSender<(String, String)>,
-) where
+) -> tokio::task::JoinHandle<()>
+where
     K: Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
@@ -219,5 +381,5 @@ fn spawn_watch<K>(
                 let _ = tx.send((db.clone(), key));
             }
         }
-    });
+    })
 }

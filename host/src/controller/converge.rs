@@ -33,7 +33,7 @@ use super::plan::Plan;
 use crate::api::{FIELD_MANAGER, LABEL_RETAINED_FROM};
 
 /// Server-side applies in flight at once within one reconcile.
-const APPLIES_IN_FLIGHT: usize = 8;
+pub const APPLIES_IN_FLIGHT: usize = 8;
 
 /// A child the API server would not take; nothing was pruned.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,8 @@
 //! One reconcile ([`reconcile::reconcile`]) is these steps, one module each,
 //! in the order data flows through them:
 //! 1. [`observe`]: the children this Database owns, from the watch caches;
-//! 2. render ([`crate::render`]): the plugin's objects after the output
+//! 2. render ([`crate::render`]): the plugin's objects (memoized:
+//!    [`crate::render::memo`]) after the output
 //!    policy, `spec.pod` and config checksums; an error makes the Database
 //!    `Degraded` and touches no child; [`configs`] then reads the ConfigMaps
 //!    and Secrets pod templates use but the render lacks, for the checksums;
@@ -20,6 +21,7 @@
 //! caches and the triggers, and reconciles run at most
 //! [`Context::concurrency`] at a time.
 
+mod by_database;
 pub mod configs;
 pub mod converge;
 pub mod discovery;
@@ -48,6 +50,7 @@ use crate::api::{API_VERSION, DatabaseStatus, Reason};
 use crate::metrics::Metrics;
 use crate::plugin::Requeue;
 use crate::render::Renderer;
+use crate::render::memo::Memos;
 use crate::sync::RwLockExt;
 use observe::{Children, Kind, Written};
 
@@ -97,6 +100,8 @@ pub struct Context {
     pub concurrency: u16,
     /// Databases to reconcile now (a hot-reloaded plugin, for example).
     pub requeue: Requeue,
+    /// Plugin answers kept for unchanged inputs (`render` and `status`).
+    pub memos: Memos,
     /// The watch caches of children while [`run`] runs; reconciles outside
     /// it (tests, tools) list children instead.
     caches: RwLock<Option<Arc<Children>>>,
@@ -139,6 +144,7 @@ impl Context {
             metrics: Metrics::default(),
             concurrency: DEFAULT_CONCURRENCY,
             requeue: Requeue::default(),
+            memos: Memos::default(),
             caches: RwLock::new(None),
             written: Arc::default(),
             status_written: Default::default(),

@@ -19,12 +19,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{DynamicResourceScope, GroupVersionKind};
 use kube::discovery::ApiResource;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use serde_json::Value;
 
 use super::Context;
+use super::by_database::ByDatabase;
 use crate::api::{LABEL_DATABASE, LABEL_RETAINED_FROM};
 use crate::sync::MutexExt;
 
@@ -164,9 +165,9 @@ impl Resource for Child {
 }
 
 /// The children of every Database as the controller's watches see them: one
-/// store per kind (objects labelled `app.kubernetes.io/managed-by=atoll`).
-/// Lets a reconcile observe without a request.
-pub type Children = [(Kind, Store<Child>)];
+/// store per kind (objects labelled `app.kubernetes.io/managed-by=atoll`),
+/// with its index by Database. Lets a reconcile observe without a request.
+pub type Children = [(Kind, Store<Child>, Arc<ByDatabase>)];
 
 /// Children atoll wrote (applied, or wrote the status of) whose watch event
 /// has not reached the cache yet, keyed by kind, namespace and name. A
@@ -290,13 +291,17 @@ pub fn observe_cached(
             && o.labels().get(LABEL_DATABASE).map(String::as_str) == Some(name)
             && belongs_to(&o.metadata, uid)
     };
-    for (kind, store) in children {
+    for (kind, store, index) in children {
         // Writes first: one the cache catches up with in between is then
         // found in the cache rather than missed in both.
         let writes = written.matching(&kind.resource.kind, namespace, ours);
-        let mut objects: BTreeMap<String, Arc<Child>> = store
-            .state_filter(ours)
+        let mut objects: BTreeMap<String, Arc<Child>> = index
+            .names(namespace, name)
             .into_iter()
+            .filter_map(|n| {
+                store.get(&ObjectRef::new_with(&n, kind.resource.clone()).within(namespace))
+            })
+            .filter(|o| ours(o))
             .map(|o| (o.name_any(), o))
             .collect();
         for w in writes {

@@ -12,7 +12,7 @@ use super::Context;
 use super::observe::{Key, Live};
 use crate::api::{Database, PartitionStatus};
 use crate::error::PluginError;
-use crate::render::{Desired, plugin_input};
+use crate::render::{Desired, memo, plugin_input};
 
 /// What the plugin reported, and the rollouts under way.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,9 @@ pub struct Readiness {
 /// Ask the component that rendered `desired` (the same version, even if a
 /// hot reload swapped the registry since) which partitions are ready and
 /// available, given the children as observed. A ready partition always
-/// counts as available, whatever the plugin says. This reconcile's own
+/// counts as available, whatever the plugin says. The same component asked
+/// about the same input and observed objects before answers from the memo
+/// (`render::memo`) without a call. This reconcile's own
 /// applies show up through the watches and trigger the next reconcile.
 ///
 /// # Errors
@@ -48,13 +50,28 @@ pub async fn readiness(
         .collect();
     let input = plugin_input(db, &ctx.renderer.cluster_domain);
     let namespace = input.namespace.clone();
-    let started = std::time::Instant::now();
-    let report = tokio::task::spawn_blocking(move || plugin.status(&input, &observed)).await?;
-    ctx.metrics
-        .plugin_call(&desired.plugin.name, "status", started.elapsed());
+    let key = memo::status_key(plugin.digest(), &input, &observed);
+    let name = desired.plugin.name.as_str();
+    let report = match ctx.memos.status.get(&key) {
+        Some(report) => {
+            ctx.metrics.memoized(name, "status");
+            Ok(report)
+        }
+        None => {
+            let started = std::time::Instant::now();
+            let report =
+                tokio::task::spawn_blocking(move || plugin.status(&input, &observed)).await?;
+            ctx.metrics.plugin_call(name, "status", started.elapsed());
+            report.map(|report| {
+                let report = Arc::new(report);
+                ctx.memos.status.insert(key, Arc::clone(&report), 1);
+                report
+            })
+        }
+    };
     Ok(report.map(|report| {
-        let ready: BTreeSet<u32> = report.ready_partitions.into_iter().collect();
-        let available: BTreeSet<u32> = report.available_partitions.into_iter().collect();
+        let ready: BTreeSet<u32> = report.ready_partitions.iter().copied().collect();
+        let available: BTreeSet<u32> = report.available_partitions.iter().copied().collect();
         let partitions = desired
             .partitions
             .iter()
@@ -68,7 +85,7 @@ pub async fn readiness(
             .collect();
         Readiness {
             partitions,
-            message: report.message,
+            message: report.message.clone(),
             rollouts: rollouts(live.values().map(|l| &l.object)),
         }
     }))

@@ -32,7 +32,7 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, E
 
 /// observe → render → external configs → discovery → plan → converge →
 /// readiness → status.
-async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
+async fn steps(db: &Arc<Database>, ctx: &Arc<Context>) -> Result<Action, Error> {
     if db.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children through their owner
         // references; applying now would recreate what it just deleted.
@@ -103,17 +103,18 @@ async fn steps(db: &Arc<Database>, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// Render on a blocking thread (plugin calls are CPU-bound), timing the call.
+/// Render on a blocking thread (plugin calls are CPU-bound), through the
+/// memo: an unchanged input calls no plugin.
 async fn render(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     db: &Arc<Database>,
 ) -> Result<Result<Desired, crate::RenderError>, Error> {
-    let (renderer, db) = (Arc::clone(&ctx.renderer), Arc::clone(db));
-    let started = Instant::now();
-    let rendered = tokio::task::spawn_blocking(move || renderer.render(&db)).await?;
-    let plugin = rendered.as_ref().map_or("", |d| d.plugin.name.as_str());
-    ctx.metrics.plugin_call(plugin, "render", started.elapsed());
-    Ok(rendered)
+    let (ctx, db) = (Arc::clone(ctx), Arc::clone(db));
+    Ok(tokio::task::spawn_blocking(move || {
+        ctx.renderer
+            .render_memoized(&db, &ctx.memos.render, &ctx.metrics)
+    })
+    .await?)
 }
 
 /// A problem the Database's owner or plugin author must fix: count it,

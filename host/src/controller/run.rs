@@ -11,6 +11,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::by_database::ByDatabase;
 use super::observe::{Child, Kind, Written};
 use super::{Context, Error, reconcile};
 use crate::api::{API_VERSION, Database, LABEL_MANAGED_BY};
@@ -76,18 +77,19 @@ pub async fn run(
             None => Api::all_with(client.clone(), &kind.resource),
         };
         let writer = reflector::store::Writer::new(kind.resource.clone());
-        children.push((kind.clone(), writer.as_reader()));
+        let index = Arc::new(ByDatabase::default());
+        children.push((kind.clone(), writer.as_reader(), Arc::clone(&index)));
         watches.push(tokio::spawn(watch_children(
             kind.resource.kind.clone(),
             api,
             owned(kind),
-            writer,
+            (writer, index),
             Arc::clone(&ctx.written),
             child_tx.clone(),
         )));
     }
     drop(child_tx);
-    let stores: Vec<&Store<Child>> = children.iter().map(|(_, s)| s).collect();
+    let stores: Vec<&Store<Child>> = children.iter().map(|(_, s, _)| s).collect();
     let ready = futures::future::join_all(stores.iter().map(|s| s.wait_until_ready()));
     tokio::select! {
         _ = ready => {}
@@ -194,22 +196,37 @@ async fn shutdown_after_ready(
     let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
 }
 
-/// Keep one kind's cache of children and send the Database owning each
-/// child that changed or was deleted (a hand edit is repaired this way).
+/// Keep one kind's cache of children and its index by Database, and send
+/// the Database owning each child that changed or was deleted (a hand edit
+/// is repaired this way).
 async fn watch_children(
     kind: String,
     api: Api<Child>,
     config: watcher::Config,
-    writer: reflector::store::Writer<Child>,
+    (writer, index): (reflector::store::Writer<Child>, Arc<ByDatabase>),
     written: Arc<Written>,
     owners: tokio::sync::mpsc::UnboundedSender<ObjectRef<Database>>,
 ) {
-    // `Child` drops managedFields and keeps the rest as text.
-    let events = reflector(writer, watcher(api, config).default_backoff()).touched_objects();
+    let store = writer.as_reader();
+    // `Child` drops managedFields and keeps the rest as text. The reflector
+    // has updated the store when an event arrives here.
+    let events = reflector(writer, watcher(api, config).default_backoff());
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let object = match event {
-            Ok(object) => object,
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                index.applied(&object);
+                object
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                index.deleted(&object);
+                object
+            }
+            Ok(watcher::Event::Init) => continue,
+            Ok(watcher::Event::InitDone) => {
+                index.rebuild(&store);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "watching children failed; retrying");
                 continue;

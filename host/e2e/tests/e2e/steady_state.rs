@@ -99,9 +99,24 @@ async fn restart_creates_no_duplicates_and_resync_writes_nothing() {
     );
 
     // Resyncs of the unchanged Database (outside a running controller, so
-    // observed by listing): zero write requests.
+    // observed by listing): zero write requests, and no plugin call. The
+    // first reconcile renders from the memo the operator filled, but may ask
+    // the plugin for status: a child's status may have changed after the
+    // operator stopped; the three after it see exactly what it saw.
     let dbs: Api<Database> = Api::namespaced(client.clone(), n);
+    let db = Arc::new(dbs.get("orders").await.unwrap());
+    let renders = plugin_calls(&ctx, "atoll_plugin_call_duration_seconds_count", "render");
+    controller::reconcile(db, Arc::clone(&ctx)).await.unwrap();
+    assert_eq!(
+        plugin_calls(&ctx, "atoll_plugin_call_duration_seconds_count", "render"),
+        renders,
+        "render calls for an input the operator rendered before"
+    );
     let start = writes(n);
+    let before = ["render", "status"]
+        .map(|f| plugin_calls(&ctx, "atoll_plugin_call_duration_seconds_count", f));
+    let memoized_before =
+        ["render", "status"].map(|f| plugin_calls(&ctx, "atoll_plugin_calls_memoized_total", f));
     for _ in 0..3 {
         let db = Arc::new(dbs.get("orders").await.unwrap());
         controller::reconcile(db, Arc::clone(&ctx)).await.unwrap();
@@ -110,6 +125,22 @@ async fn restart_creates_no_duplicates_and_resync_writes_nothing() {
     assert_eq!(
         steady, 0,
         "write requests during 3 resyncs of an unchanged Database"
+    );
+    let after = ["render", "status"]
+        .map(|f| plugin_calls(&ctx, "atoll_plugin_call_duration_seconds_count", f));
+    assert_eq!(
+        after, before,
+        "plugin calls (render, status) during 3 resyncs of an unchanged Database"
+    );
+    let memoized =
+        ["render", "status"].map(|f| plugin_calls(&ctx, "atoll_plugin_calls_memoized_total", f));
+    assert_eq!(
+        [
+            memoized[0] - memoized_before[0],
+            memoized[1] - memoized_before[1]
+        ],
+        [3, 3],
+        "each resync's render and status answered from the memo"
     );
 
     // The count does see writes: a hand change costs the repair.
@@ -122,4 +153,15 @@ async fn restart_creates_no_duplicates_and_resync_writes_nothing() {
         "the repair of a scaled StatefulSet is a write"
     );
     ns.cleanup().await;
+}
+
+/// The raft sample of metric `family` for plugin function `function`, from
+/// the operator's metrics as served on its endpoint.
+fn plugin_calls(ctx: &controller::Context, family: &str, function: &str) -> u64 {
+    let prefix = format!("{family}{{plugin=\"raft\",function=\"{function}\"}} ");
+    ctx.metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.parse().unwrap())
 }
