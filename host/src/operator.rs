@@ -59,6 +59,8 @@ pub struct Config {
     pub publish_plugin_records: bool,
     /// How plugins are loaded and sandboxed.
     pub plugins: PluginConfig,
+    /// What plugins may render (kinds, bounds, pod security).
+    pub policy: OutputPolicy,
     /// Observe children by listing rather than from watch caches: only to
     /// measure what the caches save.
     #[cfg(feature = "observe-by-listing")]
@@ -80,6 +82,7 @@ impl Config {
             plugin_configmaps: None,
             publish_plugin_records: false,
             plugins: PluginConfig::default(),
+            policy: OutputPolicy::default(),
             #[cfg(feature = "observe-by-listing")]
             observe_by_listing: false,
         }
@@ -160,9 +163,21 @@ impl PluginConfig {
     /// # Errors
     /// As [`PluginConfig::registry`].
     pub fn renderer(&self, cluster_domain: &str) -> Result<Arc<Renderer>, PluginError> {
+        self.renderer_with(cluster_domain, OutputPolicy::default())
+    }
+
+    /// A renderer over [`PluginConfig::registry`] enforcing `policy`.
+    ///
+    /// # Errors
+    /// As [`PluginConfig::registry`].
+    pub fn renderer_with(
+        &self,
+        cluster_domain: &str,
+        policy: OutputPolicy,
+    ) -> Result<Arc<Renderer>, PluginError> {
         Ok(Arc::new(Renderer {
             registry: self.registry()?,
-            policy: OutputPolicy::default(),
+            policy,
             cluster_domain: cluster_domain.to_string(),
         }))
     }
@@ -212,7 +227,9 @@ impl Operator {
     /// plugins that do not load.
     pub async fn new(config: Config) -> Result<Self, OperatorError> {
         let identity = crate::leader::default_identity();
-        let renderer = config.plugins.renderer(&config.cluster_domain)?;
+        let renderer = config
+            .plugins
+            .renderer_with(&config.cluster_domain, config.policy.clone())?;
         let mut kube_config = kube::Config::infer().await?;
         let agent = format!("atoll/{} ({identity})", env!("CARGO_PKG_VERSION"));
         let agent = http::HeaderValue::from_str(&agent)

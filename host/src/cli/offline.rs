@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use kube::ResourceExt;
 
 use super::{Format, PluginArgs, RenderArgs, SandboxArgs};
-use crate::policy::OutputPolicy;
 use crate::render::Renderer;
 
 /// A uid for offline renders, so owner references are complete; the
@@ -42,10 +41,7 @@ pub fn render(args: RenderArgs) -> Result<()> {
         }
     }
 
-    let mut policy = OutputPolicy::default();
-    if !args.allowed_kinds.is_empty() {
-        policy.allowed_kinds = args.allowed_kinds;
-    }
+    let policy = args.policy.policy();
     let renderer = Renderer {
         registry: args.plugins.config().registry()?,
         policy,
