@@ -16,6 +16,11 @@
 //!   [`OperatorError::LostLease`] (so the process exits and restarts as a
 //!   candidate, like client-go); the Lease is released only after the
 //!   controller stopped writing.
+//! - A replica that cannot know it lost (paused, cut off) stops writing
+//!   anyway: the controller's writes go through a fence that falls
+//!   `lease_duration − renew_period` after the last successful renewal
+//!   started, before a rival may take over; reconciles in flight are
+//!   cancelled then ([`crate::leader::fence`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::controller::{self, Context};
 use crate::grpc::TlsFiles;
+use crate::leader::fence::{Fence, fenced_client};
 use crate::leader::{LeaderElection, LeaderError};
 use crate::plugin::source::Scope;
 use crate::plugin::{Limits, PluginSource, Registry, Runtime, records};
@@ -211,6 +217,8 @@ pub enum OperatorError {
 /// The operator, built and ready to [`run`](Operator::run).
 pub struct Operator {
     config: Config,
+    /// Unfenced: for the servers, the elector and the plugin source.
+    client: kube::Client,
     ctx: Arc<Context>,
     identity: String,
     ready: watch::Sender<bool>,
@@ -245,9 +253,20 @@ impl Operator {
 
     /// An operator over an existing client and renderer (tests and
     /// benchmarks share one renderer across operators this way).
+    ///
+    /// With leader election the controller writes through
+    /// [`fenced_client`]: its writes stop at the fence, before a rival may
+    /// take the Lease; the gRPC server, the elector and the plugin source
+    /// keep the plain client (every replica serves and renews).
     pub fn with_client(config: Config, client: kube::Client, renderer: Arc<Renderer>) -> Self {
+        let fence = match config.leader_election {
+            Some(_) => Fence::closed(),
+            None => Fence::open(),
+        };
+        let fenced = fenced_client(client.clone(), fence.clone());
         #[cfg_attr(not(feature = "observe-by-listing"), allow(unused_mut))]
-        let mut ctx = Context::new(client, renderer);
+        let mut ctx = Context::new(fenced, renderer);
+        ctx.fence = fence;
         ctx.concurrency = config.max_concurrent_reconciles;
         #[cfg(feature = "observe-by-listing")]
         {
@@ -255,6 +274,7 @@ impl Operator {
         }
         Operator {
             config,
+            client,
             ctx: Arc::new(ctx),
             identity: crate::leader::default_identity(),
             ready: watch::channel(false).0,
@@ -289,11 +309,11 @@ impl Operator {
     ) -> Result<(), OperatorError> {
         let Operator {
             config,
+            client,
             ctx,
             identity,
             ready,
         } = self;
-        let client = ctx.client.clone();
         // One signal fans out to the servers, the elector and the controller.
         let stop = shutdown.shared();
 
@@ -370,6 +390,7 @@ impl Operator {
                     LeaderElection::new(client.clone(), &le.namespace, &le.lease, identity.clone());
                 election.lease_duration = le.lease_duration;
                 election.renew_period = le.renew_period;
+                election.fence = Some(ctx.fence.clone());
                 let stopped = async move {
                     let _ = elector_stop_rx.wait_for(|s| *s).await;
                 };
@@ -395,9 +416,14 @@ impl Operator {
             let (lost_tx, lost_rx) = watch::channel(false);
             let mut leader = leader_rx.clone();
             let stop = stop.clone();
+            let fence = ctx.fence.clone();
             controller::run(Arc::clone(&ctx), config.namespace.as_deref(), async move {
                 tokio::select! {
                     Ok(_) = leader.wait_for(|l| !*l) => { let _ = lost_tx.send(true); }
+                    () = fence.lapsed() => {
+                        tracing::warn!("the leader fence fell (no renewal in lease duration − renew period): writes refused, stopping");
+                        let _ = lost_tx.send(true);
+                    }
                     _ = stop => {}
                 }
             })

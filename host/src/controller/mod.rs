@@ -75,6 +75,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("a plugin call panicked the worker thread: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cancelled: the leader fence fell (this replica may have lost the Lease)")]
+    Fenced,
 }
 
 impl Error {
@@ -97,6 +99,10 @@ pub struct Context {
     pub concurrency: u16,
     /// Databases to reconcile now (a hot-reloaded plugin, for example).
     pub requeue: Requeue,
+    /// Whether this replica may still write as the leader: reconciles in
+    /// flight are cancelled when it falls (see [`crate::leader::fence`]).
+    /// `client` should be the same fence's [`fenced_client`](crate::leader::fence::fenced_client).
+    pub fence: crate::leader::fence::Fence,
     /// The watch caches of children while [`run`] runs; reconciles outside
     /// it (tests, tools) list children instead.
     caches: RwLock<Option<Arc<Children>>>,
@@ -139,6 +145,7 @@ impl Context {
             metrics: Metrics::default(),
             concurrency: DEFAULT_CONCURRENCY,
             requeue: Requeue::default(),
+            fence: crate::leader::fence::Fence::open(),
             caches: RwLock::new(None),
             written: Arc::default(),
             status_written: Default::default(),

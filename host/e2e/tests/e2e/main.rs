@@ -32,4 +32,5 @@ mod least_privilege;
 mod members;
 mod operator;
 mod plugin_records;
+mod split_brain;
 mod steady_state;
