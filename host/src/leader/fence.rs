@@ -230,7 +230,10 @@ mod tests {
                 .unwrap()
                 .push(format!("{} {}", request.method(), request.uri().path()));
             async move {
-                let body = Body::from(br#"{"kind":"Status","apiVersion":"v1","status":"Success","metadata":{}}"#.to_vec());
+                let body = Body::from(
+                    br#"{"kind":"Status","apiVersion":"v1","status":"Success","metadata":{}}"#
+                        .to_vec(),
+                );
                 Ok::<_, std::convert::Infallible>(
                     http::Response::builder().status(200).body(body).unwrap(),
                 )

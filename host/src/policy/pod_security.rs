@@ -207,9 +207,7 @@ impl PodPolicy {
             name: object["metadata"]["name"].as_str().unwrap_or_default(),
         };
         match (object["apiVersion"].as_str(), subject.kind) {
-            (Some("v1"), "Secret")
-                if object["type"] == "kubernetes.io/service-account-token" =>
-            {
+            (Some("v1"), "Secret") if object["type"] == "kubernetes.io/service-account-token" => {
                 return Err(subject.refuse(
                     "type".into(),
                     "is kubernetes.io/service-account-token, which mints a token for a ServiceAccount of the namespace",
@@ -232,7 +230,9 @@ impl PodPolicy {
         }
         Err(subject.refuse(
             "spec.type".into(),
-            format!("is {kind}; only ClusterIP (headless included) Services stay inside the cluster"),
+            format!(
+                "is {kind}; only ClusterIP (headless included) Services stay inside the cluster"
+            ),
             &format!("--allow-service-type={kind}"),
         ))
     }
@@ -312,7 +312,8 @@ impl PodPolicy {
                 && value != "runtime/default"
                 && !value.starts_with("localhost/")
             {
-                let metadata_path = format!("{}metadata", path.strip_suffix("spec").unwrap_or(path));
+                let metadata_path =
+                    format!("{}metadata", path.strip_suffix("spec").unwrap_or(path));
                 return Err(subject.refuse(
                     format!("{metadata_path}.annotations[{key}]"),
                     format!("is {value}; AppArmor must be runtime/default or localhost/*"),
@@ -344,7 +345,10 @@ impl PodPolicy {
                 if !BASELINE_CAPABILITIES.contains(&cap) && !self.extra(cap) {
                     return Err(subject.refuse(
                         format!("{at}.securityContext.capabilities.add[{j}]"),
-                        format!("is {cap}, which is not in baseline's list ({})", BASELINE_CAPABILITIES.join(", ")),
+                        format!(
+                            "is {cap}, which is not in baseline's list ({})",
+                            BASELINE_CAPABILITIES.join(", ")
+                        ),
                         &format!("--allow-capability={cap}"),
                     ));
                 }
@@ -364,12 +368,15 @@ impl PodPolicy {
     fn restricted(&self, subject: &Subject, path: &str, spec: &Value) -> Result<(), PolicyError> {
         let refuse = |field: String, problem: &str| Err(subject.refuse(field, problem, BASELINE));
         for (i, volume) in array(&spec["volumes"]).iter().enumerate() {
-            let sources = volume.as_object().into_iter().flatten().map(|(k, _)| k);
+            let sources = volume.as_object().into_iter().flat_map(|m| m.keys());
             for source in sources.filter(|k| *k != "name") {
                 if !RESTRICTED_VOLUMES.contains(&source.as_str()) {
                     return refuse(
                         format!("{path}.volumes[{i}].{source}"),
-                        &format!("is a volume type restricted does not allow ({})", RESTRICTED_VOLUMES.join(", ")),
+                        &format!(
+                            "is a volume type restricted does not allow ({})",
+                            RESTRICTED_VOLUMES.join(", ")
+                        ),
                     );
                 }
             }
@@ -382,10 +389,7 @@ impl PodPolicy {
             let at = format!("{path}.{field}[{i}].securityContext");
             let context = &container["securityContext"];
             if context["allowPrivilegeEscalation"] != false {
-                return refuse(
-                    format!("{at}.allowPrivilegeEscalation"),
-                    "must be false",
-                );
+                return refuse(format!("{at}.allowPrivilegeEscalation"), "must be false");
             }
             let non_root = match &context["runAsNonRoot"] {
                 Value::Bool(b) => *b,
@@ -412,10 +416,7 @@ impl PodPolicy {
             }
             let caps = &context["capabilities"];
             if !array(&caps["drop"]).iter().any(|c| c == "ALL") {
-                return refuse(
-                    format!("{at}.capabilities.drop"),
-                    "must include ALL",
-                );
+                return refuse(format!("{at}.capabilities.drop"), "must include ALL");
             }
             for (j, cap) in array(&caps["add"]).iter().enumerate() {
                 let cap = cap.as_str().unwrap_or_default();

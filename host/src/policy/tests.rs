@@ -240,8 +240,7 @@ fn a_rendered_claim_is_kept_by_retain_and_owned_by_delete() {
     assert!(m["labels"]["atoll.dev/retained-from"].is_null(), "{m}");
     assert_ne!(
         out[1]["metadata"]["annotations"][ANNOTATION_RENDERED],
-        policy.enforce(&owner(), &r).unwrap()[1]["metadata"]["annotations"]
-            [ANNOTATION_RENDERED],
+        policy.enforce(&owner(), &r).unwrap()[1]["metadata"]["annotations"][ANNOTATION_RENDERED],
         "switching the policy changes the fingerprint, so the claim is re-applied"
     );
 }

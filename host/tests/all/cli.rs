@@ -296,7 +296,14 @@ fn every_example_renders_under_the_restricted_pod_policy() {
         "examples/redis.yaml",
     ] {
         let out = atoll(
-            &["render", "-f", example, "-o", "json", "--pod-security=restricted"],
+            &[
+                "render",
+                "-f",
+                example,
+                "-o",
+                "json",
+                "--pod-security=restricted",
+            ],
             None,
         );
         assert!(
@@ -315,7 +322,11 @@ fn every_example_renders_under_the_restricted_pod_policy() {
             assert_eq!(spec["automountServiceAccountToken"], false, "{example}");
             for c in spec["containers"].as_array().unwrap() {
                 let sc = &c["securityContext"];
-                assert_eq!(sc["allowPrivilegeEscalation"], false, "{example} {}", c["name"]);
+                assert_eq!(
+                    sc["allowPrivilegeEscalation"], false,
+                    "{example} {}",
+                    c["name"]
+                );
                 assert_eq!(sc["runAsNonRoot"], true, "{example} {}", c["name"]);
                 assert_eq!(sc["capabilities"]["drop"][0], "ALL", "{example}");
                 assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{example}");
@@ -348,20 +359,37 @@ spec:
         "{err}"
     );
     assert!(err.contains("--pod-security=privileged"), "{err}");
-    let out = atoll(&["render", "-f", "-", "--pod-security=privileged"], Some(db));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = atoll(
+        &["render", "-f", "-", "--pod-security=privileged"],
+        Some(db),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn policy_flags_are_checked() {
     let out = atoll(
-        &["render", "-f", "examples/cache.yaml", "--pod-security=strict"],
+        &[
+            "render",
+            "-f",
+            "examples/cache.yaml",
+            "--pod-security=strict",
+        ],
         None,
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("privileged, baseline or restricted"));
     let out = atoll(
-        &["render", "-f", "examples/cache.yaml", "--allow-service-type=Public"],
+        &[
+            "render",
+            "-f",
+            "examples/cache.yaml",
+            "--allow-service-type=Public",
+        ],
         None,
     );
     assert!(!out.status.success());

@@ -185,10 +185,7 @@ plugin_property!(log_never_traps_and_renders_within_policy, "log");
 
 /// One setting of a generated pod: mostly what a restricted plugin renders,
 /// now and then one that Pod Security `baseline` refuses.
-fn rarely<T: std::fmt::Debug + Clone + 'static>(
-    usual: T,
-    unusual: T,
-) -> impl Strategy<Value = T> {
+fn rarely<T: std::fmt::Debug + Clone + 'static>(usual: T, unusual: T) -> impl Strategy<Value = T> {
     prop_oneof![19 => Just(usual), 1 => Just(unusual)]
 }
 
@@ -197,7 +194,10 @@ fn pod_spec() -> impl Strategy<Value = Value> {
     (
         rarely(Value::Null, json!(true)),
         rarely(Value::Null, json!(true)),
-        rarely(Value::Null, json!([{"name": "root", "hostPath": {"path": "/"}}])),
+        rarely(
+            Value::Null,
+            json!([{"name": "root", "hostPath": {"path": "/"}}]),
+        ),
         prop_oneof![
             18 => Just(Value::Null),
             1 => Just(json!("default")),
@@ -287,8 +287,10 @@ fn object() -> impl Strategy<Value = String> {
 /// The partition Services `fuzz-p1`, `fuzz-p2` a render binds, plus more
 /// objects, usually bound right.
 fn render() -> impl Strategy<Value = Rendered> {
-    let service =
-        |p: u32| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("fuzz-p{p}")}}).to_string();
+    let service = |p: u32| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("fuzz-p{p}")}})
+            .to_string()
+    };
     (
         prop::collection::vec(object(), 0..4),
         prop_oneof![9 => Just(None), 1 => bindings().prop_map(Some)],
@@ -306,7 +308,10 @@ fn render() -> impl Strategy<Value = Rendered> {
                     })
                     .collect()
             });
-            Rendered { objects, partitions }
+            Rendered {
+                objects,
+                partitions,
+            }
         })
 }
 
@@ -346,7 +351,10 @@ fn check_contained(out: &[Value]) -> Result<(), TestCaseError> {
         prop_assert_eq!(&o["metadata"]["labels"][LABEL_MANAGED_BY], "atoll");
         prop_assert_eq!(&o["metadata"]["labels"][LABEL_DATABASE], "fuzz");
         prop_assert_eq!(&o["metadata"]["ownerReferences"][0]["uid"], "u-1");
-        let kind = (o["apiVersion"].as_str().unwrap_or_default(), o["kind"].as_str().unwrap_or_default());
+        let kind = (
+            o["apiVersion"].as_str().unwrap_or_default(),
+            o["kind"].as_str().unwrap_or_default(),
+        );
         prop_assert!(
             matches!(
                 kind,
@@ -358,19 +366,37 @@ fn check_contained(out: &[Value]) -> Result<(), TestCaseError> {
             kind
         );
         if kind.1 == "Service" {
-            prop_assert!(matches!(o["spec"]["type"].as_str(), None | Some("ClusterIP")), "{}", o);
+            prop_assert!(
+                matches!(o["spec"]["type"].as_str(), None | Some("ClusterIP")),
+                "{}",
+                o
+            );
         }
         let pod = &o["spec"]["template"]["spec"];
         if pod.is_object() {
             prop_assert!(pod["hostNetwork"] != true, "{}", pod);
-            prop_assert!(matches!(pod["serviceAccountName"].as_str(), None | Some("default")), "{}", pod);
-            prop_assert!(pod["securityContext"]["seccompProfile"]["type"] != "Unconfined", "{}", pod);
+            prop_assert!(
+                matches!(pod["serviceAccountName"].as_str(), None | Some("default")),
+                "{}",
+                pod
+            );
+            prop_assert!(
+                pod["securityContext"]["seccompProfile"]["type"] != "Unconfined",
+                "{}",
+                pod
+            );
             for v in pod["volumes"].as_array().into_iter().flatten() {
                 prop_assert!(v["hostPath"].is_null(), "{}", pod);
             }
             for c in pod["containers"].as_array().into_iter().flatten() {
                 prop_assert!(c["securityContext"]["privileged"] != true, "{}", pod);
-                prop_assert!(!c["securityContext"]["capabilities"]["add"].to_string().contains("SYS_ADMIN"), "{}", pod);
+                prop_assert!(
+                    !c["securityContext"]["capabilities"]["add"]
+                        .to_string()
+                        .contains("SYS_ADMIN"),
+                    "{}",
+                    pod
+                );
                 for port in c["ports"].as_array().into_iter().flatten() {
                     prop_assert!(port["hostPort"].is_null(), "{}", pod);
                 }
@@ -401,7 +427,11 @@ fn policy_never_panics_and_what_passes_is_contained() {
                 "passed".to_string()
             }
             // The variant's name: what the refusals were about.
-            Err(e) => format!("{e:?}").split([' ', '(', '{']).next().unwrap_or_default().to_string(),
+            Err(e) => format!("{e:?}")
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         };
         *outcomes.lock().unwrap().entry(outcome).or_default() += 1;
         Ok(())
@@ -413,7 +443,10 @@ fn policy_never_panics_and_what_passes_is_contained() {
     let total: u32 = outcomes.values().sum();
     let passed = outcomes.get("passed").copied().unwrap_or(0);
     let share = f64::from(passed) / f64::from(total.max(1));
-    eprintln!("output policy: {passed} of {total} renders passed ({:.0}%); outcomes {outcomes:?}", share * 100.0);
+    eprintln!(
+        "output policy: {passed} of {total} renders passed ({:.0}%); outcomes {outcomes:?}",
+        share * 100.0
+    );
     assert!(
         share >= MIN_PASSING,
         "only {passed} of {total} renders passed the policy (< {:.0}%): the generator is off",

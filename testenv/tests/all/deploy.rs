@@ -542,7 +542,10 @@ const FORBIDDEN: &[Can] = &[
 /// What atoll must not do in kube-system when it watches one other
 /// namespace (watching all, RBAC cannot except any namespace).
 const NOT_IN_KUBE_SYSTEM: &[Can] = &[
-    no(&["create", "configmaps", "-n", "kube-system"], "not watched"),
+    no(
+        &["create", "configmaps", "-n", "kube-system"],
+        "not watched",
+    ),
     no(&["patch", "configmaps", "-n", "kube-system"], "not watched"),
     no(&["delete", "services", "-n", "kube-system"], "not watched"),
     no(
@@ -1162,26 +1165,42 @@ async fn chart_policy_values_add_both_the_flag_and_the_rule() {
     };
     let granted = writable(&rendered, "ClusterRole", "atoll");
     for resource in ["secrets", "persistentvolumeclaims"] {
-        assert!(granted.iter().any(|r| r == resource), "{resource} in {granted:?}");
+        assert!(
+            granted.iter().any(|r| r == resource),
+            "{resource} in {granted:?}"
+        );
     }
-    assert!(!granted.iter().any(|r| r == "serviceaccounts"), "{granted:?}");
+    assert!(
+        !granted.iter().any(|r| r == "serviceaccounts"),
+        "{granted:?}"
+    );
     // By default none of the three is writable.
     let default = objects(&helm_template("atoll", NAMESPACE, &[]).await).await;
     let granted = writable(&default, "ClusterRole", "atoll");
     for resource in ["secrets", "serviceaccounts", "persistentvolumeclaims"] {
-        assert!(!granted.iter().any(|r| r == resource), "{resource} in {granted:?}");
+        assert!(
+            !granted.iter().any(|r| r == resource),
+            "{resource} in {granted:?}"
+        );
     }
     // Watching one namespace, the rule goes to the Role there.
     let confined = objects(
         &helm_template(
             "atoll",
             NAMESPACE,
-            &["--set", "watchNamespace=shop,policy.allowServiceAccounts=true"],
+            &[
+                "--set",
+                "watchNamespace=shop,policy.allowServiceAccounts=true",
+            ],
         )
         .await,
     )
     .await;
-    assert!(writable(&confined, "Role", "atoll").iter().any(|r| r == "serviceaccounts"));
+    assert!(
+        writable(&confined, "Role", "atoll")
+            .iter()
+            .any(|r| r == "serviceaccounts")
+    );
     let plugins = find(&confined, "Role", "atoll-plugins");
     assert_eq!(plugins["metadata"]["namespace"], NAMESPACE);
 }

@@ -103,7 +103,19 @@ fn helm() -> std::path::PathBuf {
 
 /// A kubeconfig for the control plane that authenticates with `token`.
 async fn token_kubeconfig(token: &str, path: &std::path::Path) {
-    let out = kubectl(&["config", "view", "--raw", "--minify", "--flatten", "-o", "json"], None).await;
+    let out = kubectl(
+        &[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "--flatten",
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
     assert!(out.success, "{}", out.stderr);
     let mut config: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     config["users"][0]["user"] = serde_json::json!({ "token": token });
@@ -126,19 +138,41 @@ async fn the_binary_runs_under_the_charts_service_account_watching_one_namespace
 
     let chart = atoll_e2e::workspace().join("deploy/helm/atoll");
     let out = tokio::process::Command::new(helm())
-        .args(["template", &release, chart.to_str().unwrap(), "-n", home.name()])
+        .args([
+            "template",
+            &release,
+            chart.to_str().unwrap(),
+            "-n",
+            home.name(),
+        ])
         .args(["--set", &format!("watchNamespace={}", watched.name())])
-        .args(["-s", "templates/rbac.yaml", "-s", "templates/serviceaccount.yaml"])
+        .args([
+            "-s",
+            "templates/rbac.yaml",
+            "-s",
+            "templates/serviceaccount.yaml",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rbac = String::from_utf8(out.stdout).unwrap();
     let applied = kubectl(&["apply", "-n", home.name(), "-f", "-"], Some(&rbac)).await;
     assert!(applied.success, "{}", applied.stderr);
 
     let token = kubectl(
-        &["create", "token", &release, "-n", home.name(), "--duration=1h"],
+        &[
+            "create",
+            "token",
+            &release,
+            "-n",
+            home.name(),
+            "--duration=1h",
+        ],
         None,
     )
     .await;
@@ -150,7 +184,12 @@ async fn the_binary_runs_under_the_charts_service_account_watching_one_namespace
     let child = std::process::Command::new(atoll_e2e::atoll_bin())
         .args(["run", "--namespace", watched.name(), "--leader-elect"])
         .args(["--leader-election-lease", &release])
-        .args(["--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", home.name())
         .env("RUST_LOG", "atoll=info")
@@ -176,7 +215,10 @@ async fn the_binary_runs_under_the_charts_service_account_watching_one_namespace
     }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("leading: reconciling Databases"), "{text}");
-    assert!(!text.contains("forbidden"), "a request was forbidden:\n{text}");
+    assert!(
+        !text.contains("forbidden"),
+        "a request was forbidden:\n{text}"
+    );
     let _ = std::fs::remove_file(&kubeconfig);
     watched.cleanup().await;
     home.cleanup().await;

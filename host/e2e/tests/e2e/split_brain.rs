@@ -26,7 +26,12 @@ impl Replica {
             .args(["--leader-election-namespace", ns])
             .args(["--lease-duration", &format!("{}s", LEASE.as_secs())])
             .args(["--renew-period", "1s"])
-            .args(["--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
             .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
             .env("POD_NAME", name)
             .env("RUST_LOG", "atoll=info")
@@ -104,10 +109,7 @@ async fn a_paused_leader_writes_nothing_after_the_new_leader_took_over() {
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
     let ns = TestNamespace::new(&client, "split-brain").await;
     let n = ns.name();
-    let mut replicas = [
-        Replica::start("split-a", n),
-        Replica::start("split-b", n),
-    ];
+    let mut replicas = [Replica::start("split-a", n), Replica::start("split-b", n)];
     k(n, &["apply", "-f", "-"], Some(&example("raft"))).await;
     wait_ready(&client, n, "orders").await;
     let leader = holder(n).await;
@@ -156,7 +158,10 @@ async fn a_paused_leader_writes_nothing_after_the_new_leader_took_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let exited = resumed.elapsed();
-    assert!(!status.success(), "lost the Lease: a failure exit ({status})");
+    assert!(
+        !status.success(),
+        "lost the Lease: a failure exit ({status})"
+    );
     let old_log = replicas[lead].log();
     assert!(
         old_log.contains("stopped leading") || old_log.contains("leader fence fell"),

@@ -86,9 +86,21 @@ fn a_restricted_pod_passes_every_level() {
 #[test]
 fn baseline_refuses_each_known_escalation_with_its_field() {
     let cases = [
-        (format!("{POD}/hostNetwork"), json!(true), "spec.template.spec.hostNetwork"),
-        (format!("{POD}/hostPID"), json!(true), "spec.template.spec.hostPID"),
-        (format!("{POD}/hostIPC"), json!(true), "spec.template.spec.hostIPC"),
+        (
+            format!("{POD}/hostNetwork"),
+            json!(true),
+            "spec.template.spec.hostNetwork",
+        ),
+        (
+            format!("{POD}/hostPID"),
+            json!(true),
+            "spec.template.spec.hostPID",
+        ),
+        (
+            format!("{POD}/hostIPC"),
+            json!(true),
+            "spec.template.spec.hostIPC",
+        ),
         (
             format!("{POD}/volumes"),
             json!([{"name": "root", "hostPath": {"path": "/"}}]),
@@ -163,7 +175,10 @@ fn init_and_ephemeral_containers_are_judged_too() {
     for field in ["initContainers", "ephemeralContainers"] {
         let object = with(workload(), &format!("{POD}/{field}"), bad.clone());
         let (path, _) = verdict(PodSecurityLevel::Baseline, object).unwrap_err();
-        assert_eq!(path, format!("spec.template.spec.{field}[0].securityContext.privileged"));
+        assert_eq!(
+            path,
+            format!("spec.template.spec.{field}[0].securityContext.privileged")
+        );
     }
 }
 
@@ -185,7 +200,10 @@ fn capabilities_beyond_the_safe_set_need_a_flag() {
         ))
     );
     // restricted allows NET_BIND_SERVICE only
-    assert_eq!(verdict(PodSecurityLevel::Restricted, adding("NET_BIND_SERVICE")), Ok(()));
+    assert_eq!(
+        verdict(PodSecurityLevel::Restricted, adding("NET_BIND_SERVICE")),
+        Ok(())
+    );
     assert!(verdict(PodSecurityLevel::Restricted, adding("CHOWN")).is_err());
     let mut allowing = policy(PodSecurityLevel::Restricted);
     allowing.pods.extra_capabilities = vec!["SYS_ADMIN".into()];
@@ -228,7 +246,11 @@ fn restricted_refuses_what_baseline_allows() {
     ];
     for (pointer, value, field) in cases {
         let object = with(workload(), &pointer, value);
-        assert_eq!(verdict(PodSecurityLevel::Baseline, object.clone()), Ok(()), "{pointer}");
+        assert_eq!(
+            verdict(PodSecurityLevel::Baseline, object.clone()),
+            Ok(()),
+            "{pointer}"
+        );
         assert_eq!(
             verdict(PodSecurityLevel::Restricted, object),
             Err((field.to_string(), "--pod-security=baseline".to_string())),
@@ -249,7 +271,11 @@ fn restricted_refuses_what_baseline_allows() {
 #[test]
 fn service_accounts_are_default_rendered_or_named_by_a_flag() {
     let running_as = |account: &str| {
-        with(workload(), &format!("{POD}/serviceAccountName"), json!(account))
+        with(
+            workload(),
+            &format!("{POD}/serviceAccountName"),
+            json!(account),
+        )
     };
     // Even with no pod controls at all.
     let open = policy(PodSecurityLevel::Privileged);
@@ -262,13 +288,23 @@ fn service_accounts_are_default_rendered_or_named_by_a_flag() {
         "{err}"
     );
     let text = err.to_string();
-    assert!(text.contains("StatefulSet orders") && text.contains("--allow-service-account"), "{text}");
+    assert!(
+        text.contains("StatefulSet orders") && text.contains("--allow-service-account"),
+        "{text}"
+    );
     // The deprecated field is judged the same way.
-    let legacy = with(workload(), &format!("{POD}/serviceAccount"), json!("builder"));
+    let legacy = with(
+        workload(),
+        &format!("{POD}/serviceAccount"),
+        json!("builder"),
+    );
     assert!(judge(&open, vec![legacy]).is_err());
     // One the render creates (an opt-in kind) may be used.
-    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "orders-sa"}});
-    let allowing = open.clone().allowing([AllowedKind::new("v1", "ServiceAccount")]);
+    let account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "orders-sa"}});
+    let allowing = open
+        .clone()
+        .allowing([AllowedKind::new("v1", "ServiceAccount")]);
     assert!(judge(&allowing, vec![account, running_as("orders-sa")]).is_ok());
     let mut named = open;
     named.pods.service_accounts = vec!["orders-admin".into()];
@@ -300,25 +336,45 @@ fn services_stay_inside_the_cluster_unless_a_type_is_allowed() {
 
 #[test]
 fn token_secrets_are_never_allowed() {
-    let allowing = policy(PodSecurityLevel::Privileged).allowing([AllowedKind::new("v1", "Secret")]);
+    let allowing =
+        policy(PodSecurityLevel::Privileged).allowing([AllowedKind::new("v1", "Secret")]);
     let secret = |t: &str| {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-token",
                "annotations": {"kubernetes.io/service-account.name": "atoll"}}, "type": t})
     };
     assert!(judge(&allowing, vec![secret("Opaque")]).is_ok());
-    let err = judge(&allowing, vec![secret("kubernetes.io/service-account-token")]).unwrap_err();
-    assert!(matches!(&err, PolicyError::PodSecurity { field, .. } if field == "type"), "{err}");
+    let err = judge(
+        &allowing,
+        vec![secret("kubernetes.io/service-account-token")],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::PodSecurity { field, .. } if field == "type"),
+        "{err}"
+    );
 }
 
 #[test]
 fn secrets_service_accounts_and_claims_are_opt_in_kinds() {
     for (kind, object) in [
-        ("Secret", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-pw"}})),
-        ("ServiceAccount", json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "orders"}})),
-        ("PersistentVolumeClaim", json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "orders-data"}, "spec": {}})),
+        (
+            "Secret",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-pw"}}),
+        ),
+        (
+            "ServiceAccount",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "orders"}}),
+        ),
+        (
+            "PersistentVolumeClaim",
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "orders-data"}, "spec": {}}),
+        ),
     ] {
         assert!(
-            matches!(judge(&OutputPolicy::default(), vec![object.clone()]), Err(PolicyError::KindNotAllowed { .. })),
+            matches!(
+                judge(&OutputPolicy::default(), vec![object.clone()]),
+                Err(PolicyError::KindNotAllowed { .. })
+            ),
             "{kind}"
         );
         let allowing = OutputPolicy::default().allowing([AllowedKind::new("v1", kind)]);
@@ -335,17 +391,26 @@ fn pods_of_jobs_cron_jobs_and_bare_pods_are_found() {
         AllowedKind::new("batch/v1", "Job"),
     ]);
     for (object, field) in [
-        (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orders-x"}, "spec": bad_spec}),
-         "spec.hostNetwork"),
-        (json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "orders-x"},
+        (
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orders-x"}, "spec": bad_spec}),
+            "spec.hostNetwork",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "orders-x"},
                 "spec": {"template": {"spec": bad_spec}}}),
-         "spec.template.spec.hostNetwork"),
-        (json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "orders-x"},
+            "spec.template.spec.hostNetwork",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "orders-x"},
                 "spec": {"jobTemplate": {"spec": {"template": {"spec": bad_spec}}}}}),
-         "spec.jobTemplate.spec.template.spec.hostNetwork"),
+            "spec.jobTemplate.spec.template.spec.hostNetwork",
+        ),
     ] {
         let err = judge(&open_kinds, vec![object]).unwrap_err();
-        assert!(matches!(&err, PolicyError::PodSecurity { field: f, .. } if f == field), "{err}");
+        assert!(
+            matches!(&err, PolicyError::PodSecurity { field: f, .. } if f == field),
+            "{err}"
+        );
     }
 }
 
