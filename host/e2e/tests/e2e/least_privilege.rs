@@ -161,7 +161,7 @@ async fn the_binary_runs_under_the_charts_service_account_watching_one_namespace
         String::from_utf8_lossy(&out.stderr)
     );
     let rbac = String::from_utf8(out.stdout).unwrap();
-    let applied = kubectl(&["apply", "-n", home.name(), "-f", "-"], Some(&rbac)).await;
+    let applied = kubectl(&["apply", "-f", "-"], Some(&rbac)).await;
     assert!(applied.success, "{}", applied.stderr);
 
     let token = kubectl(
