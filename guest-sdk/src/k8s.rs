@@ -4,6 +4,17 @@
 //! push the results into an [`Output`](crate::Output). Builders set only what a
 //! plugin asked for plus safe defaults; the host adds namespace, owner
 //! references and atoll's labels.
+//!
+//! Pods meet the Pod Security Standards' `restricted` level by default, so
+//! they pass the host's output policy at any `--pod-security` level: every
+//! container runs as a non-root user ([`DEFAULT_USER`] unless
+//! [`PodBuilder::run_as`] names the image's own), without privilege
+//! escalation, with every capability dropped and the runtime's default
+//! seccomp profile; the pod mounts no ServiceAccount token (storage nodes do
+//! not call the Kubernetes API) and its volumes belong to the user's group
+//! (`fsGroup`). The user and the container-level settings are set on each
+//! container too, so they hold when a Database's `spec.pod.securityContext`
+//! replaces the pod's.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +23,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -124,7 +136,34 @@ impl Resources {
     }
 }
 
-/// Builds a [`Container`].
+/// The user (and group) pods run as unless [`PodBuilder::run_as`] says
+/// otherwise: any non-root id works for images that need no particular
+/// user, and a numeric one lets the kubelet verify `runAsNonRoot`.
+pub const DEFAULT_USER: i64 = 1000;
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_string(),
+        ..Default::default()
+    }
+}
+
+/// A container's `restricted` security context: non-root, no privilege
+/// escalation, no capabilities, the runtime's seccomp profile.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..Default::default()
+    }
+}
+
+/// Builds a [`Container`], `restricted` by default (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ContainerBuilder(Container);
 
@@ -134,6 +173,7 @@ impl ContainerBuilder {
         ContainerBuilder(Container {
             name: name.to_string(),
             image: Some(image.to_string()),
+            security_context: Some(restricted_container()),
             ..Default::default()
         })
     }
@@ -289,11 +329,14 @@ pub fn anti_affinity(selector_labels: &Labels, topology_key: &str, required: boo
     }
 }
 
-/// Builds the pod template shared by StatefulSets and Deployments.
+/// Builds the pod template shared by StatefulSets and Deployments,
+/// `restricted` by default (see the module docs).
 #[derive(Debug, Clone)]
 pub struct PodBuilder {
     labels: Labels,
     spec: PodSpec,
+    /// User and group every container runs as, and the volumes' group.
+    user: (i64, i64),
 }
 
 impl PodBuilder {
@@ -301,8 +344,19 @@ impl PodBuilder {
     pub fn new(labels: &Labels) -> Self {
         PodBuilder {
             labels: labels.clone(),
-            spec: PodSpec::default(),
+            spec: PodSpec {
+                automount_service_account_token: Some(false),
+                ..Default::default()
+            },
+            user: (DEFAULT_USER, DEFAULT_USER),
         }
+    }
+
+    /// Run as `uid`:`gid` (non-zero), the user an image's files belong to,
+    /// e.g. 999:999 for the official redis image; volumes get group `gid`.
+    pub fn run_as(mut self, uid: i64, gid: i64) -> Self {
+        self.user = (uid, gid);
+        self
     }
 
     pub fn container(mut self, container: Container) -> Self {
@@ -348,7 +402,25 @@ impl PodBuilder {
         self.spec.volumes.get_or_insert_with(Vec::new).push(volume);
     }
 
-    pub fn build(self) -> PodTemplateSpec {
+    pub fn build(mut self) -> PodTemplateSpec {
+        let (uid, gid) = self.user;
+        // On each container too, so a Database's `spec.pod.securityContext`
+        // (which replaces the pod's) leaves the user in place.
+        for container in self.spec.containers.iter_mut() {
+            let context = container
+                .security_context
+                .get_or_insert_with(SecurityContext::default);
+            context.run_as_user.get_or_insert(uid);
+            context.run_as_group.get_or_insert(gid);
+        }
+        self.spec.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(uid),
+            run_as_group: Some(gid),
+            fs_group: Some(gid),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..Default::default()
+        });
         PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: Some(self.labels),

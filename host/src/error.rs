@@ -134,6 +134,18 @@ pub enum PolicyError {
 
     #[error("partition bindings are wrong: {0}")]
     Bindings(String),
+
+    #[error("{kind} {name}: {field} {problem}; to allow it: {allow}")]
+    PodSecurity {
+        kind: String,
+        name: String,
+        /// Path of the offending field inside the object, e.g.
+        /// `spec.template.spec.containers[0].securityContext.privileged`.
+        field: String,
+        problem: String,
+        /// The `atoll run`/`atoll render` flag (and Helm value) relaxing it.
+        allow: String,
+    },
 }
 
 /// Rendering a Database failed; says whose fault and what to do.

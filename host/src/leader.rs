@@ -46,13 +46,18 @@
 //!   holder died long ago (it cannot know the record is stale).
 //! - Leader election is cooperative: it only helps if the controller stops
 //!   writing (stops reconciling, abandons in-flight work) as soon as
-//!   `is_leader` turns `false`, and starts only when it turns `true`. Writes
-//!   already in flight at that moment may still land; they must fit the
-//!   margin above.
+//!   `is_leader` turns `false`, and starts only when it turns `true`. A
+//!   [`fence::Fence`] given to the candidate ([`LeaderElection::fence`])
+//!   makes that hold for a leader that never learns it lost (paused,
+//!   partitioned): its writes are refused from `lease_duration −
+//!   renew_period` after the start of its last successful renewal, before
+//!   any rival may take over.
 //! - Releasing on shutdown hands over at once: stop the controller *before*
 //!   resolving the `shutdown` future given to [`LeaderElection::run`].
 //! - Identities must be unique per process; [`default_identity`] adds a
 //!   per-process suffix to the pod name for that reason.
+
+pub mod fence;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,6 +109,10 @@ pub struct LeaderElection {
     /// Time between renewals while leading, and between attempts otherwise;
     /// also the time limit of one attempt.
     pub renew_period: Duration,
+    /// Extended after each successful renewal to `lease_duration −
+    /// renew_period` past the renewal's start, closed on any failure or on
+    /// shutdown (`None`: no fence).
+    pub fence: Option<fence::Fence>,
 }
 
 impl std::fmt::Debug for LeaderElection {
@@ -114,6 +123,7 @@ impl std::fmt::Debug for LeaderElection {
             .field("identity", &self.identity)
             .field("lease_duration", &self.lease_duration)
             .field("renew_period", &self.renew_period)
+            .field("fence", &self.fence.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +160,7 @@ impl LeaderElection {
             identity: identity.into(),
             lease_duration: DEFAULT_LEASE_DURATION,
             renew_period: DEFAULT_RENEW_PERIOD,
+            fence: None,
         }
     }
 
@@ -229,6 +240,13 @@ impl LeaderElection {
                     false
                 }
             };
+            if let Some(fence) = &self.fence {
+                if now_leading {
+                    fence.extend(self.fence_deadline(started));
+                } else {
+                    fence.close();
+                }
+            }
             if now_leading != leading {
                 if now_leading {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became the leader");
@@ -248,6 +266,9 @@ impl LeaderElection {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(started + wait) => {}
             }
+        }
+        if let Some(fence) = &self.fence {
+            fence.close();
         }
         publish(&is_leader, false);
         match tokio::time::timeout(self.renew_period, self.release(&api)).await {
@@ -366,6 +387,14 @@ impl LeaderElection {
         }
     }
 
+    /// Until when a renewal attempt that started at `started` and
+    /// succeeded lets this candidate write: `lease_duration − renew_period`
+    /// later, at least `renew_period` before a rival may take over (rivals
+    /// count from when they see the renewal, after `started`).
+    fn fence_deadline(&self, started: Instant) -> Instant {
+        started + self.lease_duration.saturating_sub(self.renew_period)
+    }
+
     /// `lease_duration` in whole seconds, rounded up (never shorter).
     fn lease_seconds(&self) -> i32 {
         let d = self.lease_duration;
@@ -464,6 +493,20 @@ mod tests {
             unnamed.validate(),
             Err(LeaderError::Empty("identity"))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_fence_falls_a_renew_period_before_a_rival_may_take_over() {
+        let e = candidate(DEFAULT_LEASE_DURATION, DEFAULT_RENEW_PERIOD);
+        let started = Instant::now();
+        let deadline = e.fence_deadline(started);
+        // A rival sees the renewal no earlier than `started` and takes over
+        // no sooner than `lease_duration` after that.
+        let earliest_takeover = started + e.lease_duration;
+        assert_eq!(earliest_takeover - deadline, e.renew_period);
+        // Renewals come every renew_period, so a healthy leader's fence
+        // never falls: the next renewal starts before the deadline.
+        assert!(started + e.renew_period < deadline);
     }
 
     #[tokio::test]

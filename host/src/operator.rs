@@ -16,6 +16,11 @@
 //!   [`OperatorError::LostLease`] (so the process exits and restarts as a
 //!   candidate, like client-go); the Lease is released only after the
 //!   controller stopped writing.
+//! - A replica that cannot know it lost (paused, cut off) stops writing
+//!   anyway: the controller's writes go through a fence that falls
+//!   `lease_duration − renew_period` after the last successful renewal
+//!   started, before a rival may take over; reconciles in flight are
+//!   cancelled then ([`crate::leader::fence`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::controller::{self, Context};
 use crate::grpc::TlsFiles;
+use crate::leader::fence::{Fence, fenced_client};
 use crate::leader::{LeaderElection, LeaderError};
 use crate::plugin::source::Scope;
 use crate::plugin::{Limits, PluginSource, Registry, Runtime, records};
@@ -59,6 +65,8 @@ pub struct Config {
     pub publish_plugin_records: bool,
     /// How plugins are loaded and sandboxed.
     pub plugins: PluginConfig,
+    /// What plugins may render (kinds, bounds, pod security).
+    pub policy: OutputPolicy,
     /// Observe children by listing rather than from watch caches: only to
     /// measure what the caches save.
     #[cfg(feature = "observe-by-listing")]
@@ -80,6 +88,7 @@ impl Config {
             plugin_configmaps: None,
             publish_plugin_records: false,
             plugins: PluginConfig::default(),
+            policy: OutputPolicy::default(),
             #[cfg(feature = "observe-by-listing")]
             observe_by_listing: false,
         }
@@ -197,9 +206,21 @@ impl PluginConfig {
     /// # Errors
     /// As [`PluginConfig::registry`].
     pub fn renderer(&self, cluster_domain: &str) -> Result<Arc<Renderer>, PluginError> {
+        self.renderer_with(cluster_domain, OutputPolicy::default())
+    }
+
+    /// A renderer over [`PluginConfig::registry`] enforcing `policy`.
+    ///
+    /// # Errors
+    /// As [`PluginConfig::registry`].
+    pub fn renderer_with(
+        &self,
+        cluster_domain: &str,
+        policy: OutputPolicy,
+    ) -> Result<Arc<Renderer>, PluginError> {
         Ok(Arc::new(Renderer {
             registry: self.registry()?,
-            policy: OutputPolicy::default(),
+            policy,
             cluster_domain: cluster_domain.to_string(),
         }))
     }
@@ -233,6 +254,8 @@ pub enum OperatorError {
 /// The operator, built and ready to [`run`](Operator::run).
 pub struct Operator {
     config: Config,
+    /// Unfenced: for the servers, the elector and the plugin source.
+    client: kube::Client,
     ctx: Arc<Context>,
     identity: String,
     ready: watch::Sender<bool>,
@@ -249,7 +272,9 @@ impl Operator {
     /// plugins that do not load.
     pub async fn new(config: Config) -> Result<Self, OperatorError> {
         let identity = crate::leader::default_identity();
-        let renderer = config.plugins.renderer(&config.cluster_domain)?;
+        let renderer = config
+            .plugins
+            .renderer_with(&config.cluster_domain, config.policy.clone())?;
         let mut kube_config = kube::Config::infer().await?;
         let agent = format!("atoll/{} ({identity})", env!("CARGO_PKG_VERSION"));
         let agent = http::HeaderValue::from_str(&agent)
@@ -265,9 +290,20 @@ impl Operator {
 
     /// An operator over an existing client and renderer (tests and
     /// benchmarks share one renderer across operators this way).
+    ///
+    /// With leader election the controller writes through
+    /// [`fenced_client`]: its writes stop at the fence, before a rival may
+    /// take the Lease; the gRPC server, the elector and the plugin source
+    /// keep the plain client (every replica serves and renews).
     pub fn with_client(config: Config, client: kube::Client, renderer: Arc<Renderer>) -> Self {
+        let fence = match config.leader_election {
+            Some(_) => Fence::closed(),
+            None => Fence::open(),
+        };
+        let fenced = fenced_client(client.clone(), fence.clone());
         #[cfg_attr(not(feature = "observe-by-listing"), allow(unused_mut))]
-        let mut ctx = Context::new(client, renderer);
+        let mut ctx = Context::new(fenced, renderer);
+        ctx.fence = fence;
         ctx.concurrency = config.max_concurrent_reconciles;
         #[cfg(feature = "observe-by-listing")]
         {
@@ -275,6 +311,7 @@ impl Operator {
         }
         Operator {
             config,
+            client,
             ctx: Arc::new(ctx),
             identity: crate::leader::default_identity(),
             ready: watch::channel(false).0,
@@ -309,11 +346,11 @@ impl Operator {
     ) -> Result<(), OperatorError> {
         let Operator {
             config,
+            client,
             ctx,
             identity,
             ready,
         } = self;
-        let client = ctx.client.clone();
         // One signal fans out to the servers, the elector and the controller.
         let stop = shutdown.shared();
 
@@ -408,6 +445,7 @@ impl Operator {
                     LeaderElection::new(client.clone(), &le.namespace, &le.lease, identity.clone());
                 election.lease_duration = le.lease_duration;
                 election.renew_period = le.renew_period;
+                election.fence = Some(ctx.fence.clone());
                 let stopped = async move {
                     let _ = elector_stop_rx.wait_for(|s| *s).await;
                 };
@@ -434,9 +472,14 @@ impl Operator {
             let (lost_tx, lost_rx) = watch::channel(false);
             let mut leader = leader_rx.clone();
             let stop = stop.clone();
+            let fence = ctx.fence.clone();
             controller::run(Arc::clone(&ctx), config.namespace.as_deref(), async move {
                 tokio::select! {
                     Ok(_) = leader.wait_for(|l| !*l) => { let _ = lost_tx.send(true); }
+                    () = fence.lapsed() => {
+                        tracing::warn!("the leader fence fell (no renewal in lease duration − renew period): writes refused, stopping");
+                        let _ = lost_tx.send(true);
+                    }
                     _ = stop => {}
                 }
             })

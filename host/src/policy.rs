@@ -5,9 +5,23 @@
 //! Database's namespace (absent namespaces are filled in), is named after the
 //! Database, appears once, does not take a name the host keeps for itself
 //! (the partition-group Service `<db>`, see `controller::discovery`), and
-//! the whole output stays within count and byte bounds. The host then stamps atoll's labels and an owner reference to the
-//! Database on every object, replacing whatever the plugin set there.
+//! the whole output stays within count and byte bounds, and what the pods,
+//! Services and Secrets of the render may do passes [`pod_security`]. The
+//! host then stamps atoll's labels and an owner reference to the Database on
+//! every object, replacing whatever the plugin set there.
+//!
+//! The pod rules judge what would be applied: [`OutputPolicy::enforce`]
+//! checks the plugin's render, and the renderer checks again after the
+//! Database's `spec.pod` overrides (its `securityContext` replaces the
+//! plugin's), refusing there as an invalid Database spec.
+//!
+//! By default plugins may render only what the built-in plugins render:
+//! StatefulSets, Deployments, Services, ConfigMaps and
+//! PodDisruptionBudgets. Secrets, ServiceAccounts and PersistentVolumeClaims
+//! are opt-in (`--allow-kind`), as is any other kind, and each needs the
+//! matching RBAC rule (the Helm chart's `policy.allow*` values add both).
 
+pub mod pod_security;
 pub mod retention;
 
 use std::collections::BTreeSet;
@@ -20,6 +34,7 @@ use crate::api::{
 };
 use crate::contract::{PartitionBinding, Rendered};
 use crate::error::PolicyError;
+pub use pod_security::{PodPolicy, PodSecurityLevel};
 
 /// A kind plugins may render.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +44,8 @@ pub struct AllowedKind {
 }
 
 impl AllowedKind {
-    fn new(api_version: &str, kind: &str) -> Self {
+    /// `kind` of `api_version`.
+    pub fn new(api_version: &str, kind: &str) -> Self {
         AllowedKind {
             api_version: api_version.into(),
             kind: kind.into(),
@@ -61,24 +77,29 @@ pub struct OutputPolicy {
     pub max_objects: usize,
     /// Most bytes of JSON one render may produce, all objects together.
     pub max_bytes: usize,
+    /// What rendered pods, Services and Secrets may do.
+    pub pods: PodPolicy,
+}
+
+/// The kinds the built-in plugins render: the default allowed kinds.
+pub fn default_kinds() -> Vec<AllowedKind> {
+    vec![
+        AllowedKind::new("apps/v1", "StatefulSet"),
+        AllowedKind::new("apps/v1", "Deployment"),
+        AllowedKind::new("v1", "Service"),
+        AllowedKind::new("v1", "ConfigMap"),
+        AllowedKind::new("policy/v1", "PodDisruptionBudget"),
+    ]
 }
 
 impl Default for OutputPolicy {
     fn default() -> Self {
         OutputPolicy {
-            allowed_kinds: vec![
-                AllowedKind::new("apps/v1", "StatefulSet"),
-                AllowedKind::new("apps/v1", "Deployment"),
-                AllowedKind::new("v1", "Service"),
-                AllowedKind::new("v1", "ConfigMap"),
-                AllowedKind::new("policy/v1", "PodDisruptionBudget"),
-                AllowedKind::new("v1", "PersistentVolumeClaim"),
-                AllowedKind::new("v1", "Secret"),
-                AllowedKind::new("v1", "ServiceAccount"),
-            ],
+            allowed_kinds: default_kinds(),
             // raft at 1024 partitions and 1024 clusters renders 5120 objects.
             max_objects: 8192,
             max_bytes: 16 << 20,
+            pods: PodPolicy::default(),
         }
     }
 }
@@ -96,6 +117,16 @@ pub struct Owner<'a> {
 }
 
 impl OutputPolicy {
+    /// This policy also allowing `kinds` (duplicates are ignored).
+    pub fn allowing(mut self, kinds: impl IntoIterator<Item = AllowedKind>) -> Self {
+        for kind in kinds {
+            if !self.allowed_kinds.contains(&kind) {
+                self.allowed_kinds.push(kind);
+            }
+        }
+        self
+    }
+
     /// Check `rendered` for `owner` and return the objects to apply, with
     /// namespace, labels and owner reference set.
     ///
@@ -195,6 +226,7 @@ impl OutputPolicy {
             objects.push(object);
         }
         check_bindings(owner.partitions, &rendered.partitions, &services)?;
+        self.pods.check(&objects)?;
         Ok(objects)
     }
 }

@@ -1,5 +1,6 @@
 //! From a Database to the objects atoll applies: spec checks, plugin render,
-//! output policy, pod overrides (`spec.pod`), config checksums, and the
+//! output policy, pod overrides (`spec.pod`, then the policy's pod rules
+//! again on the result), config checksums, and the
 //! Partition objects derived from partition bindings.
 //!
 //! The operator and the offline `atoll render` command both go through
@@ -182,6 +183,14 @@ impl Renderer {
                 })?;
         if let Some(pod) = &db.spec.pod {
             pod_overrides::apply(&mut objects, pod).map_err(RenderError::Invalid)?;
+            // The pod rules judge what would be applied: the plugin's render
+            // passed them, so a refusal now is the Database's `spec.pod`.
+            self.policy.pods.check(&objects).map_err(|error| {
+                RenderError::Invalid(vec![violation(
+                    "spec.pod",
+                    format!("makes a pod break the output policy: {error}"),
+                )])
+            })?;
         }
         let mut desired = Desired {
             plugin: PluginRef {

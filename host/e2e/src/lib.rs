@@ -57,6 +57,7 @@ use std::time::Duration;
 use atoll::api::{self, Database};
 use atoll::controller::Context;
 use atoll::operator::{Config, OperatorError, PluginConfig, PluginConfigMaps};
+use atoll::policy::OutputPolicy;
 use atoll::render::Renderer;
 use atoll_testenv::{kubectl, wait_for};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -112,7 +113,18 @@ impl Operator {
     /// present were loaded. Writes StoragePlugin records: hold
     /// [`plugin_records_shared`] (or exclusive) while it runs.
     pub async fn start_with_plugin_source(client: &Client, namespace: &str) -> Self {
-        let config = plugin_source_config(namespace);
+        Self::start_with_plugin_source_policy(client, namespace, OutputPolicy::default()).await
+    }
+
+    /// [`Operator::start_with_plugin_source`] enforcing `policy` (a test
+    /// plugin rendering an opt-in kind, for example).
+    pub async fn start_with_plugin_source_policy(
+        client: &Client,
+        namespace: &str,
+        policy: OutputPolicy,
+    ) -> Self {
+        let mut config = plugin_source_config(namespace);
+        config.policy = policy;
         let renderer = own_renderer(&config);
         Self::start_config(client, config, renderer).await
     }
@@ -193,7 +205,7 @@ fn plugin_source_config(namespace: &str) -> Config {
 fn own_renderer(config: &Config) -> Arc<Renderer> {
     config
         .plugins
-        .renderer(&config.cluster_domain)
+        .renderer_with(&config.cluster_domain, config.policy.clone())
         .expect("the built-in plugins load")
 }
 

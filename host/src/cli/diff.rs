@@ -37,11 +37,10 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::PluginArgs;
-use super::offline::{OFFLINE_UID, output_policy, read_databases};
+use super::offline::{OFFLINE_UID, read_databases};
 use crate::api::{Database, FIELD_MANAGER};
 use crate::controller::observe::{self, Key, Kind, key};
 use crate::controller::{Context, configs, converge, discovery, plan};
-use crate::policy::AllowedKind;
 use crate::render::Renderer;
 
 /// Nothing would change.
@@ -65,10 +64,9 @@ pub struct DiffArgs {
     /// `atoll run` is given it).
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// Kinds plugins may render, as <apiVersion>/<Kind> (as `atoll run` is
-    /// given them); default: those of `atoll render --help`.
-    #[arg(long = "allow-kind", value_name = "API_VERSION/KIND")]
-    allowed_kinds: Vec<AllowedKind>,
+    /// What plugins may render (give it as `atoll run` is given it).
+    #[command(flatten)]
+    policy: super::PolicyArgs,
     /// Unchanged lines shown around each change.
     #[arg(long, value_name = "LINES", default_value_t = 3)]
     context: usize,
@@ -107,7 +105,7 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
     let databases = read_databases(&args.files)?;
     let renderer = Arc::new(Renderer {
         registry: args.plugins.config().registry()?,
-        policy: output_policy(args.allowed_kinds),
+        policy: args.policy.policy(),
         cluster_domain: args.cluster_domain,
     });
     tokio::runtime::Runtime::new()?.block_on(async {

@@ -23,7 +23,7 @@ use crate::PluginError;
 use crate::grpc::{GrpcLimits, Liveness, TlsFiles};
 use crate::operator::{Config, GrpcConfig, LeaderElectionConfig, PluginConfig, PluginConfigMaps};
 use crate::plugin::{CompileLimits, CompileWorker, Limits, Runtime, SealKey};
-use crate::policy::AllowedKind;
+use crate::policy::{AllowedKind, OutputPolicy, PodPolicy, PodSecurityLevel};
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +113,58 @@ pub struct RunArgs {
     grpc: GrpcArgs,
     #[command(flatten)]
     plugins: PluginArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// What plugins may render: the output policy (see docs/plugins.md,
+/// "Output policy"). The defaults allow what the built-in plugins render
+/// and pods meeting Pod Security `baseline`; each flag relaxes one rule.
+#[derive(Args, Clone)]
+pub struct PolicyArgs {
+    /// A kind plugins may render besides the defaults (StatefulSet,
+    /// Deployment, Service, ConfigMap, PodDisruptionBudget), as
+    /// <apiVersion>/<Kind>, e.g. v1/Secret, v1/ServiceAccount or
+    /// v1/PersistentVolumeClaim; repeat for several. atoll needs RBAC to
+    /// write and watch each.
+    #[arg(long = "allow-kind", value_name = "API_VERSION/KIND")]
+    allowed_kinds: Vec<AllowedKind>,
+    /// Pod Security Standards level rendered pods must meet: restricted,
+    /// baseline (no host namespaces, privileged containers, hostPath,
+    /// hostPort or added capabilities beyond baseline's list) or privileged
+    /// (no pod checks).
+    #[arg(long, value_name = "LEVEL", default_value = "baseline", value_parser = pod_security_level)]
+    pod_security: PodSecurityLevel,
+    /// A capability containers may add beyond the level's list, e.g.
+    /// SYS_RESOURCE; repeat for several.
+    #[arg(long = "allow-capability", value_name = "CAPABILITY")]
+    allowed_capabilities: Vec<String>,
+    /// A Service type plugins may render besides ClusterIP (headless
+    /// included): NodePort, LoadBalancer or ExternalName; repeat for several.
+    #[arg(long = "allow-service-type", value_name = "TYPE", value_parser = ["NodePort", "LoadBalancer", "ExternalName"])]
+    allowed_service_types: Vec<String>,
+    /// A ServiceAccount rendered pods may run as besides `default` and those
+    /// the same render creates; repeat for several.
+    #[arg(long = "allow-service-account", value_name = "NAME")]
+    allowed_service_accounts: Vec<String>,
+}
+
+fn pod_security_level(s: &str) -> Result<PodSecurityLevel, String> {
+    s.parse()
+}
+
+impl PolicyArgs {
+    /// The output policy these flags describe.
+    pub fn policy(&self) -> OutputPolicy {
+        let mut policy = OutputPolicy::default().allowing(self.allowed_kinds.iter().cloned());
+        policy.pods = PodPolicy {
+            level: self.pod_security,
+            extra_capabilities: self.allowed_capabilities.clone(),
+            service_types: self.allowed_service_types.clone(),
+            service_accounts: self.allowed_service_accounts.clone(),
+        };
+        policy
+    }
 }
 
 /// The gRPC API (served by every replica, leader or not).
@@ -395,6 +447,7 @@ impl RunArgs {
             }),
             publish_plugin_records: true,
             plugins: self.plugins.run_config(),
+            policy: self.policy.policy(),
             #[cfg(feature = "observe-by-listing")]
             observe_by_listing: false,
         }
@@ -413,11 +466,8 @@ pub struct RenderArgs {
     /// Cluster DNS domain used in host names and partition endpoints.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// Kinds plugins may render, as <apiVersion>/<Kind>; repeat to list
-    /// several. Defaults to StatefulSet, Deployment, Service, ConfigMap,
-    /// PodDisruptionBudget, PersistentVolumeClaim, Secret and ServiceAccount.
-    #[arg(long = "allow-kind", value_name = "API_VERSION/KIND")]
-    allowed_kinds: Vec<AllowedKind>,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
     #[command(flatten)]
     plugins: PluginArgs,
 }

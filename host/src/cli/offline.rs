@@ -9,7 +9,6 @@ use kube::ResourceExt;
 
 use super::{Format, PluginArgs, RenderArgs, SandboxArgs};
 use crate::api::Database;
-use crate::policy::{AllowedKind, OutputPolicy};
 use crate::render::Renderer;
 
 /// A uid for offline renders, so owner references are complete; the
@@ -22,9 +21,10 @@ pub(crate) const OFFLINE_UID: &str = "00000000-0000-0000-0000-000000000000";
 /// A file cannot be read, a manifest is invalid, or a render fails.
 pub fn render(args: RenderArgs) -> Result<()> {
     let databases = read_databases(&args.files)?;
+    let policy = args.policy.policy();
     let renderer = Renderer {
         registry: args.plugins.config().registry()?,
-        policy: output_policy(args.allowed_kinds),
+        policy,
         cluster_domain: args.cluster_domain,
     };
 
@@ -90,15 +90,6 @@ pub(crate) fn read_databases(files: &[String]) -> Result<Vec<(String, Database)>
         }
     }
     Ok(databases)
-}
-
-/// The default output policy, with `--allow-kind` replacing its kinds.
-pub(crate) fn output_policy(allowed_kinds: Vec<AllowedKind>) -> OutputPolicy {
-    let mut policy = OutputPolicy::default();
-    if !allowed_kinds.is_empty() {
-        policy.allowed_kinds = allowed_kinds;
-    }
-    policy
 }
 
 /// Write to stdout; a closed pipe (`atoll render ... | head`) is not an error.

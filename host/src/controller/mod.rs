@@ -78,6 +78,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("a plugin call panicked the worker thread: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cancelled: the leader fence fell (this replica may have lost the Lease)")]
+    Fenced,
 }
 
 impl Error {
@@ -102,6 +104,10 @@ pub struct Context {
     pub requeue: Requeue,
     /// Plugin answers kept for unchanged inputs (`render` and `status`).
     pub memos: Memos,
+    /// Whether this replica may still write as the leader: reconciles in
+    /// flight are cancelled when it falls (see [`crate::leader::fence`]).
+    /// `client` should be the same fence's [`fenced_client`](crate::leader::fence::fenced_client).
+    pub fence: crate::leader::fence::Fence,
     /// The watch caches of children while [`run`] runs; reconciles outside
     /// it (tests, tools) list children instead.
     caches: RwLock<Option<Arc<Children>>>,
@@ -145,6 +151,7 @@ impl Context {
             concurrency: DEFAULT_CONCURRENCY,
             requeue: Requeue::default(),
             memos: Memos::default(),
+            fence: crate::leader::fence::Fence::open(),
             caches: RwLock::new(None),
             written: Arc::default(),
             status_written: Default::default(),

@@ -123,7 +123,7 @@ pub async fn run(
         ))
         .reconcile_all_on(reconcile_all)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::clone(&ctx))
+        .run(fenced_reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(database = %object, "reconciled"),
@@ -245,6 +245,22 @@ async fn watch_children(
                 }
             }
         }
+    }
+}
+
+/// [`reconcile`], cancelled where it stands when the leader fence falls:
+/// its writes would be refused anyway, and a reconcile waiting on a plugin
+/// call or a slow API answer should not hold the controller's shutdown.
+async fn fenced_reconcile(db: Arc<Database>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let fence = ctx.fence.clone();
+    let name = db.name_any();
+    tokio::select! {
+        biased;
+        () = fence.lapsed() => {
+            tracing::warn!(database = %name, "reconcile cancelled: the leader fence fell");
+            Err(Error::Fenced)
+        }
+        result = reconcile(db, ctx) => result,
     }
 }
 

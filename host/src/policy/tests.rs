@@ -1,3 +1,5 @@
+mod pod_security;
+
 use super::*;
 use crate::contract::{PartitionBinding, Placement};
 
@@ -220,7 +222,9 @@ fn a_rendered_claim_is_kept_by_retain_and_owned_by_delete() {
     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "orders-data"}, "spec": {}});
     let r = rendered(vec![service("orders-p1"), pvc]);
-    let out = OutputPolicy::default().enforce(&owner(), &r).unwrap();
+    let policy =
+        OutputPolicy::default().allowing([AllowedKind::new("v1", "PersistentVolumeClaim")]);
+    let out = policy.enforce(&owner(), &r).unwrap();
     let m = &out[1]["metadata"];
     assert!(m["ownerReferences"].is_null(), "{m}");
     assert_eq!(m["labels"]["atoll.dev/retained-from"], "u-1");
@@ -230,14 +234,13 @@ fn a_rendered_claim_is_kept_by_retain_and_owned_by_delete() {
         deletion: DeletionPolicy::Delete,
         ..owner()
     };
-    let out = OutputPolicy::default().enforce(&delete, &r).unwrap();
+    let out = policy.enforce(&delete, &r).unwrap();
     let m = &out[1]["metadata"];
     assert_eq!(m["ownerReferences"][0]["uid"], "u-1");
     assert!(m["labels"]["atoll.dev/retained-from"].is_null(), "{m}");
     assert_ne!(
         out[1]["metadata"]["annotations"][ANNOTATION_RENDERED],
-        OutputPolicy::default().enforce(&owner(), &r).unwrap()[1]["metadata"]["annotations"]
-            [ANNOTATION_RENDERED],
+        policy.enforce(&owner(), &r).unwrap()[1]["metadata"]["annotations"][ANNOTATION_RENDERED],
         "switching the policy changes the fingerprint, so the claim is re-applied"
     );
 }

@@ -283,3 +283,114 @@ fn an_invalid_spec_pod_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+/// Every example Database renders under `--pod-security=restricted`: the
+/// built-in plugins' pods meet the Pod Security Standards' `restricted`.
+#[test]
+fn every_example_renders_under_the_restricted_pod_policy() {
+    for example in [
+        "examples/raft.yaml",
+        "examples/cache.yaml",
+        "examples/log.yaml",
+        "examples/primary-backup.yaml",
+        "examples/redis.yaml",
+    ] {
+        let out = atoll(
+            &[
+                "render",
+                "-f",
+                example,
+                "-o",
+                "json",
+                "--pod-security=restricted",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let objects: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let pods: Vec<&Value> = objects
+            .iter()
+            .filter_map(|o| o["spec"]["template"]["spec"].as_object().map(|_| o))
+            .collect();
+        assert!(!pods.is_empty(), "{example} renders pods");
+        for o in pods {
+            let spec = &o["spec"]["template"]["spec"];
+            assert_eq!(spec["automountServiceAccountToken"], false, "{example}");
+            for c in spec["containers"].as_array().unwrap() {
+                let sc = &c["securityContext"];
+                assert_eq!(
+                    sc["allowPrivilegeEscalation"], false,
+                    "{example} {}",
+                    c["name"]
+                );
+                assert_eq!(sc["runAsNonRoot"], true, "{example} {}", c["name"]);
+                assert_eq!(sc["capabilities"]["drop"][0], "ALL", "{example}");
+                assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{example}");
+            }
+        }
+    }
+}
+
+/// The pod rules judge what would be applied: a Database's `spec.pod`
+/// security context that unconfines seccomp is refused as the Database's
+/// fault, naming the field and the flag; `--pod-security=privileged` allows it.
+#[test]
+fn spec_pod_overrides_are_judged_by_the_pod_policy() {
+    let db = "apiVersion: atoll.dev/v1alpha1
+kind: Database
+metadata: {name: orders, namespace: shop}
+spec:
+  partitions: 1
+  storage: {plugin: cache}
+  pod:
+    securityContext:
+      seccompProfile: {type: Unconfined}
+";
+    let out = atoll(&["render", "-f", "-"], Some(db));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.pod"), "{err}");
+    assert!(
+        err.contains("spec.template.spec.securityContext.seccompProfile.type"),
+        "{err}"
+    );
+    assert!(err.contains("--pod-security=privileged"), "{err}");
+    let out = atoll(
+        &["render", "-f", "-", "--pod-security=privileged"],
+        Some(db),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn policy_flags_are_checked() {
+    let out = atoll(
+        &[
+            "render",
+            "-f",
+            "examples/cache.yaml",
+            "--pod-security=strict",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("privileged, baseline or restricted"));
+    let out = atoll(
+        &[
+            "render",
+            "-f",
+            "examples/cache.yaml",
+            "--allow-service-type=Public",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+}

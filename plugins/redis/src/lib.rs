@@ -8,6 +8,11 @@
 //! partition Services `<db>-p<p>` all select. Every partition is ready when
 //! every Redis replica and at least one proxy is. atoll does not fail over: if
 //! the primary's pod is lost, writes wait until the StatefulSet restarts it.
+//!
+//! Pods meet Pod Security `restricted`: Redis runs as the official image's
+//! `redis` user ([`REDIS_UID`], 999), which owns `/data`, rather than
+//! starting as root and dropping to it; the proxies run as the SDK's default
+//! non-root user.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +31,10 @@ pub const REDIS_PORT: u16 = 6379;
 const CONF: &str = "/etc/redis/redis.conf";
 /// Redis's working directory: the append-only file and RDB snapshots.
 const DATA_DIR: &str = "/data";
+/// User and group of the official redis image (`redis`, owner of /data):
+/// the servers run as it, non-root, meeting Pod Security `restricted`. An
+/// image of your own (`image`) must run as this uid too.
+pub const REDIS_UID: i64 = 999;
 /// Most Redis servers (primary and replicas) a Database may run.
 pub const MAX_REPLICAS: u32 = 9;
 /// Directives atoll writes itself: users may not set them in `config`.
@@ -194,7 +203,10 @@ impl Redis {
             .liveness(k8s::exec_probe(["redis-cli", "ping"], 30, 10))
             .resources(&config.resources)
             .build();
+        // The official image's `redis` user, who owns /data; its entrypoint
+        // only drops to it from root, so running as it directly is the same.
         let mut pod = PodBuilder::new(&labels)
+            .run_as(REDIS_UID, REDIS_UID)
             .container(redis)
             .config_map_volume("config", &name)
             .affinity(k8s::anti_affinity(&labels, "kubernetes.io/hostname", false))

@@ -465,3 +465,25 @@ fn partitions_live_in_the_redis_statefulset_not_the_proxies() {
         assert_eq!(b.placement, Placement::statefulset("kv-redis"), "{b:?}");
     }
 }
+
+#[test]
+fn redis_runs_as_the_images_user_and_the_proxy_as_a_non_root_default() {
+    let out = testing::render::<Redis>(&db(1, json!({}))).unwrap();
+    let pod = redis_pod(&out);
+    let pod_context = pod.security_context.unwrap();
+    assert_eq!(pod_context.run_as_user, Some(999));
+    assert_eq!(pod_context.fs_group, Some(999), "/data writable by redis");
+    assert_eq!(pod_context.run_as_non_root, Some(true));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let redis = pod.containers[0].security_context.clone().unwrap();
+    assert_eq!(redis.run_as_user, Some(999));
+    assert_eq!(redis.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        redis.capabilities.unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    let proxy = proxy_container(&out).security_context.unwrap();
+    assert_eq!(proxy.run_as_user, Some(atoll_guest::k8s::DEFAULT_USER));
+    assert_eq!(proxy.run_as_non_root, Some(true));
+    assert_eq!(proxy.seccomp_profile.unwrap().type_, "RuntimeDefault");
+}

@@ -366,20 +366,12 @@ const NEEDED: &[Can] = &[
         "prune rendered Services",
     ),
     yes(
-        &["create", "secrets", "-n", "WATCHED"],
-        "plugins may render Secrets",
+        &["get", "secrets", "-n", "WATCHED"],
+        "read Secrets pod templates refer to, by name, for config checksums",
     ),
     yes(
         &["list", "configmaps", "-A"],
         "rendered ConfigMaps, plugin ConfigMaps",
-    ),
-    yes(
-        &["create", "persistentvolumeclaims", "-n", "WATCHED"],
-        "rendered claims",
-    ),
-    yes(
-        &["create", "serviceaccounts", "-n", "WATCHED"],
-        "rendered ServiceAccounts",
     ),
     yes(
         &["patch", "poddisruptionbudgets.policy", "-n", "WATCHED"],
@@ -519,6 +511,60 @@ const FORBIDDEN: &[Can] = &[
     ),
     no(&["impersonate", "users"], "no impersonation"),
     no(&["*", "*"], "no wildcard"),
+    no(&["list", "secrets", "-A"], "Secrets are read by name only"),
+    no(&["watch", "secrets", "-A"], "Secrets are read by name only"),
+    no(
+        &["list", "secrets", "-n", "WATCHED"],
+        "Secrets are read by name only",
+    ),
+    no(
+        &["create", "secrets", "-n", "WATCHED"],
+        "Secrets are an opt-in kind (policy.allowSecrets)",
+    ),
+    no(
+        &["delete", "secrets", "-n", "WATCHED"],
+        "Secrets are an opt-in kind (policy.allowSecrets)",
+    ),
+    no(
+        &["create", "serviceaccounts", "-n", "WATCHED"],
+        "ServiceAccounts are an opt-in kind (policy.allowServiceAccounts)",
+    ),
+    no(
+        &["create", "persistentvolumeclaims", "-n", "WATCHED"],
+        "claims are an opt-in kind (policy.allowPersistentVolumeClaims)",
+    ),
+    no(
+        &["list", "persistentvolumeclaims", "-A"],
+        "claims are an opt-in kind; the host never reads them itself",
+    ),
+];
+
+/// What atoll must not do in kube-system when it watches one other
+/// namespace (watching all, RBAC cannot except any namespace).
+const NOT_IN_KUBE_SYSTEM: &[Can] = &[
+    no(
+        &["create", "configmaps", "-n", "kube-system"],
+        "not watched",
+    ),
+    no(&["patch", "configmaps", "-n", "kube-system"], "not watched"),
+    no(&["delete", "services", "-n", "kube-system"], "not watched"),
+    no(
+        &["patch", "statefulsets.apps", "-n", "kube-system"],
+        "not watched",
+    ),
+    no(
+        &["patch", "deployments.apps", "-n", "kube-system"],
+        "not watched",
+    ),
+    no(
+        &["create", "events.events.k8s.io", "-n", "kube-system"],
+        "not watched",
+    ),
+    no(
+        &["patch", "leases.coordination.k8s.io", "-n", "kube-system"],
+        "not watched",
+    ),
+    no(&["get", "secrets", "-n", "kube-system"], "not watched"),
 ];
 
 #[tokio::test]
@@ -998,6 +1044,7 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
         &subject,
         &[
             FORBIDDEN,
+            NOT_IN_KUBE_SYSTEM,
             &[
                 yes(
                     &["watch", "databases.atoll.dev", "-n", "WATCHED"],
@@ -1017,7 +1064,18 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
                     &["create", "statefulsets.apps", "-n", "WATCHED"],
                     "its namespace",
                 ),
-                yes(&["create", "secrets", "-n", "WATCHED"], "its namespace"),
+                yes(
+                    &["get", "secrets", "-n", "WATCHED"],
+                    "config checksums, its namespace",
+                ),
+                yes(
+                    &["watch", "configmaps", "-n", "NS"],
+                    "plugin ConfigMaps in its own namespace",
+                ),
+                no(
+                    &["create", "configmaps", "-n", "NS"],
+                    "plugin ConfigMaps are only read",
+                ),
                 yes(
                     &["create", "events.events.k8s.io", "-n", "WATCHED"],
                     "its namespace",
@@ -1061,4 +1119,88 @@ async fn chart_watching_one_namespace_is_confined_to_it() {
     .await;
     watched.cleanup().await;
     home.cleanup().await;
+}
+
+/// Each opt-in kind's value passes `--allow-kind` and adds the RBAC rule to
+/// write it, where the other rules are (a Role when watching one namespace).
+#[tokio::test]
+async fn chart_policy_values_add_both_the_flag_and_the_rule() {
+    let rendered = objects(
+        &helm_template(
+            "atoll",
+            NAMESPACE,
+            &[
+                "--set",
+                "policy.allowSecrets=true,policy.allowPersistentVolumeClaims=true",
+                "--set",
+                "policy.podSecurity=restricted,policy.allowServiceTypes={LoadBalancer}",
+                "--set",
+                "policy.allowServiceAccountNames={builder},policy.allowCapabilities={SYS_NICE}",
+            ],
+        )
+        .await,
+    )
+    .await;
+    let args = args_of(find(&rendered, "Deployment", "atoll"));
+    for flag in [
+        "--pod-security=restricted",
+        "--allow-kind=v1/Secret",
+        "--allow-kind=v1/PersistentVolumeClaim",
+        "--allow-service-type=LoadBalancer",
+        "--allow-service-account=builder",
+        "--allow-capability=SYS_NICE",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a == "--allow-kind=v1/ServiceAccount"));
+    let writable = |objects: &[Value], kind: &str, name: &str| -> Vec<String> {
+        find(objects, kind, name)["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "create"))
+            .flat_map(|r| r["resources"].as_array().unwrap().clone())
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let granted = writable(&rendered, "ClusterRole", "atoll");
+    for resource in ["secrets", "persistentvolumeclaims"] {
+        assert!(
+            granted.iter().any(|r| r == resource),
+            "{resource} in {granted:?}"
+        );
+    }
+    assert!(
+        !granted.iter().any(|r| r == "serviceaccounts"),
+        "{granted:?}"
+    );
+    // By default none of the three is writable.
+    let default = objects(&helm_template("atoll", NAMESPACE, &[]).await).await;
+    let granted = writable(&default, "ClusterRole", "atoll");
+    for resource in ["secrets", "serviceaccounts", "persistentvolumeclaims"] {
+        assert!(
+            !granted.iter().any(|r| r == resource),
+            "{resource} in {granted:?}"
+        );
+    }
+    // Watching one namespace, the rule goes to the Role there.
+    let confined = objects(
+        &helm_template(
+            "atoll",
+            NAMESPACE,
+            &[
+                "--set",
+                "watchNamespace=shop,policy.allowServiceAccounts=true",
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        writable(&confined, "Role", "atoll")
+            .iter()
+            .any(|r| r == "serviceaccounts")
+    );
+    let plugins = find(&confined, "Role", "atoll-plugins");
+    assert_eq!(plugins["metadata"]["namespace"], NAMESPACE);
 }

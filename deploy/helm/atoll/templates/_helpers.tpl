@@ -89,17 +89,39 @@ deploy/rbac.yaml (the deploy test compares them).
 {{- end -}}
 
 {{- define "atoll.childRules" -}}
-# What plugins render (the output policy's allowed kinds), in the Databases'
-# namespaces: applied with server-side apply (patch, plus create when the
-# object is new), observed through watches, pruned when no longer rendered.
-# Secrets are included because plugins may render them (e.g. passwords);
-# atoll only ever touches objects it owns, but RBAC cannot say "only owned".
+# What plugins render by default (the output policy's default allowed kinds,
+# exactly what the built-in plugins render), in the Databases' namespaces:
+# applied with server-side apply (patch, plus create when the object is new),
+# observed through watches, pruned when no longer rendered. atoll only ever
+# touches objects it owns, but RBAC cannot say "only owned".
 # ConfigMaps labelled atoll.dev/plugin are also read as plugin sources.
-# ConfigMaps and Secrets pod templates refer to are read (get) for config
-# checksums, owned or not.
 - apiGroups: [""]
-  resources: [configmaps, secrets, services, serviceaccounts, persistentvolumeclaims]
+  resources: [configmaps, services]
   verbs: [get, list, watch, create, patch, delete]
+# Secrets a pod template refers to (e.g. a password from the Database's
+# spec.pod.env) are read one by one, by name, for the config checksum that
+# rolls the pods when they change: get only, never list or watch, so atoll
+# cannot enumerate Secrets. Plugins may not render Secrets by default
+# (`--allow-kind=v1/Secret`, Helm value policy.allowSecrets, adds both the
+# kind and the rule); ServiceAccounts and PersistentVolumeClaims likewise
+# (policy.allowServiceAccounts, policy.allowPersistentVolumeClaims). The
+# host itself never reads claims: StatefulSets' claims are deleted by
+# Kubernetes (persistentVolumeClaimRetentionPolicy), and only claims a
+# plugin renders directly are atoll's to observe and prune.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- $optIn := list }}
+{{- if .Values.policy.allowSecrets }}{{ $optIn = append $optIn "secrets" }}{{ end }}
+{{- if .Values.policy.allowServiceAccounts }}{{ $optIn = append $optIn "serviceaccounts" }}{{ end }}
+{{- if .Values.policy.allowPersistentVolumeClaims }}{{ $optIn = append $optIn "persistentvolumeclaims" }}{{ end }}
+{{- with $optIn }}
+# Opt-in kinds plugins may render (values policy.allow*, which also pass
+# --allow-kind): applied, observed and pruned like the default kinds.
+- apiGroups: [""]
+  resources: [{{ join ", " . }}]
+  verbs: [get, list, watch, create, patch, delete]
+{{- end }}
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
   verbs: [get, list, watch, create, patch, delete]

@@ -220,7 +220,13 @@ async fn with_hostile_plugin(client: &kube::Client, ns: &str) -> Operator {
         None,
     )
     .await;
-    Operator::start_with_plugin_source(client, ns).await
+    // Its `claims` mode renders a claim itself: an opt-in kind.
+    let policy =
+        atoll::policy::OutputPolicy::default().allowing([atoll::policy::AllowedKind::new(
+            "v1",
+            "PersistentVolumeClaim",
+        )]);
+    Operator::start_with_plugin_source_policy(client, ns, policy).await
 }
 
 #[tokio::test]

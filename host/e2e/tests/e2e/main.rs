@@ -37,4 +37,5 @@ mod operator;
 mod plugin_records;
 mod python_plugin;
 mod rollout;
+mod split_brain;
 mod steady_state;

@@ -37,10 +37,9 @@ pub struct TestArgs {
     /// inputs); review the diff before committing.
     #[arg(long)]
     pub update: bool,
-    /// Kinds the output policy allows, as <apiVersion>/<Kind> (default: the
-    /// same as `atoll run`).
-    #[arg(long = "allow-kind", value_name = "API_VERSION/KIND")]
-    pub allowed_kinds: Vec<crate::policy::AllowedKind>,
+    /// What plugins may render (give it as `atoll run` is given it).
+    #[command(flatten)]
+    pub policy: super::PolicyArgs,
     #[command(flatten)]
     pub sandbox: super::SandboxArgs,
 }
@@ -76,10 +75,7 @@ pub fn run(args: TestArgs) -> Result<bool> {
         cases_dir.display()
     );
 
-    let mut policy = OutputPolicy::default();
-    if !args.allowed_kinds.is_empty() {
-        policy.allowed_kinds = args.allowed_kinds.clone();
-    }
+    let policy = args.policy.policy();
     let mut failed = 0;
     for case in &mut cases {
         let started = Instant::now();
