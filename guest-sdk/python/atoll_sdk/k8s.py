@@ -79,9 +79,25 @@ class Resources:
         return out
 
 
+DEFAULT_USER = 1000
+"""The user (and group) pods run as unless ``PodBuilder.run_as`` says
+otherwise, as in the Rust SDK: pods meet Pod Security ``restricted``."""
+
+
+def _restricted_container() -> Obj:
+    """A container's ``restricted`` security context: non-root, no privilege
+    escalation, no capabilities, the runtime's seccomp profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 @dataclass
 class ContainerBuilder:
-    """Builds a ``Container`` running ``image``."""
+    """Builds a ``Container`` running ``image``, ``restricted`` by default."""
 
     name: str
     image: str
@@ -141,7 +157,7 @@ class ContainerBuilder:
         return self
 
     def build(self) -> Obj:
-        return {"name": self.name, "image": self.image, **self._c}
+        return {"name": self.name, "image": self.image, "securityContext": _restricted_container(), **self._c}
 
 
 def _probe(action: Tuple[str, Obj], initial_delay_seconds: int, period_seconds: int) -> Obj:
@@ -180,7 +196,14 @@ class PodBuilder:
     carry ``labels`` (which must include the workload's selector)."""
 
     labels: Labels
-    _spec: Obj = field(default_factory=lambda: {"containers": []}, repr=False)
+    _spec: Obj = field(default_factory=lambda: {"containers": [], "automountServiceAccountToken": False}, repr=False)
+    _user: Tuple[int, int] = field(default=(DEFAULT_USER, DEFAULT_USER), repr=False)
+
+    def run_as(self, uid: int, gid: int) -> "PodBuilder":
+        """Run as ``uid``:``gid`` (non-zero), the user an image's files belong
+        to; volumes get group ``gid``."""
+        self._user = (uid, gid)
+        return self
 
     def container(self, container: Obj) -> "PodBuilder":
         self._spec["containers"].append(container)
@@ -206,7 +229,22 @@ class PodBuilder:
         return self
 
     def build(self) -> Obj:
-        return {"metadata": {"labels": dict(self.labels)}, "spec": dict(self._spec)}
+        uid, gid = self._user
+        # On each container too, so a Database's spec.pod.securityContext
+        # (which replaces the pod's) leaves the user in place.
+        for container in self._spec["containers"]:
+            context = container.setdefault("securityContext", {})
+            context.setdefault("runAsUser", uid)
+            context.setdefault("runAsGroup", gid)
+        spec = dict(self._spec)
+        spec["securityContext"] = {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": gid,
+            "fsGroup": gid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        return {"metadata": {"labels": dict(self.labels)}, "spec": spec}
 
 
 def statefulset_strategy() -> Obj:

@@ -58,6 +58,25 @@ export interface Container {
   readinessProbe?: Probe;
   livenessProbe?: Probe;
   resources?: ResourceRequirements;
+  securityContext?: SecurityContext;
+}
+export interface SeccompProfile {
+  type: string;
+}
+export interface SecurityContext {
+  allowPrivilegeEscalation?: boolean;
+  runAsNonRoot?: boolean;
+  runAsUser?: number;
+  runAsGroup?: number;
+  capabilities?: { add?: string[]; drop?: string[] };
+  seccompProfile?: SeccompProfile;
+}
+export interface PodSecurityContext {
+  runAsNonRoot?: boolean;
+  runAsUser?: number;
+  runAsGroup?: number;
+  fsGroup?: number;
+  seccompProfile?: SeccompProfile;
 }
 export interface PodAffinityTerm {
   labelSelector?: LabelSelector;
@@ -75,7 +94,9 @@ export interface Volume {
   emptyDir?: Record<string, never>;
 }
 export interface PodSpec {
+  automountServiceAccountToken?: boolean;
   containers: Container[];
+  securityContext?: PodSecurityContext;
   volumes?: Volume[];
   affinity?: Affinity;
   terminationGracePeriodSeconds?: number;
@@ -196,13 +217,29 @@ function resourceRequirements(r: Resources): ResourceRequirements | undefined {
   };
 }
 
-/** Builds a {@link Container}. */
+/**
+ * The user (and group) pods run as unless {@link PodBuilder.runAs} says
+ * otherwise, as in the Rust SDK: pods meet Pod Security `restricted`.
+ */
+export const DEFAULT_USER = 1000;
+
+/** A container's `restricted` security context: non-root, no privilege escalation, no capabilities, the runtime's seccomp profile. */
+function restrictedContainer(): SecurityContext {
+  return {
+    allowPrivilegeEscalation: false,
+    runAsNonRoot: true,
+    capabilities: { drop: ["ALL"] },
+    seccompProfile: { type: "RuntimeDefault" },
+  };
+}
+
+/** Builds a {@link Container}, `restricted` by default. */
 export class ContainerBuilder {
   private c: Container;
 
   /** A container running `image`. */
   constructor(name: string, image: string) {
-    this.c = { name, image };
+    this.c = { name, image, securityContext: restrictedContainer() };
   }
   pullPolicy(policy: PullPolicy): this {
     this.c.imagePullPolicy = policy;
@@ -276,9 +313,10 @@ export function antiAffinity(selectorLabels: Labels, topologyKey: string, requir
   };
 }
 
-/** Builds the pod template shared by StatefulSets and Deployments. */
+/** Builds the pod template shared by StatefulSets and Deployments, `restricted` by default. */
 export class PodBuilder {
-  private spec: PodSpec = { containers: [] };
+  private spec: PodSpec = { automountServiceAccountToken: false, containers: [] };
+  private user: [number, number] = [DEFAULT_USER, DEFAULT_USER];
 
   /** Pods carrying `labels` (which must include the workload's selector). */
   constructor(private readonly labelMap: Labels) {}
@@ -306,7 +344,27 @@ export class PodBuilder {
     this.spec.terminationGracePeriodSeconds = seconds;
     return this;
   }
+  /** Run as `uid`:`gid` (non-zero), the user an image's files belong to; volumes get group `gid`. */
+  runAs(uid: number, gid: number): this {
+    this.user = [uid, gid];
+    return this;
+  }
   build(): PodTemplateSpec {
+    const [uid, gid] = this.user;
+    // On each container too, so a Database's spec.pod.securityContext
+    // (which replaces the pod's) leaves the user in place.
+    for (const container of this.spec.containers) {
+      const context = (container.securityContext ??= {});
+      context.runAsUser ??= uid;
+      context.runAsGroup ??= gid;
+    }
+    this.spec.securityContext = {
+      runAsNonRoot: true,
+      runAsUser: uid,
+      runAsGroup: gid,
+      fsGroup: gid,
+      seccompProfile: { type: "RuntimeDefault" },
+    };
     return { metadata: { labels: { ...this.labelMap } }, spec: this.spec };
   }
 }
