@@ -10,7 +10,7 @@
 //! The protos are in `host/proto`; `host/build.rs` compiles them. Every
 //! service reads and writes atoll's custom resources through the Kubernetes
 //! API, so any replica can serve any request; lists come from watch caches
-//! ([`caches`]). See `docs/grpc.md`.
+//! ([`Caches`]). See `docs/grpc.md`.
 
 pub mod auth;
 mod caches;

@@ -1,7 +1,7 @@
 //! Where a StoragePlugin version with an `oci` source is fetched: the
 //! reference parsed, credentials taken from the pull Secret's
 //! `.dockerconfigjson`, and the artifact pulled and verified by
-//! [`oci::pull`](super::oci::pull) (digests, media types, size limit).
+//! [`oci::pull`] (digests, media types, size limit).
 //! Plain HTTP is used for loopback registries only
 //! ([`InsecurePolicy::default`]).
 

@@ -1,7 +1,7 @@
 //! "bomb": a plugin that hands atoll oversized or over-deep documents, for
 //! the bounds tests. Metadata takes no input, so the misbehaviour is chosen
 //! by patching the component's bytes: the tests replace the 8 bytes after
-//! `ATOLL-BOMB-MODE:` (see [`MODE`]) with one of the modes below (padded
+//! `ATOLL-BOMB-MODE:` (see `MODE`) with one of the modes below (padded
 //! with `_`). Never shipped.
 //!
 //! Modes: `ok______` (behaves), `schemadp` (config schema nested 10,000
