@@ -97,7 +97,7 @@ fn metadata_bombs_are_refused_naming_the_field_and_limit() {
         ("schemadp", ["nests 10000 levels deep", "at most 64"]),
         (
             "schemabg",
-            ["config schema is 1048578 bytes", "at most 262144"],
+            ["config schema is 1048579 bytes", "at most 262144"],
         ),
         ("descbig_", ["description is 8192 bytes", "at most 4096"]),
     ] {
