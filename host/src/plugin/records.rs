@@ -219,11 +219,16 @@ async fn write(
             .is_some_and(|v| v == "atoll")
     });
     if !labelled {
-        let body = json!({
+        let mut body = json!({
             "apiVersion": StoragePlugin::api_version(&()),
             "kind": StoragePlugin::kind(&()),
             "metadata": { "name": name, "labels": { LABEL_MANAGED_BY: "atoll" } },
         });
+        // The CRD requires `spec`: a record atoll creates gets an empty one
+        // (no versions declared), which users then fill in.
+        if live.is_none() {
+            body["spec"] = json!({});
+        }
         api.patch(name, &params, &Patch::Apply(&body)).await?;
     }
     let spec = live.as_ref().map(|l| l.spec.clone()).unwrap_or_default();
