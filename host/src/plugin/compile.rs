@@ -188,7 +188,7 @@ fn compile_in_child(
         let why = errors.trim();
         return Err(match (status.code(), why.is_empty()) {
             (None, _) => format!(
-                "the compiler process was killed ({status}); most likely it ran out of its {} MiB memory limit",
+                "the compiler process was killed ({status}); most likely it ran out of memory (its own limit is {} MiB of address space; the OOM killer stops it first when the container runs short)",
                 memory_bytes >> 20
             ),
             (Some(_), false) => why.to_string(),

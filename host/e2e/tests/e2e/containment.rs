@@ -121,10 +121,12 @@ fn vm_hwm(pid: u32) -> String {
         .unwrap_or_else(|| "gone".into())
 }
 
-/// A core module of `functions` functions, each `body_pairs` times
-/// `i32.const 1; drop`, in a component: slow and large to compile, and no
-/// plugin at all.
-fn slow_component(functions: u32, body_pairs: usize) -> Vec<u8> {
+/// A core module of `functions` functions `(i32) -> i32`, each `units`
+/// times `x = (x * 85) ^ x`, in a component: no plugin at all, and code the
+/// compiler cannot fold away, so compiling costs time and memory in
+/// proportion to its size (58 MB takes ~27 s and ~500 MB of RSS on the CI
+/// machine; a constant-and-drop body was folded and compiled in 2 s).
+fn slow_component(functions: u32, units: usize) -> Vec<u8> {
     fn leb(mut n: u64, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
@@ -142,16 +144,17 @@ fn slow_component(functions: u32, body_pairs: usize) -> Vec<u8> {
         out.extend_from_slice(body);
     }
     let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 0, 0], &mut module); // one type: () -> ()
+    section(1, &[1, 0x60, 1, 0x7f, 1, 0x7f], &mut module); // one type: (i32) -> i32
     let mut funcs = Vec::new();
     leb(functions.into(), &mut funcs);
     funcs.extend(std::iter::repeat_n(0u8, functions as usize));
     section(3, &funcs, &mut module);
-    let mut body = vec![0u8]; // no locals
-    for _ in 0..body_pairs {
-        body.extend_from_slice(&[0x41, 1, 0x1a]);
+    let mut body = vec![0u8]; // no locals but the parameter
+    for _ in 0..units {
+        // local.get 0; i32.const 85; i32.mul; local.get 0; i32.xor; local.set 0
+        body.extend_from_slice(&[0x20, 0, 0x41, 0xd5, 0x00, 0x6c, 0x20, 0, 0x73, 0x21, 0]);
     }
-    body.push(0x0b);
+    body.extend_from_slice(&[0x20, 0, 0x0b]); // local.get 0; end
     let mut code = Vec::new();
     leb(functions.into(), &mut code);
     for _ in 0..functions {
@@ -358,19 +361,20 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
     report("multi-memory component refused");
 
     // A component too large to compile (over 64 MiB inflated from gzip).
-    let huge = gzip(&slow_component(2_400, 10_000));
+    let huge = gzip(&slow_component(640, 10_000)); // 70 MB
     plugin_configmap(&client, n, "contain-huge", "plugin.wasm.gz", huge).await;
     let error = refused(&client, "contain-huge").await;
     assert!(
         error.contains("decompresses to more than 64 MiB"),
         "{error}"
     );
-    report("72 MB component refused before compiling");
+    report("70 MB component refused before compiling");
 
-    // A component slow and large to compile (48 MB of code): the compiler
-    // process is stopped (deadline, rlimit or the OOM killer, whichever
+    // A component slow and large to compile (58 MB of code, ~500 MB to
+    // compile, more than the whole cgroup): the compiler process is stopped
+    // (the OOM killer, which picks it first, or the deadline, whichever
     // comes first), never atoll.
-    let slow = gzip(&slow_component(1_600, 10_000));
+    let slow = gzip(&slow_component(530, 10_000));
     eprintln!("containment: slow component gzip {} bytes", slow.len());
     plugin_configmap(&client, n, "contain-slow", "plugin.wasm.gz", slow).await;
     let error = refused(&client, "contain-slow").await;

@@ -282,16 +282,7 @@ async fn plugin_claims_after_delete(deletion: &str) -> (String, Vec<String>, Vec
     let name = format!("plugin-claims-{}", deletion.to_lowercase());
     let ns = TestNamespace::new(&client, &name).await;
     let n = ns.name();
-    let hostile = env!("ATOLL_TEST_HOSTILE_WASM");
-    let from = format!("--from-file=plugin.wasm={hostile}");
-    k(n, &["create", "configmap", "hostile", &from], None).await;
-    k(
-        n,
-        &["label", "configmap", "hostile", "atoll.dev/plugin=hostile"],
-        None,
-    )
-    .await;
-    let op = Operator::start_with_plugin_source(&client, n).await;
+    let op = with_hostile_plugin(&client, n).await;
     let db = format!(
         r#"{{"apiVersion": "atoll.dev/v1alpha1", "kind": "Database",
   "metadata": {{"name": "claims"}},

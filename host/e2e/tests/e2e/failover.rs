@@ -113,7 +113,9 @@ async fn only_the_lease_holder_reconciles_and_the_other_takes_over() {
     patch_database(n, "orders", r#"{"spec":{"partitions":8}}"#).await;
     wait_for(
         "the standby to take over and converge",
-        Duration::from_secs(20),
+        // Lease expiry (4 s) plus a start and a reconcile; generous because
+        // CI runs this beside sixty other tests on two cores.
+        Duration::from_secs(60),
         || async {
             let partitions = children(n, "partitions", "orders").await.len();
             (partitions == 8).then_some(()).ok_or(format!(
