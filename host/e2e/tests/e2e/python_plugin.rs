@@ -243,7 +243,9 @@ async fn the_python_cache_port_ships_by_oci_reloads_and_outlives_broken_sources(
     // The recorder folds repeats of one reason into a series: the first
     // failure's note is what stays.
     assert!(
-        events.contains(&format!("{repository}:{unique}-v1@{other} (DigestMismatch)")),
+        events.contains(&format!(
+            "{repository}:{unique}-v1@{other} (DigestMismatch)"
+        )),
         "an Event says why: {events}"
     );
 
