@@ -223,6 +223,18 @@ pub async fn plugin_records_exclusive() -> RwLockWriteGuard<'static, ()> {
     PLUGIN_RECORDS.write().await
 }
 
+/// Whether `db` is `Ready` for its current generation, rendered by the
+/// plugin version of `digest`.
+pub fn ready_on(db: &Database, digest: &str) -> bool {
+    db.status.as_ref().is_some_and(|s| {
+        s.plugin.as_ref().is_some_and(|p| p.digest == digest)
+            && s.observed_generation == db.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
 /// A raft Database `name` with 3 partitions on `clusters` clusters of one
 /// replica each: small, for tests and benches that create many.
 pub fn raft_database(name: &str, clusters: u32) -> Database {
