@@ -6,11 +6,21 @@
 //! Criterion prints each figure; the closing summary measures both paths
 //! interleaved in one run and prints the ratio, plus the split of the wasm
 //! call into instantiation, the call itself and JSON decoding.
+//!
+//! Then the cache plugin in three languages: the built-in (Rust), the Python
+//! port (`$ATOLL_PYTHON_CACHE_WASM`, else `target/python/cache.wasm`; build
+//! it with `scripts/python-sdk.sh build guest-sdk/python/examples/cache
+//! target/python/cache.wasm`) and the TypeScript port
+//! (`guest-sdk/typescript/dist/cache.wasm`; `npm run build:cache` there):
+//! cold compile time, time and peak linear memory per render, and ratios to
+//! Rust, interleaved in one run. A port that is not built is named with the
+//! command that builds it.
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,4 +149,89 @@ fn main() {
         w.as_secs_f64() / n.as_secs_f64()
     );
     println!("  minor page faults per call:    {wasm_faults:>6} wasm, {native_faults} native");
+
+    cache_in_three_languages(&registry, if iterations == 3 { 1 } else { 20 });
+}
+
+/// The cache example's Database (4 partitions, 2 per node).
+fn cache_database() -> PluginDatabase {
+    PluginDatabase {
+        name: "sessions".into(),
+        namespace: "bench".into(),
+        uid: "00000000-0000-0000-0000-000000000002".into(),
+        generation: 1,
+        labels: vec![],
+        partitions: 4,
+        config: r#"{"partitionsPerNode":2,"image":"atomix/cache-storage-node:v0.5.1","resources":{"limits":{"memory":"256Mi"}}}"#.into(),
+        cluster_domain: "cluster.local".into(),
+    }
+}
+
+fn cache_in_three_languages(registry: &Registry, iterations: u32) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let ports = [
+        (
+            "Python",
+            std::env::var_os("ATOLL_PYTHON_CACHE_WASM")
+                .map_or_else(|| target.join("python/cache.wasm"), PathBuf::from),
+            "scripts/python-sdk.sh build guest-sdk/python/examples/cache target/python/cache.wasm",
+        ),
+        (
+            "TypeScript",
+            root.join("guest-sdk/typescript/dist/cache.wasm"),
+            "(cd guest-sdk/typescript && npm ci && npm run build:cache)",
+        ),
+    ];
+    let db = cache_database();
+    let rust = registry.get("cache").unwrap();
+    let expected = wasm(&rust, &db);
+    let mut loaded = vec![("Rust", rust, Duration::ZERO)];
+    for (language, path, build) in ports {
+        let Ok(bytes) = std::fs::read(&path) else {
+            println!(
+                "\n{language} cache port not built ({}): {build}",
+                path.display()
+            );
+            continue;
+        };
+        // A runtime of its own without a disk cache: a cold compile.
+        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+        let start = Instant::now();
+        let plugin = Arc::new(runtime.load(language, &bytes).unwrap());
+        let compile = start.elapsed();
+        assert_eq!(
+            wasm(&plugin, &db),
+            expected,
+            "the {language} port renders the Rust plugin's objects"
+        );
+        loaded.push((language, plugin, compile));
+    }
+    // Interleaved rounds, as above.
+    let mut times = vec![Duration::ZERO; loaded.len()];
+    for _ in 0..5 {
+        for (i, (_, plugin, _)) in loaded.iter().enumerate() {
+            times[i] += per_call(iterations, || drop(black_box(wasm(plugin, &db))));
+        }
+    }
+    let rust_time = times[0] / 5;
+    println!(
+        "\ncache plugin, the example Database ({} objects per render):",
+        expected.len()
+    );
+    println!("  language     per render   ratio to Rust   peak memory per call   cold compile");
+    for ((language, plugin, compile), time) in loaded.iter().zip(&times) {
+        let time = *time / 5;
+        println!(
+            "  {language:<10} {time:>12.1?} {:>15.2} {:>18.1} MiB {:>14}",
+            time.as_secs_f64() / rust_time.as_secs_f64(),
+            plugin.peak_memory() as f64 / f64::from(1 << 20),
+            if *language == "Rust" {
+                "(built in)".to_string()
+            } else {
+                format!("{compile:.1?}")
+            },
+        );
+    }
 }

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use atoll::api::{Database, StoragePlugin};
 use atoll::contract::Digest;
-use atoll_e2e::{Operator, k};
+use atoll_e2e::{Operator, k, ready_on};
 use atoll_testenv::{TestNamespace, client};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 
 const LABELLED: &str = env!("ATOLL_TEST_RAFT_LABELLED_WASM");
 
@@ -41,49 +41,17 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let client = client().await;
-    reset(&client).await;
+    atoll_e2e::ResetPlugin::now(&client, "raft").await;
     let immediate = scenario(&client, count, false).await;
-    reset(&client).await;
+    atoll_e2e::ResetPlugin::now(&client, "raft").await;
     let staged = scenario(&client, count, true).await;
-    reset(&client).await;
+    atoll_e2e::ResetPlugin::now(&client, "raft").await;
     println!(
         "{count} Databases: immediate {:.1}s, staged {:.1}s (ratio {:.2})",
         immediate.as_secs_f64(),
         staged.as_secs_f64(),
         staged.as_secs_f64() / immediate.as_secs_f64()
     );
-}
-
-/// Clear raft's spec and rollout status.
-async fn reset(client: &kube::Client) {
-    let api: Api<StoragePlugin> = Api::all(client.clone());
-    if api.get_opt("raft").await.ok().flatten().is_none() {
-        return;
-    }
-    let spec = serde_json::json!({"spec": {"versions": null, "target": null, "rollout": null}});
-    let _ = api
-        .patch("raft", &PatchParams::default(), &Patch::Merge(&spec))
-        .await;
-    let status = serde_json::json!({"apiVersion": "atoll.dev/v1alpha1", "kind": "StoragePlugin",
-        "metadata": {"name": "raft"}, "status": {}});
-    let _ = api
-        .patch_status(
-            "raft",
-            &PatchParams::apply("atoll-rollout").force(),
-            &Patch::Apply(&status),
-        )
-        .await;
-}
-
-/// Ready on `digest` for its current generation.
-fn ready_on(db: &Database, digest: &str) -> bool {
-    db.status.as_ref().is_some_and(|s| {
-        s.plugin.as_ref().is_some_and(|p| p.digest == digest)
-            && s.observed_generation == db.metadata.generation
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
 }
 
 async fn scenario(client: &kube::Client, count: usize, staged: bool) -> Duration {

@@ -54,7 +54,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use atoll::api::{self, Database};
+use atoll::api::{self, Database, StoragePlugin};
 use atoll::controller::Context;
 use atoll::operator::{Config, OperatorError, PluginConfig, PluginConfigMaps};
 use atoll::policy::OutputPolicy;
@@ -62,7 +62,7 @@ use atoll::render::Renderer;
 use atoll_testenv::{kubectl, wait_for};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, oneshot};
 use tokio::task::JoinHandle;
 
@@ -192,8 +192,10 @@ impl Drop for Operator {
     }
 }
 
-/// [`Config::for_namespace`] plus plugin ConfigMaps from `namespace`.
-fn plugin_source_config(namespace: &str) -> Config {
+/// [`Config::for_namespace`] plus plugin ConfigMaps (and the StoragePlugin
+/// specs' versions) from `namespace`, as [`Operator::start_with_plugin_source`]
+/// runs it.
+pub fn plugin_source_config(namespace: &str) -> Config {
     let mut config = Config::for_namespace(namespace);
     config.plugin_configmaps = Some(PluginConfigMaps {
         namespace: Some(namespace.to_string()),
@@ -223,6 +225,48 @@ pub async fn plugin_records_exclusive() -> RwLockWriteGuard<'static, ()> {
     PLUGIN_RECORDS.write().await
 }
 
+/// Clears the spec and rollout status of the cluster-scoped StoragePlugin
+/// it names, now ([`ResetPlugin::now`]) and when dropped (a test that
+/// declares versions holds [`plugin_records_exclusive`] and one of these).
+pub struct ResetPlugin(pub &'static str);
+
+impl ResetPlugin {
+    /// Clear the spec and rollout status of StoragePlugin `name`, if any.
+    pub async fn now(client: &Client, name: &str) {
+        let api: Api<StoragePlugin> = Api::all(client.clone());
+        if api.get_opt(name).await.ok().flatten().is_none() {
+            return;
+        }
+        let spec = serde_json::json!({"spec": {"versions": null, "target": null, "rollout": null}});
+        let _ = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&spec))
+            .await;
+        let status = serde_json::json!({"apiVersion": "atoll.dev/v1alpha1", "kind": "StoragePlugin",
+            "metadata": {"name": name}, "status": {}});
+        let _ = api
+            .patch_status(
+                name,
+                &PatchParams::apply(atoll::rollout::driver::ROLLOUT_MANAGER).force(),
+                &Patch::Apply(&status),
+            )
+            .await;
+    }
+}
+
+impl Drop for ResetPlugin {
+    fn drop(&mut self) {
+        // On a thread and runtime of its own, with a client of its own: the
+        // test's client is served by the test's runtime, blocked here.
+        let name = self.0;
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async { ResetPlugin::now(&atoll_testenv::client().await, name).await });
+        })
+        .join();
+    }
+}
+
 /// Whether `db` is `Ready` for its current generation, rendered by the
 /// plugin version of `digest`.
 pub fn ready_on(db: &Database, digest: &str) -> bool {
@@ -233,6 +277,26 @@ pub fn ready_on(db: &Database, digest: &str) -> bool {
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
     })
+}
+
+/// `component` with a custom section appended until it is `total` bytes
+/// long: the same plugin to wasmtime, under another digest (and, past
+/// 1 MiB, too big for a ConfigMap).
+pub fn padded(component: &[u8], total: usize) -> Vec<u8> {
+    let name = b"atoll-e2e-padding";
+    let mut out = component.to_vec();
+    // Section id 0 (custom), LEB128 size (5 bytes, padded encoding), name, payload.
+    let payload = total - component.len() - 1 - 5 - 1 - name.len();
+    let size = u32::try_from(1 + name.len() + payload).unwrap();
+    out.push(0);
+    for i in 0..5 {
+        let byte = ((size >> (7 * i)) & 0x7f) as u8;
+        out.push(if i < 4 { byte | 0x80 } else { byte });
+    }
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.resize(total, 0xa5);
+    out
 }
 
 /// A raft Database `name` with 3 partitions on `clusters` clusters of one

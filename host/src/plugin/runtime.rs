@@ -193,6 +193,7 @@ impl Runtime {
             digest,
             size: bytes.len(),
             native: None,
+            peak_memory: std::sync::atomic::AtomicUsize::new(0),
         };
         let metadata = plugin.call("metadata", |p, s| p.metadata(s))?;
         check_metadata(origin, &metadata)?;
@@ -309,6 +310,8 @@ pub struct LoadedPlugin {
     digest: Digest,
     size: usize,
     native: Option<NativeCalls>,
+    /// Most bytes of memories and tables one call of it held.
+    peak_memory: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -340,6 +343,12 @@ impl LoadedPlugin {
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Most bytes of linear memories and tables any one call of this plugin
+    /// has held so far (what `--plugin-memory-mib` must cover).
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Instantiate in a fresh store without calling anything: the fixed cost
@@ -436,6 +445,10 @@ impl LoadedPlugin {
         let [stdout, stderr] = pipes;
         forward_output(&self.name, "stdout", &stdout.contents());
         let stderr_tail = forward_output(&self.name, "stderr", &stderr.contents());
+        self.peak_memory.fetch_max(
+            store.data().limiter.peak(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let dropped = store.data().log_dropped;
         if dropped > 0 {
             tracing::warn!(plugin = %self.name, function, dropped, "plugin log lines over the per-call limits (lines or bytes) were dropped or cut");

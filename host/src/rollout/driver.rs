@@ -117,7 +117,20 @@ impl Driver {
             }
             return false;
         }
-        let declared = loader.load(&name, &sp.spec).await;
+        let versions::Loaded {
+            declared,
+            failure_changed,
+        } = loader.load(&name, &sp.spec).await;
+        if let Some(failure) = failure_changed
+            && *self.leader.borrow()
+        {
+            // A version that failed (or loads again) is on the record at
+            // once, not at the next periodic publish.
+            if let Some(f) = &failure {
+                report(recorder, sp, true, "VersionFailed", f.error.clone()).await;
+            }
+            self.publish(&name).await;
+        }
         let rollout = sp.status.as_ref().and_then(|s| s.rollout.clone());
         // Every replica follows the persisted rollout's default.
         if let Some(r) = &rollout {
@@ -168,17 +181,22 @@ impl Driver {
         {
             self.write_status(&name, status).await;
             // Version counts and the default follow the rollout.
-            let published = crate::plugin::records::publish_registry(
-                &self.client,
-                &self.registry,
-                self.database_namespace.as_deref(),
-            )
-            .await;
-            if let Err(e) = published {
-                tracing::warn!(plugin = %name, error = %e, "cannot publish StoragePlugin records");
-            }
+            self.publish(&name).await;
         }
         progressing
+    }
+
+    /// Write the StoragePlugin records (versions, counts, failures).
+    async fn publish(&self, plugin: &str) {
+        let published = crate::plugin::records::publish_registry(
+            &self.client,
+            &self.registry,
+            self.database_namespace.as_deref(),
+        )
+        .await;
+        if let Err(e) = published {
+            tracing::warn!(plugin, error = %e, "cannot publish StoragePlugin records");
+        }
     }
 
     async fn plan(

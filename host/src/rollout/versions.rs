@@ -4,7 +4,9 @@
 //! - A declared version is checked (exactly one source, unique names) and
 //!   loaded the way labelled ConfigMaps are (same runtime, compiled-component
 //!   cache, world and name checks); a version that fails is reported (the
-//!   record's `lastError`) and nothing that serves changes.
+//!   record's `lastError`, published at once, and an Event) and nothing that
+//!   serves changes. The failure is cleared once every declared version
+//!   loads (the source fixed, or the failing version removed).
 //! - A ConfigMap source is read again on every pass but compiled only when
 //!   its `resourceVersion` changed; the digest decides what is new.
 //! - Loading adds versions, never changes the default: the rollout does.
@@ -47,6 +49,19 @@ pub struct SpecLoader {
     /// Components pulled by OCI reference, and when: a digest reference is
     /// never pulled again, a tag at most every [`OCI_REFRESH`].
     oci: HashMap<String, (Option<std::time::Instant>, Arc<LoadedPlugin>)>,
+    /// Plugin → the failure this loader recorded for it in its last pass.
+    failed: HashMap<String, Failure>,
+}
+
+/// What one [`SpecLoader::load`] gave.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Each declared version, in spec order.
+    pub declared: Vec<Declared>,
+    /// The failure recorded for the plugin if it differs from the previous
+    /// pass's (`Some(None)`: a failure was cleared), so that the caller
+    /// publishes it once, not on every pass.
+    pub failure_changed: Option<Option<Failure>>,
 }
 
 /// Checks a spec: at least one version, names unique and non-empty, exactly
@@ -109,13 +124,15 @@ impl SpecLoader {
             default_namespace,
             configmaps: HashMap::new(),
             oci: HashMap::new(),
+            failed: HashMap::new(),
         }
     }
 
     /// Load every version `spec` declares for plugin `plugin` into the
     /// registry (as extra versions) and say what each gave.
-    pub async fn load(&mut self, plugin: &str, spec: &StoragePluginSpec) -> Vec<Declared> {
+    pub async fn load(&mut self, plugin: &str, spec: &StoragePluginSpec) -> Loaded {
         let mut out = Vec::new();
+        let mut failed = None;
         for v in &spec.versions {
             let loaded = self.load_one(plugin, v).await;
             match &loaded {
@@ -128,13 +145,12 @@ impl SpecLoader {
                     tracing::warn!(plugin, version = %v.name, %error, "a declared version did not load");
                     let source = spec_source(&v.source, self.default_namespace.as_deref())
                         .unwrap_or(Source::Builtin);
-                    self.registry.record_failure(
-                        plugin,
-                        Failure {
-                            source,
-                            error: format!("spec.versions {:?}: {error}", v.name),
-                        },
-                    );
+                    let failure = Failure {
+                        source,
+                        error: format!("spec.versions {:?}: {error}", v.name),
+                    };
+                    self.registry.record_failure(plugin, failure.clone());
+                    failed = Some(failure);
                 }
             }
             out.push(Declared {
@@ -142,7 +158,19 @@ impl SpecLoader {
                 loaded,
             });
         }
-        out
+        let before = match &failed {
+            Some(f) => self.failed.insert(plugin.to_string(), f.clone()),
+            None => self.failed.remove(plugin),
+        };
+        if failed.is_none()
+            && let Some(old) = &before
+        {
+            self.registry.clear_failure(plugin, &old.source);
+        }
+        Loaded {
+            declared: out,
+            failure_changed: (before != failed).then_some(failed),
+        }
     }
 
     async fn load_one(

@@ -325,6 +325,43 @@ fn plugin_new_scaffolds_a_python_plugin_whose_golden_case_passes() {
     assert!(text(&out).contains("1 passed, 0 failed"), "{}", text(&out));
 }
 
+/// The Rust scaffold as its author gets it: its native unit tests pass and
+/// `atoll plugin test DIR` builds the component and passes its golden case.
+#[test]
+fn plugin_new_scaffolds_a_rust_plugin_whose_tests_and_golden_case_pass() {
+    let dir = target_dir().join("test-vectors/scaffold-rs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["plugin", "new", "demo-rust", "--lang", "rust", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("cargo test --manifest-path") && printed.contains("atoll plugin test"),
+        "prints the commands: {printed}"
+    );
+    // One target directory for the scaffold's dependencies across runs.
+    let scaffold_target = target_dir().join("scaffold-target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let unit = Command::new(&cargo)
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &scaffold_target)
+        .output()
+        .unwrap();
+    assert!(unit.status.success(), "cargo test: {}", text(&unit));
+    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["plugin", "test"])
+        .arg(&dir)
+        .env("CARGO_TARGET_DIR", &scaffold_target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1 passed, 0 failed"), "{}", text(&out));
+}
+
 #[test]
 fn plugin_new_refuses_a_bad_name_and_an_existing_directory() {
     let out = Command::new(env!("CARGO_BIN_EXE_atoll"))

@@ -283,6 +283,13 @@ async fn check_access(subject: &Subject<'_>, groups: &[&[Can]]) {
 
 /// What atoll must be able to do when it watches every namespace.
 const NEEDED: &[Can] = &[
+    // A merge patch of one annotation (atoll.dev/plugin-digest); `update`
+    // stays refused, and atoll never writes the spec (RBAC cannot split a
+    // patch by field: the rule's comment in deploy/rbac.yaml says so).
+    yes(
+        &["patch", "databases.atoll.dev", "-n", "WATCHED"],
+        "rollouts assign a Database to a plugin version by annotation",
+    ),
     yes(
         &["list", "databases.atoll.dev", "-A"],
         "watch Databases everywhere",
@@ -461,10 +468,6 @@ const FORBIDDEN: &[Can] = &[
     ),
     no(
         &["update", "databases.atoll.dev", "-n", "WATCHED"],
-        "the spec is the user's",
-    ),
-    no(
-        &["patch", "databases.atoll.dev", "-n", "WATCHED"],
         "the spec is the user's",
     ),
     no(

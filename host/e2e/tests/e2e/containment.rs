@@ -240,6 +240,8 @@ async fn still_serves(client: &kube::Client, ns: &str, name: &str) {
 async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
     let _records = atoll_e2e::plugin_records_exclusive().await;
     let client = client().await;
+    // atoll run installs nothing: the CRDs come first, as in a cluster.
+    atoll_testenv::install_crds(&client, atoll::api::crds()).await;
     let ns = TestNamespace::new(&client, "containment").await;
     let n = ns.name();
     let cgroup = Cgroup::new(&format!("atoll-e2e-{n}"), LIMIT);

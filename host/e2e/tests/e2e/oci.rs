@@ -11,6 +11,7 @@ use std::sync::Arc;
 use atoll::contract::Digest;
 use atoll::plugin::oci::{self, Credentials, InsecurePolicy, OciError, Reference};
 use atoll::plugin::{Limits, Runtime};
+use atoll_e2e::padded;
 use atoll_testenv::{Registries, TestNamespace};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -28,25 +29,6 @@ fn raft() -> &'static [u8] {
         .find(|(name, _)| *name == "raft")
         .map(|(_, bytes)| *bytes)
         .unwrap()
-}
-
-/// `component` with a custom section appended until it is `total` bytes
-/// long: still the same component to wasmtime, but too big for a ConfigMap.
-fn padded(component: &[u8], total: usize) -> Vec<u8> {
-    let name = b"atoll-e2e-padding";
-    let mut out = component.to_vec();
-    // Section id 0 (custom), LEB128 size (5 bytes, padded encoding), name, payload.
-    let payload = total - component.len() - 1 - 5 - 1 - name.len();
-    let size = (1 + name.len() + payload) as u32;
-    out.push(0);
-    for i in 0..5 {
-        let byte = ((size >> (7 * i)) & 0x7f) as u8;
-        out.push(if i < 4 { byte | 0x80 } else { byte });
-    }
-    out.push(name.len() as u8);
-    out.extend_from_slice(name);
-    out.resize(total, 0xa5);
-    out
 }
 
 /// A repository and tag no other test or run uses.

@@ -13,49 +13,11 @@ use std::time::Duration;
 
 use atoll::api::{ANNOTATION_PLUGIN_DIGEST, Database, RolloutStatus, StoragePlugin};
 use atoll::contract::Digest;
-use atoll_e2e::{KillOnDrop, k, raft_database, start_atoll};
+use atoll_e2e::{KillOnDrop, ResetPlugin, k, raft_database, ready_on, start_atoll};
 use atoll_testenv::{TestNamespace, client, wait_for};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 
 const LABELLED: &str = env!("ATOLL_TEST_RAFT_LABELLED_WASM");
-
-/// Clears raft's spec and rollout status, whatever a test left behind.
-struct ResetRaft;
-
-impl ResetRaft {
-    async fn now(client: &kube::Client) {
-        let api: Api<StoragePlugin> = Api::all(client.clone());
-        if api.get_opt("raft").await.ok().flatten().is_none() {
-            return;
-        }
-        let spec = serde_json::json!({"spec": {"versions": null, "target": null, "rollout": null}});
-        let _ = api
-            .patch("raft", &PatchParams::default(), &Patch::Merge(&spec))
-            .await;
-        let status = serde_json::json!({"apiVersion": "atoll.dev/v1alpha1", "kind": "StoragePlugin",
-            "metadata": {"name": "raft"}, "status": {}});
-        let _ = api
-            .patch_status(
-                "raft",
-                &PatchParams::apply("atoll-rollout").force(),
-                &Patch::Apply(&status),
-            )
-            .await;
-    }
-}
-
-impl Drop for ResetRaft {
-    fn drop(&mut self) {
-        // On a thread and runtime of its own, with a client of its own: the
-        // test's client is served by the test's runtime, blocked here.
-        let _ = std::thread::spawn(|| {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(async { ResetRaft::now(&client().await).await });
-        })
-        .join();
-    }
-}
 
 /// The labelled raft release in ConfigMap `raft-next` of `ns` (no label:
 /// the spec names it).
@@ -113,18 +75,6 @@ async fn databases(client: &kube::Client, ns: &str) -> Vec<Database> {
     api.list(&Default::default()).await.unwrap().items
 }
 
-fn ready_on(db: &Database, digest: &str) -> bool {
-    let Some(status) = &db.status else {
-        return false;
-    };
-    status.plugin.as_ref().is_some_and(|p| p.digest == digest)
-        && status.observed_generation == db.metadata.generation
-        && status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 async fn rollout(client: &kube::Client) -> Option<RolloutStatus> {
     let api: Api<StoragePlugin> = Api::all(client.clone());
     api.get("raft").await.ok()?.status?.rollout
@@ -157,8 +107,8 @@ async fn canary_then_waves_each_gated_resume_after_kill_pinned_stays_and_rollbac
     let client = client().await;
     // `atoll run` installs nothing: the StoragePlugin schema must be this one.
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
-    ResetRaft::now(&client).await;
-    let _reset = ResetRaft;
+    ResetPlugin::now(&client, "raft").await;
+    let _reset = ResetPlugin("raft");
     let ns = TestNamespace::new(&client, "rollout").await;
     let n = ns.name();
     let mut atoll = KillOnDrop(start_atoll(n));
@@ -315,8 +265,8 @@ async fn a_release_bad_for_a_labelled_subset_halts_at_the_canary_and_rolls_it_ba
     let client = client().await;
     // `atoll run` installs nothing: the StoragePlugin schema must be this one.
     atoll_testenv::install_crds(&client, atoll::api::crds()).await;
-    ResetRaft::now(&client).await;
-    let _reset = ResetRaft;
+    ResetPlugin::now(&client, "raft").await;
+    let _reset = ResetPlugin("raft");
     let ns = TestNamespace::new(&client, "rollout-halt").await;
     let n = ns.name();
     let _atoll = KillOnDrop(start_atoll(n));
