@@ -37,16 +37,25 @@ pub async fn api_requests() -> (u64, u64, u64) {
 
 /// CPU time (user + system) the kube-apiserver process has used.
 pub fn apiserver_cpu() -> Option<Duration> {
-    let pid = std::fs::read_to_string("/tmp/atoll-testenv-0/pids")
+    control_plane_cpu("kube-apiserver")
+}
+
+/// CPU time (user + system) control-plane process `name` (`kube-apiserver`,
+/// `etcd`, ...) has used: its pid from the pids file `cargo xtask cluster
+/// up` wrote in [`atoll_testenv::state_dir`] (so `ATOLL_TESTENV_DIR`
+/// selects the control plane; the last line of that name, as a restarted
+/// process gets a line of its own), else the oldest process of that name.
+pub fn control_plane_cpu(name: &str) -> Option<Duration> {
+    let pid = std::fs::read_to_string(atoll_testenv::state_dir().join("pids"))
         .ok()
         .and_then(|pids| {
             pids.lines()
-                .find(|l| l.split_whitespace().nth(1) == Some("kube-apiserver"))
+                .rfind(|l| l.split_whitespace().nth(1) == Some(name))
                 .and_then(|l| l.split_whitespace().next().map(str::to_string))
         })
         .or_else(|| {
             let out = std::process::Command::new("pgrep")
-                .args(["-o", "kube-apiserver"])
+                .args(["-o", name])
                 .output()
                 .ok()?;
             Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -63,6 +72,16 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on every Linux this runs on.
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// Field `field` (`VmRSS`, `VmHWM`, ...) of `/proc/<pid>/status`, in KiB.
+#[allow(dead_code, reason = "not every bench measures memory")]
+pub fn process_memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
 /// Snapshot of the API server's counters, to diff around a phase.
@@ -93,20 +112,33 @@ impl ApiSnapshot {
 
 /// Wait (up to 3 minutes) until namespace `name` is gone, so the garbage
 /// collection of one scenario does not load the API server during the next.
+#[allow(dead_code, reason = "not every bench uses it")]
 pub async fn wait_namespace_gone(client: &kube::Client, name: &str) {
+    if !wait_namespace_gone_within(client, name, Duration::from_secs(180)).await {
+        eprintln!("namespace {name} still terminating after 180s");
+    }
+}
+
+/// Wait up to `timeout` until namespace `name` is gone; false if it is not.
+pub async fn wait_namespace_gone_within(
+    client: &kube::Client,
+    name: &str,
+    timeout: Duration,
+) -> bool {
     let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         match api.get_opt(name).await {
-            Ok(None) => return,
+            Ok(None) => return true,
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
-    eprintln!("namespace {name} still terminating after 180s");
+    false
 }
 
 /// Create Databases `database(0..count)` (16 requests at a time) and poll
 /// every 250 ms until all of them are Ready.
+#[allow(dead_code, reason = "not every bench uses it")]
 pub async fn create_and_wait_ready(
     dbs: &kube::Api<atoll::api::Database>,
     count: usize,
