@@ -523,17 +523,7 @@ impl Atoll {
     /// The sum of atoll's counter series whose line starts with `prefix`
     /// (a family name, or a name with its labels); 0 when none is recorded.
     async fn metric(&self, prefix: &str) -> Result<u64, String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(self.metrics)
-            .await
-            .map_err(|e| format!("atoll's metrics at {}: {e}", self.metrics))?;
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: atoll\r\nConnection: close\r\n\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text)
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = atoll_e2e::metrics_text(self.metrics).await?;
         Ok(text
             .lines()
             .filter(|l| {

@@ -267,6 +267,38 @@ impl Drop for ResetPlugin {
     }
 }
 
+/// A suffix no other test, run or process uses (pid and wall-clock
+/// nanoseconds): for registry tags and other names outside a namespace.
+pub fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// The text of `atoll run`'s `/metrics` at `addr` (plain HTTP/1.1).
+///
+/// # Errors
+/// The connection or the read failed.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("atoll's metrics at {addr}: {e}"))?;
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: atoll\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
 /// Whether `db` is `Ready` for its current generation, rendered by the
 /// plugin version of `digest`.
 pub fn ready_on(db: &Database, digest: &str) -> bool {

@@ -154,17 +154,7 @@ impl Atoll {
 
     /// The membership gauges: (streams, records, watches).
     async fn gauges(&self) -> Result<(i64, i64, i64), String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(self.metrics)
-            .await
-            .map_err(|e| e.to_string())?;
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: atoll\r\nConnection: close\r\n\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text)
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = atoll_e2e::metrics_text(self.metrics).await?;
         let gauge = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<i64>().ok())

@@ -33,14 +33,7 @@ fn raft() -> &'static [u8] {
 
 /// A repository and tag no other test or run uses.
 fn reference(registry: &str, test: &str) -> Reference {
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let unique = atoll_e2e::unique_suffix();
     Reference::parse(&format!("{registry}/e2e/{test}:{unique}")).unwrap()
 }
 

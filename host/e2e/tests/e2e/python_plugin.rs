@@ -101,14 +101,7 @@ async fn the_python_cache_port_ships_by_oci_reloads_and_outlives_broken_sources(
     let (d1, d2) = (Digest::of(&v1).to_string(), Digest::of(&v2).to_string());
 
     let Registries { anonymous, .. } = atoll_testenv::registries();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let unique = atoll_e2e::unique_suffix();
     let repository = format!("{anonymous}/e2e/python-cache");
     let by_tag = format!("{repository}:{unique}-v1");
     let insecure = InsecurePolicy::default();
