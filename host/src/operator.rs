@@ -353,6 +353,9 @@ impl Operator {
         } = self;
         // One signal fans out to the servers, the elector and the controller.
         let stop = shutdown.shared();
+        // If this future is dropped (aborted) rather than stopped, nothing
+        // it spawned keeps running.
+        let mut spawned = AbortOnDrop::default();
 
         let http = match config.metrics_addr {
             Some(addr) => {
@@ -363,7 +366,7 @@ impl Operator {
                     ready.subscribe(),
                     stop.clone(),
                 );
-                Some(tokio::spawn(serving))
+                Some(spawned.track(tokio::spawn(serving)))
             }
             None => None,
         };
@@ -383,7 +386,7 @@ impl Operator {
                     liveness: grpc.liveness.clone(),
                     namespace: config.namespace.clone(),
                 };
-                Some(tokio::spawn(server.serve(listener, stop.clone())))
+                Some(spawned.track(tokio::spawn(server.serve(listener, stop.clone()))))
             }
             None => None,
         };
@@ -408,7 +411,7 @@ impl Operator {
                 scope,
                 leader_rx.clone(),
             );
-            tokio::spawn(source.run(synced_tx))
+            spawned.track(tokio::spawn(source.run(synced_tx)))
         });
         // StoragePlugin specs are a plugin source too, on every replica: a
         // new leader serves the same versions and defaults at once.
@@ -424,16 +427,16 @@ impl Operator {
                 plugin_namespace: cms.namespace.clone(),
                 leader: leader_rx.clone(),
             };
-            tokio::spawn(driver.run(specs_tx))
+            spawned.track(tokio::spawn(driver.run(specs_tx)))
         });
         let readiness = {
             let (ready, mut synced, mut specs) =
                 (ready.clone(), synced_rx.clone(), specs_rx.clone());
-            tokio::spawn(async move {
+            spawned.track(tokio::spawn(async move {
                 if synced.wait_for(|s| *s).await.is_ok() && specs.wait_for(|s| *s).await.is_ok() {
                     let _ = ready.send(true);
                 }
-            })
+            }))
         };
 
         let (elector_stop_tx, mut elector_stop_rx) = watch::channel(false);
@@ -449,7 +452,10 @@ impl Operator {
                 let stopped = async move {
                     let _ = elector_stop_rx.wait_for(|s| *s).await;
                 };
-                (Some(tokio::spawn(election.run(leader_tx, stopped))), None)
+                (
+                    Some(spawned.track(tokio::spawn(election.run(leader_tx, stopped)))),
+                    None,
+                )
             }
             None => (None, Some(leader_tx)),
         };
@@ -466,9 +472,12 @@ impl Operator {
         let mut lost = false;
         if *leader_rx.borrow() && !stopped {
             tracing::info!(namespace = ?config.namespace, "leading: reconciling Databases");
-            let records = config
-                .publish_plugin_records
-                .then(|| tokio::spawn(publish_records(Arc::clone(&ctx), config.namespace.clone())));
+            let records = config.publish_plugin_records.then(|| {
+                spawned.track(tokio::spawn(publish_records(
+                    Arc::clone(&ctx),
+                    config.namespace.clone(),
+                )))
+            });
             let (lost_tx, lost_rx) = watch::channel(false);
             let mut leader = leader_rx.clone();
             let stop = stop.clone();
@@ -543,5 +552,25 @@ async fn publish_records(ctx: Arc<Context>, namespace: Option<String>) {
             tracing::warn!(error = %e, "could not publish StoragePlugin records");
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+/// Aborts the tasks it tracks when dropped (aborting a finished task does
+/// nothing), so a dropped [`Operator::run`] leaves no servers or watchers.
+#[derive(Default)]
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn track<T>(&mut self, task: tokio::task::JoinHandle<T>) -> tokio::task::JoinHandle<T> {
+        self.0.push(task.abort_handle());
+        task
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }

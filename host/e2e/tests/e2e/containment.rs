@@ -291,10 +291,6 @@ async fn hostile_plugins_in_a_256_mib_cgroup_are_refused_while_atoll_serves() {
             && log.contains("slots=2"),
         "atoll logs how it fitted its slots into 256 MiB:\n{log}"
     );
-    assert!(
-        log.contains("lowered plugin concurrency") && log.contains("memory_limit_mib=256"),
-        "atoll logs how it fitted its slots into 256 MiB:\n{log}"
-    );
     report("started, one built-in Database Ready");
 
     // 8 Databases on a plugin touching 60 MiB per render, at once.

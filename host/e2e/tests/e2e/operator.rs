@@ -304,3 +304,41 @@ async fn stopping_right_after_starting_finishes() {
     }
     ns.cleanup().await;
 }
+
+/// Dropping the operator's future (aborting its task, as a cancelled
+/// `select!` or an embedder's abort does) stops what it spawned: its
+/// metrics server stops accepting connections although the shutdown signal
+/// never fires.
+#[tokio::test]
+async fn aborting_the_operator_stops_its_servers() {
+    let client = atoll_testenv::client().await;
+    atoll_testenv::install_crds(&client, atoll::api::crds()).await;
+    let ns = TestNamespace::new(&client, "abort").await;
+    // A free port, released for atoll to bind.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = atoll::operator::Config::for_namespace(ns.name());
+    config.metrics_addr = Some(addr);
+    let operator = atoll::Operator::with_client(config, client.clone(), atoll_e2e::renderer());
+    let task = tokio::spawn(operator.run(std::future::pending()));
+    wait_for("metrics served", Duration::from_secs(30), || {
+        atoll_e2e::metrics_text(addr)
+    })
+    .await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_for(
+        "the metrics port closed after the abort",
+        Duration::from_secs(10),
+        || async {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(_) => Ok(()),
+                Ok(_) => Err(format!("{addr} still accepts connections")),
+            }
+        },
+    )
+    .await;
+    ns.cleanup().await;
+}

@@ -157,17 +157,26 @@ async fn the_python_cache_port_ships_by_oci_reloads_and_outlives_broken_sources(
     let both = [("py1", by_tag.as_str()), ("py2", by_digest.as_str())];
     declare(n, &both, "py2").await;
     wait_on(&client, n, &d2).await;
-    let plugin = record(&client).await;
-    assert_eq!(plugin.digest, d2, "{plugin:?}");
-    let named: Vec<(&str, &str)> = plugin
-        .versions
-        .iter()
-        .map(|v| (v.name.as_str(), v.digest.as_str()))
-        .collect();
-    assert!(
-        named.contains(&("py1", d1.as_str())) && named.contains(&("py2", d2.as_str())),
-        "both versions are listed: {named:?}"
-    );
+    // The record is written after the rollout's status, in a request of its
+    // own, so it may trail the Database by that request: wait for it.
+    wait_for(
+        "the record names py2 the default and lists both versions",
+        Duration::from_secs(30),
+        || async {
+            let plugin = record(&client).await;
+            let named: Vec<(&str, &str)> = plugin
+                .versions
+                .iter()
+                .map(|v| (v.name.as_str(), v.digest.as_str()))
+                .collect();
+            (plugin.digest == d2
+                && named.contains(&("py1", d1.as_str()))
+                && named.contains(&("py2", d2.as_str())))
+            .then_some(())
+            .ok_or(format!("{plugin:?}"))
+        },
+    )
+    .await;
 
     // Broken sources, each as the target: nothing that serves changes.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
