@@ -434,9 +434,12 @@ impl LoadedPlugin {
     ) -> Result<R, PluginError> {
         // Calls run on blocking threads; wait there (the semaphore is never
         // closed) before the store exists, so waiting does not count against
-        // the deadline.
-        let _slot = futures::executor::block_on(self.runtime.slots.acquire())
-            .expect("the call semaphore is never closed");
+        // the deadline. Unconstrained: called from a tokio task whose coop
+        // budget is spent, `acquire` would return Pending and wake itself
+        // forever, and this loop would never yield to reset the budget.
+        let acquire = tokio::task::unconstrained(self.runtime.slots.acquire());
+        let _slot =
+            futures::executor::block_on(acquire).expect("the call semaphore is never closed");
         let (mut store, pipes) = self.runtime.store(&self.name);
         let result = self
             .pre

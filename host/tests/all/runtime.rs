@@ -364,3 +364,36 @@ fn a_component_of_another_world_is_refused_naming_both_versions() {
         "{message}"
     );
 }
+
+/// A plugin call made from a tokio task that has spent its cooperative
+/// budget returns (it used to spin forever waiting for a call slot: the
+/// semaphore kept answering Pending and waking itself).
+#[test]
+fn a_call_from_a_tokio_task_with_its_budget_spent_returns() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let semaphore = tokio::sync::Semaphore::new(1);
+            // Each ready poll spends one unit of the task's budget; once
+            // spent, polls answer Pending until the task yields.
+            let mut spent = false;
+            for _ in 0..10_000 {
+                if futures::FutureExt::now_or_never(semaphore.acquire()).is_none() {
+                    spent = true;
+                    break;
+                }
+            }
+            assert!(spent, "the coop budget was never spent");
+            let rendered = renderer().render(&database("raft", 1, json!({})));
+            let _ = done.send(rendered.map(|d| d.objects.len()));
+        });
+    });
+    let objects = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the call returns (not a spin on the call slot)")
+        .unwrap();
+    assert!(objects > 0);
+}
