@@ -16,10 +16,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main` (its `malloc_conf` global; the
 /// symbol is prefixed because the allocator does not replace `malloc`).
+/// One arena: atoll's threads are few and mostly wait on the network, and
+/// the default (four per CPU) kept 3.5 MiB more over 1,000 Databases
+/// (BENCHMARKS.md §8). `_RJEM_MALLOC_CONF` overrides any of these.
 // Audited: a NUL-terminated byte string jemalloc only reads.
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static JEMALLOC_CONF: &[u8; 70] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:1\0";
 
 fn main() {
     let cli = Cli::parse();
