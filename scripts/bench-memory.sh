@@ -13,6 +13,10 @@
 #   KUBECONFIG=/tmp/atoll-testenv-0/kubeconfig scripts/bench-memory.sh [N] [BINARY...]
 #
 # BINARY defaults to target/release/atoll ($CARGO_TARGET_DIR honoured).
+# CONFS="default narenas:1,tcache:false ..." also restarts each binary with
+# each of these jemalloc options (`_RJEM_MALLOC_CONF`; `default` sets none),
+# interleaved. Every RSS is printed with its anonymous and file-backed parts
+# (the binary's own code is most of the latter).
 # Every start compiles the plugins (a pod's first start, the worst case);
 # WARM_CACHE=1 keeps compiled plugins in one cache directory for the run,
 # as the Deployment's emptyDir does across container restarts.
@@ -29,11 +33,14 @@ CACHE=(--no-plugin-cache)
 if [ "${WARM_CACHE:-0}" = 1 ]; then
   CACHE=(--plugin-cache-dir "$(mktemp -d)")
 fi
-rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
+rss() { awk '/VmRSS/ {r=$2} /RssAnon/ {a=$2} /RssFile/ {f=$2} END {printf "%.1f MiB (anon %.1f, file %.1f)", r/1024, a/1024, f/1024}' /proc/$1/status; }
+read -r -a CONF_LIST <<< "${CONFS:-default}"
 peak() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
 stop() { [ -z "$PID" ] || { kill $PID 2>/dev/null; wait $PID 2>/dev/null || true; PID=; }; }
 start() {
-  "$1" run --namespace $NS --metrics-addr 127.0.0.1:$PORT --grpc-addr 127.0.0.1:$((PORT + 1)) \
+  local conf=${2:-default}
+  [ "$conf" = default ] && conf=
+  _RJEM_MALLOC_CONF=$conf "$1" run --namespace $NS --metrics-addr 127.0.0.1:$PORT --grpc-addr 127.0.0.1:$((PORT + 1)) \
     --plugin-namespace $NS "${CACHE[@]}" >>/tmp/$NS.log 2>&1 &
   PID=$!
   until curl -fs -o /dev/null "http://127.0.0.1:$PORT/readyz"; do
@@ -66,9 +73,11 @@ stop
 
 for round in $(seq 1 "$ROUNDS"); do
   for bin in "${BINARIES[@]}"; do
-    start "$bin"
-    sleep 30
-    echo "round $round: $bin restarted over $N converged Databases: RSS $(rss $PID) (peak $(peak $PID))"
-    stop
+    for conf in "${CONF_LIST[@]}"; do
+      start "$bin" "$conf"
+      sleep 30
+      echo "round $round: $bin [$conf] restarted over $N converged Databases: RSS $(rss $PID) (peak $(peak $PID))"
+      stop
+    done
   done
 done

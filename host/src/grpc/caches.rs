@@ -18,7 +18,11 @@
 //! - Until a cache has listed once (at start-up, or while the API server
 //!   refuses the watch), calls that need it wait up to [`SYNC_WAIT`] and
 //!   then fail `UNAVAILABLE`, rather than answer with an empty list.
-//! - managedFields are dropped from every cached object: they are never read.
+//! - managedFields and annotations are dropped from every cached object,
+//!   and a cached Database keeps only what discovery reads (metadata and
+//!   `spec.partitions`; no status, labels or plugin config): calls that
+//!   answer from these caches never read the rest, and over 1,000
+//!   Databases it is memory held twice (the controller caches them too).
 //! - The watches cover the namespace atoll manages (`--namespace`), or every
 //!   namespace; records outside it are never listed.
 
@@ -49,11 +53,12 @@ impl Caches {
     /// Start the watches of `namespace` (every namespace if `None`).
     pub fn start(client: &Client, namespace: Option<&str>) -> Caches {
         let mut tasks = Vec::new();
-        let databases = cache(client, namespace, watcher::Config::default(), &mut tasks);
+        let all = watcher::Config::default;
+        let databases = cache(client, namespace, all(), trim_database, &mut tasks);
         // Only Partitions atoll made (it labels each with its Database).
-        let labelled = watcher::Config::default().labels(LABEL_DATABASE);
-        let partitions = cache(client, namespace, labelled, &mut tasks);
-        let primitives = cache(client, namespace, watcher::Config::default(), &mut tasks);
+        let labelled = all().labels(LABEL_DATABASE);
+        let partitions = cache(client, namespace, labelled, |_: &mut Partition| {}, &mut tasks);
+        let primitives = cache(client, namespace, all(), |_: &mut Primitive| {}, &mut tasks);
         Caches {
             databases,
             partitions,
@@ -88,11 +93,23 @@ impl Drop for Caches {
     }
 }
 
-/// A store of `K` in `namespace` fed by its own watch task.
+/// What discovery reads of a Database: metadata (name, namespace, uid,
+/// deletion) and `spec.partitions`.
+pub(super) fn trim_database(db: &mut Database) {
+    db.metadata.labels = None;
+    db.status = None;
+    db.spec.storage.config = None;
+    db.spec.pod = None;
+}
+
+/// A store of `K` in `namespace` fed by its own watch task; `trim` drops
+/// what the API never reads of each object (managedFields and annotations
+/// are always dropped).
 fn cache<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
+    trim: fn(&mut K),
     tasks: &mut Vec<tokio::task::AbortHandle>,
 ) -> Store<K>
 where
@@ -114,7 +131,11 @@ where
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+            .modify(move |o: &mut K| {
+                o.managed_fields_mut().clear();
+                o.meta_mut().annotations = None;
+                trim(o);
+            }),
     );
     let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(events);

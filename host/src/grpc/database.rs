@@ -319,6 +319,38 @@ mod tests {
         }
     }
 
+    /// The gRPC cache keeps a trimmed Database: discovery over it answers
+    /// exactly as over the whole object.
+    #[test]
+    fn a_trimmed_database_is_discovered_as_the_whole_one() {
+        let mut whole = db();
+        whole.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        whole.metadata.uid = Some("u-1".into());
+        whole.spec.storage.config = Some(serde_json::json!({"replicas": 3}));
+        whole.status = Some(Default::default());
+        let mut trimmed = whole.clone();
+        super::super::caches::trim_database(&mut trimmed);
+        assert!(trimmed.status.is_none() && trimmed.spec.storage.config.is_none());
+        let parts = [
+            partition(1, true, true),
+            partition(2, true, true),
+            partition(3, false, true),
+        ];
+        assert_eq!(
+            listed(discover(&trimmed, &parts, "cluster.local")),
+            listed(discover(&whole, &parts, "cluster.local"))
+        );
+        let mut deleting = whole.clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        super::super::caches::trim_database(&mut deleting);
+        assert!(matches!(
+            discover(&deleting, &parts, "cluster.local"),
+            Discovery::Deleting
+        ));
+    }
+
     #[test]
     fn every_partition_is_listed_in_id_order_ready_or_not() {
         let parts = [
