@@ -57,7 +57,13 @@ impl Caches {
         let databases = cache(client, namespace, all(), trim_database, &mut tasks);
         // Only Partitions atoll made (it labels each with its Database).
         let labelled = all().labels(LABEL_DATABASE);
-        let partitions = cache(client, namespace, labelled, |_: &mut Partition| {}, &mut tasks);
+        let partitions = cache(
+            client,
+            namespace,
+            labelled,
+            |_: &mut Partition| {},
+            &mut tasks,
+        );
         let primitives = cache(client, namespace, all(), |_: &mut Primitive| {}, &mut tasks);
         Caches {
             databases,
