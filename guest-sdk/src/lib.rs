@@ -49,6 +49,8 @@
 //! references, so a plugin need not set them, and cannot escape them.
 
 pub mod atomix;
+#[cfg(any(test, all(target_arch = "wasm32", feature = "bump-allocator")))]
+mod bump;
 mod config;
 pub mod dispatch;
 pub mod k8s;
@@ -60,6 +62,12 @@ mod types;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+
+/// Every call runs in a fresh instance, so allocation is a pointer bump
+/// (see `bump.rs`; default feature `bump-allocator`).
+#[cfg(all(target_arch = "wasm32", feature = "bump-allocator"))]
+#[global_allocator]
+static ALLOCATOR: bump::Bump = bump::Bump::new();
 
 pub use config::{config_schema, parse_config};
 pub use output::{Observed, Output};

@@ -104,25 +104,37 @@ fn main() {
     group.finish();
     c.final_summary();
 
-    // Interleaved rounds in one run, so machine noise hits both paths alike.
+    // Interleaved rounds in one run, so machine noise hits both paths alike;
+    // the ratio is the median of the rounds' ratios, so a burst of load in
+    // one round does not decide it.
     let iterations = if std::env::args().any(|a| a == "--test") {
         3
     } else {
-        300
+        200
     };
+    const ROUNDS: u32 = 11;
     let (mut w, mut n, mut inst, mut dec) = (
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
     );
-    for _ in 0..5 {
-        w += per_call(iterations, || drop(black_box(wasm(&raft, &db))));
-        n += per_call(iterations, || drop(black_box(native(&db))));
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let round_w = per_call(iterations, || drop(black_box(wasm(&raft, &db))));
+        let round_n = per_call(iterations, || drop(black_box(native(&db))));
+        ratios.push(round_w.as_secs_f64() / round_n.as_secs_f64());
+        (w, n) = (w + round_w, n + round_n);
         inst += per_call(iterations, || raft.instantiate_only().unwrap());
         dec += per_call(iterations, || drop(black_box(decode(&rendered))));
     }
-    let (w, n, inst, dec) = (w / 5, n / 5, inst / 5, dec / 5);
+    let (w, n, inst, dec) = (w / ROUNDS, n / ROUNDS, inst / ROUNDS, dec / ROUNDS);
+    ratios.sort_by(f64::total_cmp);
+    let (low, median, high) = (
+        ratios[0],
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() - 1],
+    );
     let faults = |f: &mut dyn FnMut()| {
         let before = minor_faults();
         for _ in 0..iterations {
@@ -145,10 +157,13 @@ fn main() {
     println!("    JSON decoding (host):        {dec:>10.1?}");
     println!("  native (same plugin code):     {n:>10.1?} per call");
     println!(
-        "  ratio wasm / native:           {:>10.2}",
-        w.as_secs_f64() / n.as_secs_f64()
+        "  ratio wasm / native:           {median:>10.2} (median of {ROUNDS} rounds; {low:.2} to {high:.2})"
     );
     println!("  minor page faults per call:    {wasm_faults:>6} wasm, {native_faults} native");
+    println!(
+        "  peak linear memory per call:   {:>8.1} MiB wasm",
+        raft.peak_memory() as f64 / f64::from(1 << 20)
+    );
 
     cache_in_three_languages(&registry, if iterations == 3 { 1 } else { 20 });
 }

@@ -397,3 +397,42 @@ fn a_call_from_a_tokio_task_with_its_budget_spent_returns() {
         .unwrap();
     assert!(objects > 0);
 }
+
+/// The largest Database each built-in plugin accepts (1,024 partitions, as
+/// many groups as partitions where the plugin has groups) renders within the
+/// default per-call limits, with half the memory cap to spare: where the
+/// SDK's bump allocator (`guest-sdk/src/bump.rs`), which reuses little
+/// memory within a call, would run out first.
+#[test]
+fn the_largest_databases_render_within_the_default_limits() {
+    let r = renderer();
+    let largest = [
+        (
+            "raft",
+            json!({"clusters": 1024, "replicas": 9, "volumeClaimTemplate": {"size": "1Gi"}}),
+        ),
+        ("cache", json!({"partitionsPerNode": 1})),
+        ("redis", json!({})),
+        ("primary-backup", json!({})),
+        ("log", json!({})),
+    ];
+    for (plugin, config) in largest {
+        let desired = r
+            .render(&database(plugin, 1024, config))
+            .unwrap_or_else(|e| panic!("{plugin}: {e}"));
+        assert!(
+            desired.objects.len() >= 1024,
+            "{plugin}: a Service per partition at least"
+        );
+        let peak = r.registry.get(plugin).unwrap().peak_memory();
+        let cap = Limits::default().memory_bytes;
+        eprintln!(
+            "{plugin}: {} objects, peak {peak} bytes",
+            desired.objects.len()
+        );
+        assert!(
+            peak <= cap / 2,
+            "{plugin} peaked at {peak} bytes of linear memory (cap {cap})"
+        );
+    }
+}
