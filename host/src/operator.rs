@@ -543,11 +543,20 @@ async fn bind(
 
 /// Keep one StoragePlugin record per plugin, with how many Databases use it
 /// (the leader only; a steady state writes nothing). Hot reloads publish at
-/// once; this catches Database counts and lost writes.
+/// once; this catches Database counts and lost writes. Databases are
+/// counted in the controller's cache: listing them every 30 s cost the API
+/// server a LIST of every Database and atoll the whole answer in memory
+/// (5 MiB at 1,000 Databases); a LIST only while the cache is not ready.
 async fn publish_records(ctx: Arc<Context>, namespace: Option<String>) {
     loop {
         let registry = &ctx.renderer.registry;
-        let result = records::publish_registry(&ctx.client, registry, namespace.as_deref()).await;
+        let result = match ctx.databases() {
+            Some(store) => {
+                let counts = records::Counts::of(store.state().iter().map(AsRef::as_ref));
+                records::publish_counted(&ctx.client, registry, &counts, &registry.failures()).await
+            }
+            None => records::publish_registry(&ctx.client, registry, namespace.as_deref()).await,
+        };
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not publish StoragePlugin records");
         }

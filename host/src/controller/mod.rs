@@ -45,8 +45,9 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::DynamicObject;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
 
-use crate::api::{API_VERSION, DatabaseStatus, Reason};
+use crate::api::{API_VERSION, Database, DatabaseStatus, Reason};
 use crate::metrics::Metrics;
 use crate::plugin::Requeue;
 use crate::render::Renderer;
@@ -111,6 +112,8 @@ pub struct Context {
     /// The watch caches of children while [`run`] runs; reconciles outside
     /// it (tests, tools) list children instead.
     caches: RwLock<Option<Arc<Children>>>,
+    /// The controller's cache of Databases while [`run`] keeps it.
+    databases: RwLock<Option<Store<Database>>>,
     /// Writes to children not yet seen by the caches.
     written: Arc<Written>,
     /// Database status written, by namespace and name, with the
@@ -153,6 +156,7 @@ impl Context {
             memos: Memos::default(),
             fence: crate::leader::fence::Fence::open(),
             caches: RwLock::new(None),
+            databases: RwLock::new(None),
             written: Arc::default(),
             status_written: Default::default(),
             #[cfg(feature = "observe-by-listing")]
@@ -167,6 +171,19 @@ impl Context {
 
     fn set_caches(&self, caches: Option<Arc<Children>>) {
         *self.caches.writing() = caches;
+    }
+
+    fn set_databases(&self, store: Option<Store<Database>>) {
+        *self.databases.writing() = store;
+    }
+
+    /// The controller's cache of Databases, once it holds the initial list
+    /// (`None` while no controller runs here, or before then).
+    pub fn databases(&self) -> Option<Store<Database>> {
+        use futures::FutureExt as _;
+        let store = self.databases.reading().clone()?;
+        let ready = store.wait_until_ready().now_or_never();
+        matches!(ready, Some(Ok(()))).then_some(store)
     }
 
     /// Remember a write the caches have not seen yet (only while they exist:

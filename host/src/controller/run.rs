@@ -31,7 +31,7 @@ fn requeues(
         |(mut rx, lagged)| async move {
             loop {
                 match rx.recv().await {
-                    Ok(db) => return Some((db, (rx, lagged))),
+                    Ok(db) => return Some(((*db).clone(), (rx, lagged))),
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(
                             missed,
@@ -104,15 +104,21 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // The Database cache without managedFields: they are never read.
+    // The Database cache without managedFields and kubectl's copy of the
+    // last applied spec (`kubectl apply` without --server-side): never read,
+    // and often most of a small Database's metadata.
     let (reader, writer) = reflector::store();
     let database_events = reflector(
         writer,
         watcher(databases, watcher::Config::default())
             .default_backoff()
-            .modify(|db: &mut Database| db.managed_fields_mut().clear()),
+            .modify(|db: &mut Database| {
+                db.managed_fields_mut().clear();
+                db.annotations_mut().remove(KUBECTL_LAST_APPLIED);
+            }),
     )
     .applied_objects();
+    ctx.set_databases(Some(reader.clone()));
     let (requeues, reconcile_all) = requeues(&ctx);
     let shutdown = shutdown_after_ready(shutdown, reader.clone());
     Controller::for_stream(database_events, reader)
@@ -133,7 +139,11 @@ pub async fn run(
         .await;
     watches.iter().for_each(|w| w.abort());
     ctx.set_caches(None);
+    ctx.set_databases(None);
 }
+
+/// The annotation `kubectl apply` (client-side) keeps the applied object in.
+const KUBECTL_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// [`run`] as before the caches of children: owned kinds are watched for
 /// metadata only and every reconcile lists its children. For benchmarks.
