@@ -21,12 +21,13 @@ RUN rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
 # Caches persist between builds on the same builder; the binary is copied out
-# of the cached target directory in the same step.
+# of the cached target directory in the same step. Profile `dist`: release
+# with whole-program optimisation (Cargo.toml).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p atoll \
-    && install -D -m 0755 target/release/atoll /out/atoll
+    cargo build --profile dist --locked -p atoll \
+    && install -D -m 0755 target/dist/atoll /out/atoll
 
 # glibc and libgcc (what a Rust binary links dynamically), CA certificates,
 # no shell; runs as uid/gid 65532 ("nonroot"), the user deploy/ expects.

@@ -12,7 +12,9 @@
 #   cargo build --release -p atoll
 #   KUBECONFIG=/tmp/atoll-testenv-0/kubeconfig scripts/bench-memory.sh [N] [BINARY...]
 #
-# BINARY defaults to target/release/atoll ($CARGO_TARGET_DIR honoured).
+# BINARY defaults to target/release/atoll ($CARGO_TARGET_DIR honoured). What
+# ships is built with `cargo build --profile dist -p atoll` (target/dist/atoll):
+# pass both to compare them.
 # CONFS="default narenas:1,tcache:false ..." also restarts each binary with
 # each of these jemalloc options (`_RJEM_MALLOC_CONF`; `default` sets none),
 # interleaved. Every RSS is printed with its anonymous and file-backed parts

@@ -121,7 +121,7 @@ impl Renderer {
     pub fn render_memoized(
         &self,
         db: &Database,
-        memo: &memo::Memo<memo::RenderAnswer>,
+        memo: &memo::Memo<memo::KeptRender>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Desired, RenderError> {
         let plugin = self.plugin_for(db)?;
@@ -130,16 +130,18 @@ impl Renderer {
         let key = memo::render_key(plugin.digest(), &input);
         let name = &plugin.metadata().name;
         let answer = match memo.get(&key) {
-            Some(answer) => {
+            Some(kept) => {
                 metrics.memoized(name, "render");
-                answer
+                kept.answer()
             }
             None => {
                 let started = std::time::Instant::now();
                 let answer = plugin.render(&input);
                 metrics.plugin_call(name, "render", started.elapsed());
-                let answer = Arc::new(answer?);
-                memo.insert(key, Arc::clone(&answer), memo::render_bytes(&answer));
+                let answer = answer?;
+                let kept = memo::KeptRender::keep(&answer);
+                let bytes = kept.bytes();
+                memo.insert(key, Arc::new(kept), bytes);
                 answer
             }
         };

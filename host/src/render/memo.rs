@@ -19,7 +19,8 @@
 //! deadlines and memory faults are never memoized (they may pass), the
 //! plugin's own answers (objects, `invalid`, `failed`, a status report) are.
 //! Memory is bounded: least recently used entries go first once either the
-//! entry count or the byte total (the answers' text) is over its bound.
+//! entry count or the byte total (the answers' text, deflated: see
+//! [`KeptRender`]) is over its bound.
 //!
 //! Caveat: with more Databases than the bounds hold, a resync (which visits
 //! every Database in turn) evicts each entry before it is used again and
@@ -36,8 +37,9 @@ use crate::sync::MutexExt;
 /// A memo key: SHA-256 of the call's identity and input.
 pub type Key = [u8; 32];
 
-/// Bytes of rendered text kept by default: a one-partition raft Database
-/// renders ~6 KB, so 1,000 Databases fit with room to spare.
+/// Bytes of rendered text kept by default (deflated, several times smaller):
+/// a one-partition raft Database renders ~6 KB of text, so well over 2,500
+/// Databases fit.
 pub const DEFAULT_RENDER_BYTES: usize = 16 << 20;
 
 /// Status reports kept by default (each a few hundred bytes).
@@ -48,7 +50,7 @@ pub type RenderAnswer = Result<Rendered, PluginRenderError>;
 
 /// The memos of one controller: renders and status reports.
 pub struct Memos {
-    pub render: Memo<RenderAnswer>,
+    pub render: Memo<KeptRender>,
     pub status: Memo<StatusReport>,
 }
 
@@ -223,6 +225,76 @@ pub fn status_key(digest: Digest, db: &PluginDatabase, observed: &[String]) -> K
     h.finish()
 }
 
+/// A render answer as the memo keeps it: the objects' JSON text deflated
+/// together, each preceded by its length (a few times smaller; a hit parses
+/// the objects anyway, and inflating them costs a fraction of that).
+pub struct KeptRender {
+    objects: Box<[u8]>,
+    rest: Result<Vec<crate::contract::PartitionBinding>, PluginRenderError>,
+}
+
+impl KeptRender {
+    /// `answer`, deflated.
+    pub fn keep(answer: &RenderAnswer) -> Self {
+        use std::io::Write as _;
+        let Ok(rendered) = answer else {
+            return KeptRender {
+                objects: Box::default(),
+                rest: answer.as_ref().map(|_| Vec::new()).map_err(Clone::clone),
+            };
+        };
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let deflated = rendered
+            .objects
+            .iter()
+            .try_for_each(|o| {
+                encoder.write_all(&(o.len() as u64).to_le_bytes())?;
+                encoder.write_all(o.as_bytes())
+            })
+            .and_then(|()| encoder.finish())
+            .expect("deflating into memory cannot fail");
+        KeptRender {
+            objects: deflated.into_boxed_slice(),
+            rest: Ok(rendered.partitions.clone()),
+        }
+    }
+
+    /// The answer kept.
+    ///
+    /// # Errors
+    /// The plugin's own refusal, as it answered.
+    pub fn answer(&self) -> RenderAnswer {
+        use std::io::Read as _;
+        let partitions = self.rest.clone()?;
+        let mut bytes = Vec::new();
+        flate2::read::DeflateDecoder::new(&self.objects[..])
+            .read_to_end(&mut bytes)
+            .expect("a kept render is what we deflated");
+        let mut objects = Vec::new();
+        let mut rest = &bytes[..];
+        while let Some((len, tail)) = rest.split_first_chunk::<8>() {
+            let (object, tail) = tail.split_at(u64::from_le_bytes(*len) as usize);
+            objects.push(String::from_utf8_lossy(object).into_owned());
+            rest = tail;
+        }
+        Ok(Rendered {
+            objects,
+            partitions,
+        })
+    }
+
+    /// What it weighs in the memo: the deflated text and the bindings.
+    pub fn bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        self.objects.len()
+            + match &self.rest {
+                Ok(bindings) => bindings.iter().map(|b| b.service.len() + OVERHEAD).sum(),
+                Err(e) => render_bytes(&Err(e.clone())),
+            }
+    }
+}
+
 /// What a render answer weighs in the memo: its text and bindings.
 pub fn render_bytes(answer: &RenderAnswer) -> usize {
     const OVERHEAD: usize = 64;
@@ -319,5 +391,39 @@ mod tests {
         let off: Memo<u32> = Memo::new(0, 100);
         off.insert([0; 32], Arc::new(0), 1);
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn a_kept_render_gives_back_the_same_answer_in_fewer_bytes() {
+        use crate::contract::{PartitionBinding, Placement, Violation};
+        let object = |i: usize| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"orders-p{i}","labels":{{"app":"é\n"}}}},"spec":{{"ports":[{{"name":"api","port":5678}}]}}}}"#
+            )
+        };
+        let rendered = Rendered {
+            objects: (1..=32).map(object).chain([String::new()]).collect(),
+            partitions: vec![PartitionBinding {
+                partition: 1,
+                service: "orders-p1".into(),
+                port: 5678,
+                placement: Placement::Nowhere,
+            }],
+        };
+        let text: usize = rendered.objects.iter().map(String::len).sum();
+        let kept = KeptRender::keep(&Ok(rendered.clone()));
+        let back = kept.answer().unwrap();
+        assert_eq!(back.objects, rendered.objects);
+        assert_eq!(back.partitions.len(), 1);
+        assert_eq!(back.partitions[0].service, "orders-p1");
+        assert!(kept.bytes() < text / 4, "{} of {text} bytes", kept.bytes());
+        let invalid = Err(PluginRenderError::Invalid(vec![Violation {
+            field: "spec.partitions".into(),
+            message: "must be at least 1".into(),
+        }]));
+        let kept = KeptRender::keep(&invalid);
+        assert!(
+            matches!(kept.answer(), Err(PluginRenderError::Invalid(v)) if v[0].field == "spec.partitions")
+        );
     }
 }
