@@ -85,7 +85,8 @@ pub fn key(object: &Value) -> Key {
 #[derive(Clone, Debug)]
 pub struct Child {
     /// name, namespace, uid, resourceVersion, ownerReferences and the labels
-    /// in [`FILTER_LABELS`]; everything else is only in the text.
+    /// `atoll.dev/database` and `atoll.dev/retained-from`; everything else
+    /// is only in the text.
     pub metadata: ObjectMeta,
     /// The object but apiVersion and kind: JSON, deflated.
     deflated: Box<[u8]>,
