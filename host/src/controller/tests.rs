@@ -462,3 +462,28 @@ async fn an_unchanged_input_calls_no_plugin_and_an_edit_renders_again() {
     assert_eq!(plugin_counts(&ctx, calls).0, 2, "the edit renders again");
     assert!(!writes(&api).is_empty(), "and applies what changed");
 }
+
+/// The StoragePlugin publisher counts Databases in the controller's cache
+/// instead of listing them all, but only once the cache holds the initial
+/// list: counting a cache still filling would publish too few.
+#[tokio::test]
+async fn the_database_cache_is_offered_only_once_it_holds_the_initial_list() {
+    use kube::runtime::watcher::Event;
+    let api = FakeApi::default();
+    let ctx = Context::new(api.client(), renderer());
+    assert!(ctx.databases().is_none(), "no controller runs");
+    let (reader, mut writer) = kube::runtime::reflector::store::<Database>();
+    ctx.set_databases(Some(reader));
+    writer.apply_watcher_event(&Event::Init);
+    writer.apply_watcher_event(&Event::InitApply(database(1, 1)));
+    assert!(
+        ctx.databases().is_none(),
+        "the initial list is not complete"
+    );
+    writer.apply_watcher_event(&Event::InitDone);
+    let store = ctx.databases().expect("offered once the list is complete");
+    let counts = crate::plugin::records::Counts::of(store.state().iter().map(AsRef::as_ref));
+    assert_eq!(counts.by_plugin.get("raft"), Some(&1));
+    ctx.set_databases(None);
+    assert!(ctx.databases().is_none(), "gone with the controller");
+}
