@@ -290,27 +290,12 @@ impl KeptRender {
         self.objects.len()
             + match &self.rest {
                 Ok(bindings) => bindings.iter().map(|b| b.service.len() + OVERHEAD).sum(),
-                Err(e) => render_bytes(&Err(e.clone())),
-            }
-    }
-}
-
-/// What a render answer weighs in the memo: its text and bindings.
-pub fn render_bytes(answer: &RenderAnswer) -> usize {
-    const OVERHEAD: usize = 64;
-    match answer {
-        Ok(r) => {
-            r.objects.iter().map(|o| o.len() + OVERHEAD).sum::<usize>()
-                + r.partitions
+                Err(PluginRenderError::Invalid(v)) => v
                     .iter()
-                    .map(|b| b.service.len() + OVERHEAD)
-                    .sum::<usize>()
-        }
-        Err(PluginRenderError::Invalid(v)) => v
-            .iter()
-            .map(|v| v.field.len() + v.message.len() + OVERHEAD)
-            .sum(),
-        Err(PluginRenderError::Failed(message)) => message.len() + OVERHEAD,
+                    .map(|v| v.field.len() + v.message.len() + OVERHEAD)
+                    .sum(),
+                Err(PluginRenderError::Failed(message)) => message.len() + OVERHEAD,
+            }
     }
 }
 
