@@ -58,6 +58,7 @@
 //!   per-process suffix to the pod name for that reason.
 
 pub mod fence;
+pub mod wire;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -280,12 +280,15 @@ impl Operator {
         let agent = http::HeaderValue::from_str(&agent)
             .map_err(|_| OperatorError::Identity(identity.clone()))?;
         kube_config.headers.push((http::header::USER_AGENT, agent));
-        let client = kube::Client::try_from(kube_config).map_err(OperatorError::Client)?;
+        let client = kube::Client::try_from(kube_config.clone()).map_err(OperatorError::Client)?;
         client
             .apiserver_version()
             .await
             .map_err(OperatorError::Unreachable)?;
-        Ok(Self::with_client(config, client, renderer).with_identity(identity))
+        let fence = Fence::for_election(config.leader_election.is_some());
+        let fenced = crate::leader::wire::client(kube_config, fence.clone())
+            .map_err(OperatorError::Client)?;
+        Ok(Self::assemble(config, client, fenced, fence, renderer).with_identity(identity))
     }
 
     /// An operator over an existing client and renderer (tests and
@@ -294,13 +297,24 @@ impl Operator {
     /// With leader election the controller writes through
     /// [`fenced_client`]: its writes stop at the fence, before a rival may
     /// take the Lease; the gRPC server, the elector and the plugin source
-    /// keep the plain client (every replica serves and renews).
+    /// keep the plain client (every replica serves and renews). The fence is
+    /// checked before the request enters `client`; [`Operator::new`] checks
+    /// it on the wire instead ([`crate::leader::wire`]).
     pub fn with_client(config: Config, client: kube::Client, renderer: Arc<Renderer>) -> Self {
-        let fence = match config.leader_election {
-            Some(_) => Fence::closed(),
-            None => Fence::open(),
-        };
+        let fence = Fence::for_election(config.leader_election.is_some());
         let fenced = fenced_client(client.clone(), fence.clone());
+        Self::assemble(config, client, fenced, fence, renderer)
+    }
+
+    /// The operator whose controller writes through `fenced`, which
+    /// checks `fence`.
+    fn assemble(
+        config: Config,
+        client: kube::Client,
+        fenced: kube::Client,
+        fence: Fence,
+        renderer: Arc<Renderer>,
+    ) -> Self {
         #[cfg_attr(not(feature = "observe-by-listing"), allow(unused_mut))]
         let mut ctx = Context::new(fenced, renderer);
         ctx.fence = fence;

@@ -10,20 +10,19 @@
 //! any takeover (the margin [`LeaderElection::validate`](super::LeaderElection::validate)
 //! keeps positive). Any failed renewal, loss or shutdown closes it at once.
 //!
-//! The controller's Kubernetes client is wrapped by [`fenced_client`]:
-//! every write (POST, PUT, PATCH, DELETE) is checked against the fence
-//! right before it is handed to the connection, and refused once the fence
-//! is down. Reconciles in flight are cancelled when it falls
+//! The controller's Kubernetes client checks every write (POST, PUT,
+//! PATCH, DELETE) against the fence as its body is written to the
+//! connection ([`wire::client`](super::wire::client)), and refuses it once
+//! the fence is down. Reconciles in flight are cancelled when it falls
 //! ([`Fence::lapsed`]). The time is read at the check, so a process resumed
 //! after a pause (SIGSTOP, a frozen VM) refuses even before its elector or
 //! timers have run.
 //!
 //! # Caveats
-//! - A write that passed the check and is then paused before its bytes
-//!   reach the socket still lands late: the window is the few instructions
-//!   between the check and the send, not a whole reconcile. Only a fencing
-//!   token checked by the API server could close it, which Kubernetes
-//!   does not offer.
+//! - A write whose bytes were pulled past the check and is then paused
+//!   before the kernel takes them still lands late (see
+//!   [`wire`](super::wire)). Only a fencing token checked by the API
+//!   server could close that window, which Kubernetes does not offer.
 //! - Clocks running at different rates on the two nodes eat into the
 //!   margin, as for the Lease itself.
 
@@ -83,6 +82,15 @@ impl Fence {
         Fence::with(Deadline::Closed)
     }
 
+    /// Down until the first renewal with leader election, never without.
+    pub fn for_election(elected: bool) -> Self {
+        if elected {
+            Fence::closed()
+        } else {
+            Fence::open()
+        }
+    }
+
     fn set(&self, deadline: Deadline) {
         *self.0.deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
         self.0.changed.notify_waiters();
@@ -134,16 +142,38 @@ impl Fence {
 }
 
 /// Whether `method` changes something on the API server.
-fn is_write(method: &http::Method) -> bool {
+pub(super) fn is_write(method: &http::Method) -> bool {
     !matches!(
         *method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     )
 }
 
+impl Fenced {
+    /// The refusal `request` would get.
+    pub(super) fn of<B>(request: &http::Request<B>) -> Self {
+        Fenced {
+            method: request.method().to_string(),
+            path: request.uri().path().to_string(),
+        }
+    }
+
+    /// Logs the refusal, then is it.
+    pub(super) fn refused(self) -> Self {
+        tracing::warn!(method = %self.method, path = %self.path,
+            "write refused: the leader fence is down");
+        self
+    }
+}
+
 /// `client` with every write checked against `fence` just before it is
-/// sent; reads (watches included) pass. A refused write fails with
+/// handed to it; reads (watches included) pass. A refused write fails with
 /// `kube::Error::Service` holding [`Fenced`], and is logged.
+///
+/// For clients built elsewhere (tests, mocks): what happens inside `client`
+/// after the check (its retries, its queue) is not covered. A client for a
+/// real API server comes from [`wire::client`](super::wire::client), which
+/// checks on the wire.
 ///
 /// Needs a Tokio runtime (the client's request buffer is a task).
 pub fn fenced_client(client: Client, fence: Fence) -> Client {
@@ -152,12 +182,7 @@ pub fn fenced_client(client: Client, fence: Fence) -> Client {
         let (client, fence) = (client.clone(), fence.clone());
         async move {
             if is_write(request.method()) && !fence.is_up() {
-                let fenced = Fenced {
-                    method: request.method().to_string(),
-                    path: request.uri().path().to_string(),
-                };
-                tracing::warn!(method = %fenced.method, path = %fenced.path,
-                    "write refused: the leader fence is down");
+                let fenced = Fenced::of(&request).refused();
                 return Err(kube::Error::Service(Box::new(fenced)));
             }
             client.send(request).await

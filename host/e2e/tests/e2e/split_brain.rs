@@ -6,6 +6,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{WatchEvent, WatchParams};
+
 use atoll_e2e::{children, example, k, patch_database, wait_ready};
 use atoll_testenv::{TestNamespace, wait_for};
 
@@ -69,7 +74,19 @@ async fn holder(ns: &str) -> String {
     k(ns, &["get", "lease", "atoll", "-o", path], None).await
 }
 
-/// `(time, verb, resource/name)` of every write in `ns` by `replica`, the
+/// Whether audit event `e` is a write the API server carried out.
+fn succeeded(e: &serde_json::Value) -> bool {
+    matches!(
+        e["verb"].as_str(),
+        Some("create" | "update" | "patch" | "delete" | "deletecollection")
+    ) && e["stage"] == "ResponseComplete"
+        && e["responseStatus"]["code"]
+            .as_u64()
+            .is_some_and(|c| (200..300).contains(&c))
+}
+
+/// `(time, verb, resource/name)` of every write in `ns` by `replica` that
+/// the API server carried out (one cut off by the fence fails there), the
 /// Lease left out (competing for it is how the standby takes over; each
 /// replica's own instance Lease is renewed by every replica, leader or not).
 fn writes(ns: &str, replica: &str) -> Vec<(String, String, String)> {
@@ -79,10 +96,7 @@ fn writes(ns: &str, replica: &str) -> Vec<(String, String, String)> {
         .filter(|e| {
             e["objectRef"]["namespace"] == ns
                 && e["objectRef"]["resource"] != "leases"
-                && matches!(
-                    e["verb"].as_str(),
-                    Some("create" | "update" | "patch" | "delete" | "deletecollection")
-                )
+                && succeeded(e)
                 && e["userAgent"].as_str().is_some_and(|a| a.contains(&agent))
         })
         .map(|e| {
@@ -102,6 +116,24 @@ fn writes(ns: &str, replica: &str) -> Vec<(String, String, String)> {
     at
 }
 
+/// When `replica` took the `atoll` Lease in `ns`: its first successful write
+/// of it. A candidate writes the Lease only to create, renew or take it over,
+/// and the standby created nothing (the first replica's Lease was there).
+fn took_lease(ns: &str, replica: &str) -> Option<String> {
+    let agent = format!("({replica}_");
+    atoll_testenv::audit_log()
+        .iter()
+        .filter(|e| {
+            e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["resource"] == "leases"
+                && e["objectRef"]["name"] == "atoll"
+                && succeeded(e)
+                && e["userAgent"].as_str().is_some_and(|a| a.contains(&agent))
+        })
+        .filter_map(|e| e["requestReceivedTimestamp"].as_str().map(str::to_owned))
+        .min()
+}
+
 #[tokio::test]
 async fn a_paused_leader_writes_nothing_after_the_new_leader_took_over() {
     let _records = atoll_e2e::plugin_records_shared().await; // atoll run writes them
@@ -119,10 +151,34 @@ async fn a_paused_leader_writes_nothing_after_the_new_leader_took_over() {
         (1, 0)
     };
 
-    // Mid-reconcile: growing to 8 partitions is dozens of writes; stop the
-    // leader while they are under way.
-    patch_database(n, "orders", r#"{"spec":{"partitions":8}}"#).await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Mid-reconcile: growing from 6 to 64 partitions is hundreds of writes
+    // (a Service and a Partition each, among others); stop the leader as
+    // soon as the first new Service shows, with the rest under way.
+    let services: Api<Service> = Api::namespaced(client.clone(), n);
+    let listed = services.list(&Default::default()).await.unwrap();
+    let version = listed.metadata.resource_version.unwrap();
+    let mut events = services
+        .watch(&WatchParams::default(), &version)
+        .await
+        .unwrap()
+        .boxed();
+    let before = writes(n, replicas[lead].name).len();
+    patch_database(n, "orders", r#"{"spec":{"partitions":64}}"#).await;
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.next().await {
+            if let WatchEvent::Added(service) = event.unwrap() {
+                return service.metadata.name.unwrap();
+            }
+        }
+        panic!("the watch of Services ended")
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the leader did not start the resize within 20s:\n{}",
+            replicas[lead].log()
+        )
+    });
     replicas[lead].signal("-STOP");
     let stopped = Instant::now();
 
@@ -132,15 +188,14 @@ async fn a_paused_leader_writes_nothing_after_the_new_leader_took_over() {
         || async {
             let partitions = children(n, "partitions", "orders").await.len();
             let holder = holder(n).await;
-            (partitions == 8 && holder.starts_with(replicas[standby].name))
+            (partitions == 64 && holder.starts_with(replicas[standby].name))
                 .then_some(())
                 .ok_or(format!("{partitions} partitions; holder {holder}"))
         },
     )
     .await;
     let took_over = stopped.elapsed();
-    let new = writes(n, replicas[standby].name);
-    assert!(!new.is_empty(), "the new leader wrote");
+    drop(events);
 
     // Resume the old leader: its fence fell long ago, so whatever it had in
     // flight or queued is refused, and it exits having lost the Lease.
@@ -171,20 +226,26 @@ async fn a_paused_leader_writes_nothing_after_the_new_leader_took_over() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_ready(&client, n, "orders").await;
 
+    // The reference is the takeover itself, not the new leader's first
+    // write: when the old leader finished the resize before it was stopped,
+    // the new leader has nothing to write (a converged Database costs none).
+    let taken = took_lease(n, replicas[standby].name)
+        .expect("the audit log records the standby taking the Lease over");
     let old = writes(n, replicas[lead].name);
-    let first_new = &writes(n, replicas[standby].name)[0].0;
-    let late: Vec<_> = old.iter().filter(|(at, ..)| at >= first_new).collect();
+    let new = writes(n, replicas[standby].name);
+    let late: Vec<_> = old.iter().filter(|(at, ..)| *at >= taken).collect();
     assert!(
         late.is_empty(),
-        "the old leader wrote after the new leader's first write at {first_new}: {late:?}\nold leader's log:\n{old_log}"
+        "the old leader wrote after the standby took the Lease at {taken}: {late:?}\nold leader's log:\n{old_log}"
     );
     let refused = old_log.matches("write refused").count();
     let cancelled = old_log.matches("reconcile cancelled").count();
     eprintln!(
-        "split-brain: takeover {took_over:?} after SIGSTOP (lease {LEASE:?}); old leader: {} writes \
-         before, 0 after the new leader's first; on SIGCONT {refused} writes refused, {cancelled} \
+        "split-brain: stopped when {first} appeared; takeover {took_over:?} after SIGSTOP (lease {LEASE:?}); old leader: {} writes \
+         for the resize before, 0 after the takeover; new leader: {} writes; on SIGCONT {refused} writes refused, {cancelled} \
          reconciles cancelled, exit after {exited:?}",
-        old.len()
+        old.len() - before,
+        new.len()
     );
     ns.cleanup().await;
 }
