@@ -155,6 +155,7 @@ pub(super) async fn keep(
         .lease_duration
         .saturating_sub(liveness.renew_period / 2);
     let mut last: Option<Instant> = None;
+    let mut failures = Streak::default();
     loop {
         let started = Instant::now();
         let lost_at = last.map(|l| l + trusted_for);
@@ -172,6 +173,9 @@ pub(super) async fn keep(
         match attempt {
             Some(Ok(Ok(created))) => {
                 last = Some(started);
+                if failures.recovered() {
+                    tracing::info!(lease = %name, "renewing the instance Lease succeeds again");
+                }
                 held.send_if_modified(|h| {
                     if h.held && !created {
                         return false;
@@ -188,9 +192,18 @@ pub(super) async fn keep(
                 });
             }
             Some(Ok(Err(error))) => {
-                tracing::warn!(lease = %name, %error, "renewing the instance Lease")
+                let error = error.to_string();
+                if failures.failed(&error) {
+                    tracing::warn!(lease = %name, %error, "renewing the instance Lease (the same error again is logged at debug level)")
+                } else {
+                    tracing::debug!(lease = %name, %error, "renewing the instance Lease")
+                }
             }
-            Some(Err(_)) => tracing::warn!(lease = %name, "renewing the instance Lease timed out"),
+            Some(Err(_)) => {
+                if failures.failed("timed out") {
+                    tracing::warn!(lease = %name, "renewing the instance Lease timed out")
+                }
+            }
             None => {}
         }
         let next = started + liveness.renew_period;
@@ -203,6 +216,26 @@ pub(super) async fn keep(
             held.send_modify(|h| h.held = false);
             tracing::warn!(lease = %name, "the instance Lease could not be renewed in time; its streams end");
         }
+    }
+}
+
+/// Failed renewals in a row: a Lease that cannot be written (its namespace
+/// missing, say) fails every period, and one warning per cause is enough.
+#[derive(Debug, Default)]
+struct Streak(Option<String>);
+
+impl Streak {
+    /// Another failure; `true` when it should be logged as a warning (the
+    /// first of a streak, or a different cause than the last).
+    fn failed(&mut self, cause: &str) -> bool {
+        let new = self.0.as_deref() != Some(cause);
+        self.0 = Some(cause.to_owned());
+        new
+    }
+
+    /// A success; `true` if it ends a streak of failures.
+    fn recovered(&mut self) -> bool {
+        self.0.take().is_some()
     }
 }
 
@@ -293,5 +326,22 @@ mod tests {
             ..ok
         };
         assert_eq!(odd.lease_seconds(), 3);
+    }
+
+    #[test]
+    fn a_failure_warns_once_per_cause_and_streak() {
+        let mut streak = Streak::default();
+        assert!(!streak.recovered(), "no streak yet");
+        assert!(streak.failed("namespace not found"));
+        assert!(!streak.failed("namespace not found"));
+        assert!(!streak.failed("namespace not found"));
+        assert!(streak.failed("timed out"), "a new cause warns");
+        assert!(streak.failed("namespace not found"));
+        assert!(streak.recovered());
+        assert!(!streak.recovered());
+        assert!(
+            streak.failed("namespace not found"),
+            "a new streak warns again"
+        );
     }
 }
