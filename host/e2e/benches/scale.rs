@@ -207,6 +207,46 @@ impl Before {
     }
 }
 
+/// atoll's own counters of the work a phase did: whether cost per
+/// Database grows because each costs more or because each is visited more.
+#[derive(Default)]
+struct Work {
+    reconciles: u64,
+    renders: u64,
+    memoized: u64,
+    applies: u64,
+}
+
+impl Work {
+    async fn take(atoll: &Atoll) -> Result<Self, String> {
+        Ok(Work {
+            reconciles: atoll.metric("atoll_reconciles_total").await?,
+            renders: atoll
+                .metric(
+                    r#"atoll_plugin_call_duration_seconds_count{plugin="raft",function="render"}"#,
+                )
+                .await?,
+            memoized: atoll
+                .metric(r#"atoll_plugin_calls_memoized_total{plugin="raft",function="render"}"#)
+                .await?,
+            applies: atoll.metric("atoll_objects_applied_total").await?,
+        })
+    }
+
+    /// Per Database since `before`, as a line for [`print_phase`].
+    async fn line(atoll: &Atoll, before: &Work, n: usize) -> Result<String, String> {
+        let now = Work::take(atoll).await?;
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / n as f64;
+        Ok(format!(
+            "\n           per Database: reconciles {:.2}, render calls {:.2} (memoized {:.2}), objects applied {:.2}",
+            per(now.reconciles, before.reconciles),
+            per(now.renders, before.renders),
+            per(now.memoized, before.memoized),
+            per(now.applies, before.applies),
+        ))
+    }
+}
+
 fn print_phase(n: usize, name: &str, p: &Phase, extra: &str) {
     let per = |v: u64| v as f64 / n as f64;
     println!(
@@ -280,7 +320,8 @@ async fn phases(client: &Client, ns: &str, n: usize, timeout: Duration) -> Resul
         .await?;
     let end = tracker.wait(n, before.started + timeout, &first).await?;
     let converge = before.phase(&first, end).await;
-    print_phase(n, "converge", &converge, "");
+    let work = Work::line(&first, &Work::default(), n).await?;
+    print_phase(n, "converge", &converge, &work);
 
     // 2. Resync: a second process visits every Database once.
     first.stop().await;
@@ -309,17 +350,12 @@ async fn phases(client: &Client, ns: &str, n: usize, timeout: Duration) -> Resul
     }
     let resync = before.phase(&second, end).await;
     let extra = format!(
-        "\n           serving metrics after {:.1}s; reconciles {last}; render calls {}, memoized {}; atoll applies {}",
+        "\n           serving metrics after {:.1}s; reconciles {last}{}",
         serving.as_secs_f64(),
-        second
-            .metric(r#"atoll_plugin_call_duration_seconds_count{plugin="raft",function="render"}"#)
-            .await?,
-        second
-            .metric(r#"atoll_plugin_calls_memoized_total{plugin="raft",function="render"}"#)
-            .await?,
-        second.metric("atoll_objects_applied_total").await?,
+        Work::line(&second, &Work::default(), n).await?,
     );
     print_phase(n, "resync", &resync, &extra);
+    let resynced = Work::take(&second).await?;
 
     // 3. Reload: a new raft release from a labelled ConfigMap.
     let wasm = std::fs::read(LABELLED).unwrap();
@@ -336,7 +372,8 @@ async fn phases(client: &Client, ns: &str, n: usize, timeout: Duration) -> Resul
         .map_err(|e| format!("creating ConfigMap raft-next: {e}"))?;
     let end = tracker.wait(n, before.started + timeout, &second).await?;
     let reload = before.phase(&second, end).await;
-    print_phase(n, "reload", &reload, "");
+    let work = Work::line(&second, &resynced, n).await?;
+    print_phase(n, "reload", &reload, &work);
 
     second.stop().await;
     Ok(Size {

@@ -9,24 +9,42 @@
 //! object after a relist (the index is rebuilt from the store then); readers
 //! look each name up in the store and skip what is gone.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
 use super::observe::Child;
-use crate::api::LABEL_DATABASE;
 use crate::sync::MutexExt;
 
 /// Names of one kind's cached children, by `(namespace, database)`.
 #[derive(Debug, Default)]
-pub struct ByDatabase(Mutex<HashMap<(String, String), BTreeSet<String>>>);
+pub struct ByDatabase(Mutex<HashMap<(String, String), Names>>);
+
+/// A Database's children of one kind are a few names: a sorted vector
+/// (a `BTreeSet` node is over 250 bytes however few they are).
+#[derive(Debug, Default)]
+struct Names(Vec<Box<str>>);
+
+impl Names {
+    fn insert(&mut self, name: &str) {
+        if let Err(at) = self.0.binary_search_by(|n| (**n).cmp(name)) {
+            self.0.insert(at, name.into());
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(at) = self.0.binary_search_by(|n| (**n).cmp(name)) {
+            self.0.remove(at);
+        }
+    }
+}
 
 fn key(object: &Child) -> Option<(String, String)> {
     Some((
         object.metadata.namespace.clone()?,
-        object.labels().get(LABEL_DATABASE)?.clone(),
+        object.database()?.to_string(),
     ))
 }
 
@@ -38,7 +56,7 @@ impl ByDatabase {
                 .locked()
                 .entry(key)
                 .or_default()
-                .insert(object.name_any());
+                .insert(&object.name_any());
         }
     }
 
@@ -50,7 +68,7 @@ impl ByDatabase {
         let mut index = self.0.locked();
         if let Some(names) = index.get_mut(&key) {
             names.remove(&object.name_any());
-            if names.is_empty() {
+            if names.0.is_empty() {
                 index.remove(&key);
             }
         }
@@ -58,10 +76,10 @@ impl ByDatabase {
 
     /// Rebuild from `store` (after a relist replaced its contents).
     pub fn rebuild(&self, store: &Store<Child>) {
-        let mut index: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        let mut index: HashMap<(String, String), Names> = HashMap::new();
         for object in store.state() {
             if let Some(key) = key(&object) {
-                index.entry(key).or_default().insert(object.name_any());
+                index.entry(key).or_default().insert(&object.name_any());
             }
         }
         *self.0.locked() = index;
@@ -72,7 +90,7 @@ impl ByDatabase {
         self.0
             .locked()
             .get(&(namespace.to_string(), database.to_string()))
-            .map(|names| names.iter().cloned().collect())
+            .map(|names| names.0.iter().map(|n| n.to_string()).collect())
             .unwrap_or_default()
     }
 }
@@ -80,6 +98,7 @@ impl ByDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::LABEL_DATABASE;
     use serde_json::json;
 
     fn child(namespace: &str, database: &str, name: &str) -> Child {
@@ -91,8 +110,8 @@ mod tests {
     #[test]
     fn names_by_namespace_and_database_follow_applies_and_deletes() {
         let index = ByDatabase::default();
-        index.applied(&child("a", "db", "db-1"));
         index.applied(&child("a", "db", "db-2"));
+        index.applied(&child("a", "db", "db-1"));
         index.applied(&child("a", "db", "db-2"));
         index.applied(&child("b", "db", "db-1"));
         index.applied(&child("a", "other", "other-1"));

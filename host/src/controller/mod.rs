@@ -21,7 +21,7 @@
 //! caches and the triggers, and reconciles run at most
 //! [`Context::concurrency`] at a time.
 
-mod by_database;
+pub mod by_database;
 pub mod configs;
 pub mod converge;
 pub mod discovery;

@@ -35,7 +35,8 @@ pub type Key = (String, String);
 /// A kind atoll manages, resolved for the dynamic API.
 #[derive(Debug, Clone)]
 pub struct Kind {
-    pub resource: ApiResource,
+    /// Shared: every key of a watch cache holds one (see [`Child`]).
+    pub resource: Arc<ApiResource>,
 }
 
 impl Kind {
@@ -44,13 +45,15 @@ impl Kind {
     pub fn new(api_version: &str, kind: &str) -> Self {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         Kind {
-            resource: ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)),
+            resource: Arc::new(ApiResource::from_gvk(&GroupVersionKind::gvk(
+                group, version, kind,
+            ))),
         }
     }
 
     /// The dynamic API of this kind in `namespace`.
     pub fn api(&self, client: &Client, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(client.clone(), namespace, &self.resource)
+        Api::namespaced_with(client.clone(), namespace, &*self.resource)
     }
 }
 
@@ -81,13 +84,23 @@ pub fn key(object: &Value) -> Key {
 /// maps were a kilobyte or more per child, and a StatefulSet with server
 /// defaults is 4-5 KB of text. Deflated, a child's text is a third to a
 /// quarter of that; a reconcile inflates only its own Database's children
-/// (about ten, tens of microseconds each).
+/// (about ten, tens of microseconds each). The two labels reconciles filter
+/// on are fields, not a map (a `BTreeMap` node is over 500 bytes however few
+/// its entries), and a cache key shares its kind ([`Kind::resource`]) rather
+/// than copying five strings. `cargo bench -p atoll --bench cache` prints
+/// the bytes per child.
+///
+/// Caveat: `metadata.labels` is empty; [`Child::database`] and
+/// [`Child::belongs_to`] read the labels kept.
 #[derive(Clone, Debug)]
 pub struct Child {
-    /// name, namespace, uid, resourceVersion, ownerReferences and the labels
-    /// `atoll.dev/database` and `atoll.dev/retained-from`; everything else
-    /// is only in the text.
+    /// name, namespace, uid, resourceVersion and ownerReferences;
+    /// everything else is only in the text.
     pub metadata: ObjectMeta,
+    /// The `atoll.dev/database` label.
+    database: Option<Box<str>>,
+    /// The `atoll.dev/retained-from` label.
+    retained_from: Option<Box<str>>,
     /// The object but apiVersion and kind: JSON, deflated.
     deflated: Box<[u8]>,
 }
@@ -103,20 +116,11 @@ fn deflate(text: &str) -> Box<[u8]> {
         .into_boxed_slice()
 }
 
-/// The labels reconciles filter children on (see [`belongs_to`]).
-const FILTER_LABELS: [&str; 2] = [LABEL_DATABASE, LABEL_RETAINED_FROM];
-
 impl Child {
     /// From the object's fields but apiVersion and kind (`metadata`
     /// included, managedFields already gone).
     fn new(metadata: &ObjectMeta, object: &Value) -> Self {
-        let labels = metadata.labels.as_ref().map(|labels| {
-            labels
-                .iter()
-                .filter(|(k, _)| FILTER_LABELS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        });
+        let label = |key: &str| Some(metadata.labels.as_ref()?.get(key)?.as_str().into());
         Child {
             metadata: ObjectMeta {
                 name: metadata.name.clone(),
@@ -124,11 +128,22 @@ impl Child {
                 uid: metadata.uid.clone(),
                 resource_version: metadata.resource_version.clone(),
                 owner_references: metadata.owner_references.clone(),
-                labels,
                 ..ObjectMeta::default()
             },
+            database: label(LABEL_DATABASE),
+            retained_from: label(LABEL_RETAINED_FROM),
             deflated: deflate(&object.to_string()),
         }
+    }
+
+    /// The Database this child is labelled with (`atoll.dev/database`).
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// [`belongs_to`] for a cached child.
+    pub fn belongs_to(&self, uid: &str) -> bool {
+        owned_or_retained(&self.metadata, self.retained_from.as_deref(), uid)
     }
 
     /// From the API server's answer to a write.
@@ -188,26 +203,26 @@ impl<'de> Deserialize<'de> for Child {
 }
 
 impl Resource for Child {
-    type DynamicType = ApiResource;
+    type DynamicType = Arc<ApiResource>;
     type Scope = DynamicResourceScope;
 
-    fn group(dt: &ApiResource) -> Cow<'_, str> {
+    fn group(dt: &Arc<ApiResource>) -> Cow<'_, str> {
         dt.group.as_str().into()
     }
 
-    fn version(dt: &ApiResource) -> Cow<'_, str> {
+    fn version(dt: &Arc<ApiResource>) -> Cow<'_, str> {
         dt.version.as_str().into()
     }
 
-    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+    fn kind(dt: &Arc<ApiResource>) -> Cow<'_, str> {
         dt.kind.as_str().into()
     }
 
-    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+    fn api_version(dt: &Arc<ApiResource>) -> Cow<'_, str> {
         dt.api_version.as_str().into()
     }
 
-    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+    fn plural(dt: &Arc<ApiResource>) -> Cow<'_, str> {
         dt.plural.as_str().into()
     }
 
@@ -301,17 +316,20 @@ fn newer(written: &Child, cached: Option<&str>) -> bool {
 /// owner reference, or (a claim kept under `deletionPolicy: Retain`, which
 /// has no owner reference) its `atoll.dev/retained-from` label.
 pub fn belongs_to(metadata: &ObjectMeta, uid: &str) -> bool {
+    let retained = metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_RETAINED_FROM));
+    owned_or_retained(metadata, retained.map(String::as_str), uid)
+}
+
+fn owned_or_retained(metadata: &ObjectMeta, retained_from: Option<&str>, uid: &str) -> bool {
     let owned = metadata
         .owner_references
         .iter()
         .flatten()
         .any(|r| r.controller == Some(true) && r.uid == uid);
-    let retained = metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_RETAINED_FROM))
-        .is_some_and(|from| from == uid);
-    owned || retained
+    owned || retained_from == Some(uid)
 }
 
 /// The children of Database `name` (uid `uid`) in `namespace`: from the
@@ -344,8 +362,8 @@ pub fn observe_cached(
     let mut live = BTreeMap::new();
     let ours = |o: &Child| {
         o.metadata.namespace.as_deref() == Some(namespace)
-            && o.labels().get(LABEL_DATABASE).map(String::as_str) == Some(name)
-            && belongs_to(&o.metadata, uid)
+            && o.database() == Some(name)
+            && o.belongs_to(uid)
     };
     for (kind, store, index) in children {
         // Writes first: one the cache catches up with in between is then
@@ -400,7 +418,7 @@ pub async fn observe(
     for kind in kinds {
         let api: Api<Child> = Api::namespaced_with(client.clone(), namespace, &kind.resource);
         for object in api.list(&params).await? {
-            if !belongs_to(&object.metadata, uid) {
+            if !object.belongs_to(uid) {
                 continue;
             }
             live.insert(
@@ -443,10 +461,9 @@ mod tests {
         assert_eq!(child.to_value(&kind), expected);
         assert_eq!(child.resource_version().as_deref(), Some("7"));
         // Structured, only what reconciles filter on; the text keeps the rest.
-        let labels = child.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels.keys().collect::<Vec<_>>(), ["atoll.dev/database"]);
-        assert!(child.metadata.annotations.is_none());
-        assert!(belongs_to(&child.metadata, "u1"));
+        assert_eq!(child.database(), Some("db"));
+        assert!(child.metadata.labels.is_none() && child.metadata.annotations.is_none());
+        assert!(child.belongs_to("u1") && !child.belongs_to("u2"));
         // A write's answer is kept the same way.
         let written = Child::from_dynamic(serde_json::from_value(expected.clone()).unwrap());
         assert_eq!(written.to_value(&kind), expected);

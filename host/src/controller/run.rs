@@ -165,10 +165,10 @@ async fn run_listing(
         .reconcile_all_on(reconcile_all);
     for kind in &ctx.kinds {
         let api: Api<kube::api::DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.resource),
-            None => Api::all_with(client.clone(), &kind.resource),
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &*kind.resource),
+            None => Api::all_with(client.clone(), &*kind.resource),
         };
-        controller = controller.owns_with(api, kind.resource.clone(), owned(kind));
+        controller = controller.owns_with(api, (*kind.resource).clone(), owned(kind));
     }
     let shutdown = shutdown_after_ready(shutdown, controller.store());
     controller

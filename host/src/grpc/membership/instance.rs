@@ -199,11 +199,10 @@ pub(super) async fn keep(
                     tracing::debug!(lease = %name, %error, "renewing the instance Lease")
                 }
             }
-            Some(Err(_)) => {
-                if failures.failed("timed out") {
-                    tracing::warn!(lease = %name, "renewing the instance Lease timed out")
-                }
+            Some(Err(_)) if failures.failed("timed out") => {
+                tracing::warn!(lease = %name, "renewing the instance Lease timed out")
             }
+            Some(Err(_)) => {}
             None => {}
         }
         let next = started + liveness.renew_period;
