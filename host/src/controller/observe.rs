@@ -464,6 +464,11 @@ mod tests {
         assert_eq!(child.database(), Some("db"));
         assert!(child.metadata.labels.is_none() && child.metadata.annotations.is_none());
         assert!(child.belongs_to("u1") && !child.belongs_to("u2"));
+        // A claim kept under `deletionPolicy: Retain` has no owner, a label.
+        let kept: Child = serde_json::from_value(json!({"metadata": {"name": "data-0",
+            "labels": {"atoll.dev/retained-from": "u1"}}}))
+        .unwrap();
+        assert!(kept.belongs_to("u1") && !kept.belongs_to("u2") && kept.database().is_none());
         // A write's answer is kept the same way.
         let written = Child::from_dynamic(serde_json::from_value(expected.clone()).unwrap());
         assert_eq!(written.to_value(&kind), expected);
