@@ -15,7 +15,7 @@
 //! - What remains is the distance between hyper pulling the body and the
 //!   kernel taking the bytes; a body larger than the socket buffer can
 //!   still be paused half-written (the API server then waits for the rest).
-//! - A write without a body (kube sends none) would be checked only when
+//! - A write without a body (kube gives every write one) would be checked only when
 //!   handed to hyper.
 //! - Proxies are not supported here (nor by the kube features atoll
 //!   builds with); client certificates from an exec plugin are not
