@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::Context;
 use super::observe::{Key, Kind, Live, belongs_to, key};
 use super::plan::Plan;
-use crate::api::{FIELD_MANAGER, LABEL_RETAINED_FROM};
+use crate::api::{FIELD_MANAGER, LABEL_DATABASE, LABEL_RETAINED_FROM};
 
 /// Server-side applies in flight at once within one reconcile.
 pub const APPLIES_IN_FLIGHT: usize = 8;
@@ -96,8 +96,12 @@ pub async fn converge(
         delete(&ctx.client, namespace, l)
             .await
             .map_err(ConvergeError::Prune)?;
-        let name = l.object["metadata"]["name"].as_str().unwrap_or_default();
-        ctx.written.forget(&l.kind.resource.kind, namespace, name);
+        let metadata = &l.object["metadata"];
+        let name = metadata["name"].as_str().unwrap_or_default();
+        if let Some(database) = metadata["labels"][LABEL_DATABASE].as_str() {
+            ctx.written
+                .forget(&l.kind.resource.kind, namespace, database, name);
+        }
         ctx.metrics.pruned(&l.kind.resource.kind);
     }
     Ok(())

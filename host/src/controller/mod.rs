@@ -32,6 +32,7 @@ pub mod readiness;
 pub mod reconcile;
 mod run;
 pub mod status;
+pub mod written;
 
 #[cfg(test)]
 mod fixtures;
@@ -53,7 +54,8 @@ use crate::plugin::Requeue;
 use crate::render::Renderer;
 use crate::render::memo::Memos;
 use crate::sync::RwLockExt;
-use observe::{Children, Kind, Written};
+use observe::{Children, Kind};
+use written::Written;
 
 pub use reconcile::reconcile;
 pub use run::run;

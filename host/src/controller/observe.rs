@@ -12,8 +12,8 @@
 //! Database's children, about ten small documents.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use super::Context;
 use super::by_database::ByDatabase;
+use super::written::{Written, newer};
 use crate::api::{LABEL_DATABASE, LABEL_RETAINED_FROM};
-use crate::sync::MutexExt;
 
 /// `(kind, name)` of an object.
 pub type Key = (String, String);
@@ -240,78 +240,6 @@ impl Resource for Child {
 /// with its index by Database. Lets a reconcile observe without a request.
 pub type Children = [(Kind, Store<Child>, Arc<ByDatabase>)];
 
-/// Children atoll wrote (applied, or wrote the status of) whose watch event
-/// has not reached the cache yet, keyed by kind, namespace and name. A
-/// reconcile right after a write (the next one is often triggered by that
-/// very write) would otherwise see the old object and write it again.
-#[derive(Default)]
-pub struct Written(Mutex<HashMap<(String, String, String), Arc<Child>>>);
-
-impl Written {
-    /// Remember the API server's answer to a write.
-    pub fn record(&self, kind: &str, object: DynamicObject) {
-        let object = Child::from_dynamic(object);
-        let key = (
-            kind.to_string(),
-            object.namespace().unwrap_or_default(),
-            object.name_any(),
-        );
-        self.0.locked().insert(key, Arc::new(object));
-    }
-
-    /// Forget `(kind, namespace, name)` (deleted by atoll).
-    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
-        let key = (kind.to_string(), namespace.to_string(), name.to_string());
-        self.0.locked().remove(&key);
-    }
-
-    /// The cache now holds `object` (or its deletion): drop a write it
-    /// supersedes.
-    pub fn seen(&self, kind: &str, object: &Child) {
-        let mut written = self.0.locked();
-        if written.is_empty() {
-            return;
-        }
-        let key = (
-            kind.to_string(),
-            object.namespace().unwrap_or_default(),
-            object.name_any(),
-        );
-        if written
-            .get(&key)
-            .is_some_and(|w| !newer(w, object.resource_version().as_deref()))
-        {
-            written.remove(&key);
-        }
-    }
-
-    /// Written objects of `kind` in `namespace` matching `filter`.
-    fn matching(
-        &self,
-        kind: &str,
-        namespace: &str,
-        filter: impl Fn(&Child) -> bool,
-    ) -> Vec<Arc<Child>> {
-        self.0
-            .locked()
-            .iter()
-            .filter(|((k, ns, _), o)| k == kind && ns == namespace && filter(o))
-            .map(|(_, o)| Arc::clone(o))
-            .collect()
-    }
-}
-
-/// Whether `written` is newer than an object at `cached` resourceVersion.
-/// resourceVersions are etcd revisions: integers that only grow.
-fn newer(written: &Child, cached: Option<&str>) -> bool {
-    let rv = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
-    match (rv(written.metadata.resource_version.as_deref()), rv(cached)) {
-        (Some(w), Some(c)) => w > c,
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
-
 /// Whether an object is the child of the Database with `uid`: its controller
 /// owner reference, or (a claim kept under `deletionPolicy: Retain`, which
 /// has no owner reference) its `atoll.dev/retained-from` label.
@@ -366,19 +294,21 @@ pub fn observe_cached(
             && o.belongs_to(uid)
     };
     for (kind, store, index) in children {
+        let cached =
+            |n: &str| store.get(&ObjectRef::new_with(n, kind.resource.clone()).within(namespace));
         // Writes first: one the cache catches up with in between is then
         // found in the cache rather than missed in both.
-        let writes = written.matching(&kind.resource.kind, namespace, ours);
+        let writes = written.newer_than(&kind.resource.kind, namespace, name, |n| {
+            cached(n)?.resource_version()
+        });
         let mut objects: BTreeMap<String, Arc<Child>> = index
             .names(namespace, name)
             .into_iter()
-            .filter_map(|n| {
-                store.get(&ObjectRef::new_with(&n, kind.resource.clone()).within(namespace))
-            })
+            .filter_map(|n| cached(&n))
             .filter(|o| ours(o))
             .map(|o| (o.name_any(), o))
             .collect();
-        for w in writes {
+        for w in writes.into_iter().filter(|w| ours(w)) {
             let cached = objects.get(&w.name_any());
             if newer(
                 &w,

@@ -12,7 +12,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::by_database::ByDatabase;
-use super::observe::{Child, Kind, Written};
+use super::observe::{Child, Kind};
+use super::written::Written;
 use super::{Context, Error, reconcile};
 use crate::api::{API_VERSION, Database, LABEL_MANAGED_BY};
 
