@@ -367,6 +367,20 @@ impl Operator {
         } = self;
         // One signal fans out to the servers, the elector and the controller.
         let stop = shutdown.shared();
+        // The servers also stop when the run ends for another reason (the
+        // Lease lost): nothing else would tell them to drain.
+        let (ending_tx, ending_rx) = watch::channel(false);
+        let serving = {
+            let stop = stop.clone();
+            let mut ending = ending_rx;
+            async move {
+                tokio::select! {
+                    () = stop => {}
+                    _ = ending.wait_for(|e| *e) => {}
+                }
+            }
+            .shared()
+        };
         // If this future is dropped (aborted) rather than stopped, nothing
         // it spawned keeps running.
         let mut spawned = AbortOnDrop::default();
@@ -378,7 +392,7 @@ impl Operator {
                     listener,
                     ctx.metrics.clone(),
                     ready.subscribe(),
-                    stop.clone(),
+                    serving.clone(),
                 );
                 Some(spawned.track(tokio::spawn(serving)))
             }
@@ -400,7 +414,7 @@ impl Operator {
                     liveness: grpc.liveness.clone(),
                     namespace: config.namespace.clone(),
                 };
-                Some(spawned.track(tokio::spawn(server.serve(listener, stop.clone()))))
+                Some(spawned.track(tokio::spawn(server.serve(listener, serving.clone()))))
             }
             None => None,
         };
@@ -528,11 +542,15 @@ impl Operator {
                 Err(e) => tracing::warn!(error = %e, "leader election task failed"),
             }
         }
+        // Both servers drain in parallel from here: one deadline for both,
+        // so a stop takes at most 5 s, not 5 s each.
+        let _ = ending_tx.send(true);
+        let drained = tokio::time::Instant::now() + Duration::from_secs(5);
         if let Some(http) = http {
-            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+            let _ = tokio::time::timeout_at(drained, http).await;
         }
         if let Some(grpc) = grpc {
-            match tokio::time::timeout(Duration::from_secs(5), grpc).await {
+            match tokio::time::timeout_at(drained, grpc).await {
                 Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server failed"),
                 Err(_) => tracing::warn!("gRPC server did not stop within 5s"),
                 _ => {}
