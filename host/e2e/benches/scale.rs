@@ -36,7 +36,9 @@
 //! (`/proc/<pid>/status`) at the end of the phase and its CPU seconds
 //! (utime + stime) during it; API requests per Database (the increase of the
 //! API server's `apiserver_request_total`, all, reads, writes) and the API
-//! server's and etcd's CPU seconds. At the end: per phase, atoll's RSS per
+//! server's and etcd's CPU seconds. After each size (before its namespace
+//! is deleted, which at 10,000 takes the garbage collector longer than the
+//! phases): per phase, atoll's RSS per
 //! Database and CPU per Database at each size divided by the same at the
 //! smallest size (issue 20's target: ≤ 1.2 from 1,000 to 10,000), and the
 //! marginal RSS per Database added between consecutive sizes. A size that
@@ -139,15 +141,19 @@ async fn main() {
     println!("atoll binary {}", bin.display());
     let mut results: Vec<Size> = Vec::new();
     for &n in &sizes {
-        match size(&client, n, timeout).await {
-            Ok(size) => results.push(size),
-            Err(reason) => {
-                println!("{n} Databases do not fit: {reason}; not trying larger sizes");
-                break;
-            }
+        // Ratios print as soon as a size is measured, before its namespace
+        // is deleted: at 10,000 Databases the garbage collector takes longer
+        // to delete them than the phases took.
+        let fits = size(&client, n, timeout, |size| {
+            results.push(size);
+            ratios(&results);
+        })
+        .await;
+        if let Err(reason) = fits {
+            println!("{n} Databases do not fit: {reason}; not trying larger sizes");
+            break;
         }
     }
-    ratios(&results);
 }
 
 /// What one phase cost.
@@ -264,9 +270,15 @@ fn print_phase(n: usize, name: &str, p: &Phase, extra: &str) {
     );
 }
 
-/// The three phases at size `n`, the namespace deleted afterwards whatever
-/// happened; `Err` says why the size does not fit.
-async fn size(client: &Client, n: usize, timeout: Duration) -> Result<Size, String> {
+/// The three phases at size `n`, handed to `measured` when all ran, then
+/// the namespace deleted whatever happened; `Err` says why the size does not
+/// fit.
+async fn size(
+    client: &Client,
+    n: usize,
+    timeout: Duration,
+    measured: impl FnOnce(Size),
+) -> Result<(), String> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!("{n} Databases (load average {}):", load.join(" "));
@@ -275,8 +287,12 @@ async fn size(client: &Client, n: usize, timeout: Duration) -> Result<Size, Stri
     let result = phases(client, &name, n, timeout).await;
     let result = match result {
         Err(e) => Err(explain(client, e).await),
-        ok => ok,
+        Ok(size) => {
+            measured(size);
+            Ok(())
+        }
     };
+    println!("  deleting namespace {name}");
     ns.cleanup().await;
     let gone_within = timeout.max(Duration::from_secs(180));
     if !support::wait_namespace_gone_within(client, &name, gone_within).await {
