@@ -146,7 +146,9 @@ async fn main() {
         // to delete them than the phases took.
         let fits = size(&client, n, timeout, |size| {
             results.push(size);
-            ratios(&results);
+            if results.len() > 1 {
+                ratios(&results);
+            }
         })
         .await;
         if let Err(reason) = fits {
