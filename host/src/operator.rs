@@ -370,7 +370,7 @@ impl Operator {
         // The servers also stop when the run ends for another reason (the
         // Lease lost): nothing else would tell them to drain.
         let (ending_tx, ending_rx) = watch::channel(false);
-        let serving = {
+        let drain = {
             let stop = stop.clone();
             let mut ending = ending_rx;
             async move {
@@ -392,7 +392,7 @@ impl Operator {
                     listener,
                     ctx.metrics.clone(),
                     ready.subscribe(),
-                    serving.clone(),
+                    drain.clone(),
                 );
                 Some(spawned.track(tokio::spawn(serving)))
             }
@@ -414,7 +414,7 @@ impl Operator {
                     liveness: grpc.liveness.clone(),
                     namespace: config.namespace.clone(),
                 };
-                Some(spawned.track(tokio::spawn(server.serve(listener, serving.clone()))))
+                Some(spawned.track(tokio::spawn(server.serve(listener, drain.clone()))))
             }
             None => None,
         };

@@ -112,12 +112,14 @@ impl Written {
     }
 
     /// How many writes are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.locked().values().map(HashMap::len).sum()
     }
 
     /// Whether none is.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.0.locked().is_empty()
     }
 }
