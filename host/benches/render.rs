@@ -7,6 +7,9 @@
 //! interleaved in one run and prints the ratio, plus the split of the wasm
 //! call into instantiation, the call itself and JSON decoding.
 //!
+//! Then hot reload's two tiers for raft: each compiler's cold compile time,
+//! and a render on baseline code against optimized code.
+//!
 //! Then the cache plugin in three languages: the built-in (Rust), the Python
 //! port (`$ATOLL_PYTHON_CACHE_WASM`, else `target/python/cache.wasm`; build
 //! it with `scripts/python-sdk.sh build guest-sdk/python/examples/cache
@@ -165,7 +168,77 @@ fn main() {
         raft.peak_memory() as f64 / f64::from(1 << 20)
     );
 
+    tiers(&db, &raft, if iterations == 3 { 3 } else { 100 });
     cache_in_three_languages(&registry, if iterations == 3 { 1 } else { 20 });
+}
+
+/// A hot reload starts on baseline code (`host/src/plugin/tier.rs`): raft's
+/// cold compile by each compiler (fresh runtimes, no disk cache), then
+/// renders on the baseline code while the tier-up compiles beside them, and
+/// as many on optimized code; medians and their ratio.
+fn tiers(db: &PluginDatabase, optimized: &LoadedPlugin, calls: usize) {
+    let bytes = atoll::plugin::builtin::BUILTIN
+        .iter()
+        .find(|(name, _)| *name == "raft")
+        .unwrap()
+        .1;
+    let cold = |tiered: bool| {
+        let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+        let start = Instant::now();
+        let plugin = if tiered {
+            runtime.load_tiered("raft", bytes)
+        } else {
+            runtime.load("raft", bytes)
+        };
+        (plugin.unwrap(), start.elapsed())
+    };
+    let (_, cranelift) = cold(false);
+    let (baseline, winch) = cold(true);
+    let tiered_at = Instant::now();
+    assert!(!baseline.is_optimized(), "Winch compiled it (x86_64)");
+    assert_eq!(
+        wasm(&baseline, db),
+        wasm(optimized, db),
+        "both tiers render alike"
+    );
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let mut on_baseline = Vec::new();
+    while !baseline.is_optimized() && on_baseline.len() < calls {
+        let start = Instant::now();
+        black_box(wasm(&baseline, db));
+        on_baseline.push(start.elapsed());
+    }
+    while !baseline.is_optimized() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let tier_up = tiered_at.elapsed();
+    let on_optimized: Vec<Duration> = (0..on_baseline.len().max(1))
+        .map(|_| {
+            let start = Instant::now();
+            black_box(wasm(optimized, db));
+            start.elapsed()
+        })
+        .collect();
+    let (slow, fast) = (median(on_baseline.clone()), median(on_optimized));
+    println!(
+        "
+raft, hot reload tiers (cold compile, {} bytes):",
+        bytes.len()
+    );
+    println!("  Cranelift (optimized) compile:  {cranelift:>10.1?}");
+    println!(
+        "  Winch (baseline) compile:       {winch:>10.1?}  ratio to Cranelift {:.2}",
+        winch.as_secs_f64() / cranelift.as_secs_f64()
+    );
+    println!("  tier-up landed after:           {tier_up:>10.1?}  (one low-priority thread)");
+    println!(
+        "  render, 32 partitions:          {slow:>10.1?} baseline, {fast:.1?} optimized; ratio {:.2} (medians of {} calls)",
+        slow.as_secs_f64() / fast.as_secs_f64(),
+        on_baseline.len()
+    );
 }
 
 /// The cache example's Database (4 partitions, 2 per node).

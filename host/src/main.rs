@@ -77,7 +77,10 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Plugins(PluginsCmd::New(args)) => plugin_new::run(args),
         Cmd::Crds => offline::crds(),
-        Cmd::CompilePlugin { memory_bytes } => atoll::plugin::compile::child_main(memory_bytes),
+        Cmd::CompilePlugin { memory_bytes, job } => {
+            let job = atoll::plugin::compile::Job::parse(&job).map_err(anyhow::Error::msg)?;
+            atoll::plugin::compile::child_main(memory_bytes, job)
+        }
         Cmd::Run(args) => tokio::runtime::Runtime::new()?.block_on(async {
             let operator = Operator::new(args.config()).await?;
             Ok(operator.run(shutdown_signal()).await?)

@@ -430,7 +430,7 @@ impl Operator {
                 databases: config.namespace.clone(),
             };
             let registry = Arc::clone(&ctx.renderer.registry);
-            let shadow = Arc::clone(&ctx.renderer) as _;
+            let shadow = Arc::clone(&ctx) as _;
             let source = PluginSource::new(
                 client.clone(),
                 registry,
@@ -448,7 +448,7 @@ impl Operator {
             let driver = crate::rollout::Driver {
                 client: client.clone(),
                 registry: Arc::clone(&ctx.renderer.registry),
-                shadow: Arc::clone(&ctx.renderer) as _,
+                shadow: Arc::clone(&ctx) as _,
                 requeue: ctx.requeue.clone(),
                 metrics: ctx.metrics.clone(),
                 database_namespace: config.namespace.clone(),

@@ -125,7 +125,24 @@ impl Renderer {
         metrics: &crate::metrics::Metrics,
     ) -> Result<Desired, RenderError> {
         let plugin = self.plugin_for(db)?;
-        check_requirement(db, &plugin)?;
+        self.render_with_memoized(db, &plugin, memo, metrics)
+    }
+
+    /// [`Renderer::render_with`] through `memo`, as
+    /// [`Renderer::render_memoized`]: a shadow render of a new version
+    /// leaves its answers for the reconciles that follow the swap, and finds
+    /// the serving version's answers already kept.
+    ///
+    /// # Errors
+    /// As [`Renderer::render`].
+    pub fn render_with_memoized(
+        &self,
+        db: &Database,
+        plugin: &Arc<LoadedPlugin>,
+        memo: &memo::Memo<memo::KeptRender>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Desired, RenderError> {
+        check_requirement(db, plugin)?;
         let input = plugin_input(db, &self.cluster_domain);
         let key = memo::render_key(plugin.digest(), &input);
         let name = &plugin.metadata().name;
@@ -145,7 +162,7 @@ impl Renderer {
                 answer
             }
         };
-        self.finish(db, &plugin, &input, &answer)
+        self.finish(db, plugin, &input, &answer)
     }
 
     /// The host's steps after the plugin answered: policy, `spec.pod`,
@@ -325,15 +342,22 @@ impl Renderer {
 
 impl ShadowRenderer for Renderer {
     fn render_with(&self, db: &Database, plugin: &Arc<LoadedPlugin>) -> Result<Rendering, String> {
-        let desired = Renderer::render_with(self, db, plugin).map_err(|e| e.to_string())?;
-        Ok(Rendering {
+        Renderer::render_with(self, db, plugin)
+            .map(Rendering::from)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl From<Desired> for Rendering {
+    fn from(desired: Desired) -> Self {
+        Rendering {
             bindings: desired
                 .partitions
                 .iter()
                 .map(|b| (b.partition, b.service.clone(), b.port))
                 .collect(),
             objects: desired.objects,
-        })
+        }
     }
 }
 

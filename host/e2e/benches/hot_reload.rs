@@ -62,7 +62,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "atoll::plugin::source=info".into()),
+                .unwrap_or_else(|_| "atoll::plugin::source=info,atoll::plugin::tier=info".into()),
         )
         .init();
     let modes = std::env::var("ATOLL_BENCH_MODES").unwrap_or_else(|_| "list,cache".into());

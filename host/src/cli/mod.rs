@@ -61,6 +61,9 @@ pub enum Cmd {
         /// Address-space limit of this process, in bytes.
         #[arg(long)]
         memory_bytes: u64,
+        /// Which compiler, how urgently: optimize, baseline or tier-up.
+        #[arg(long, default_value = "optimize")]
+        job: String,
     },
 }
 

@@ -196,3 +196,21 @@ impl Context {
         }
     }
 }
+
+/// Shadow renders (a hot reload's, a rollout's gate) through the
+/// controller's render memo: the serving version's answers are usually
+/// kept already, and the new version's are left for the reconciles the
+/// swap requeues, so a reload calls the new plugin once per Database, not
+/// twice. Answers are keyed by component digest, so versions never mix.
+impl crate::plugin::source::ShadowRenderer for Context {
+    fn render_with(
+        &self,
+        db: &Database,
+        plugin: &Arc<crate::plugin::LoadedPlugin>,
+    ) -> Result<crate::plugin::source::Rendering, String> {
+        self.renderer
+            .render_with_memoized(db, plugin, &self.memos.render, &self.metrics)
+            .map(Into::into)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -421,47 +421,8 @@ async fn a_new_plugin_version_that_drops_a_child_prunes_nothing_until_approved()
 
 mod day2;
 mod discovery;
+mod memo;
 mod moves;
-
-/// `(render, status)` sample of `family` for raft in `ctx`'s metrics.
-fn plugin_counts(ctx: &Context, family: &str) -> (u64, u64) {
-    let text = ctx.metrics.encode();
-    let count = |function: &str| {
-        let prefix = format!("{family}{{plugin=\"raft\",function=\"{function}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map_or(0, |n| n.parse().expect("a count"))
-    };
-    (count("render"), count("status"))
-}
-
-#[tokio::test]
-async fn an_unchanged_input_calls_no_plugin_and_an_edit_renders_again() {
-    let (api, db) = converged().await;
-    let ctx = Arc::new(Context::new(api.client(), renderer()));
-    let calls = "atoll_plugin_call_duration_seconds_count";
-    let memoized = "atoll_plugin_calls_memoized_total";
-    for _ in 0..3 {
-        reconcile(Arc::new(stored(&api, &db)), Arc::clone(&ctx))
-            .await
-            .expect("the reconcile finishes");
-    }
-    // The first reconcile calls render and status; the children did not
-    // change since, so the next two are answered from the memo.
-    assert_eq!(plugin_counts(&ctx, calls), (1, 1));
-    assert_eq!(plugin_counts(&ctx, memoized), (2, 2));
-    assert!(writes(&api).is_empty(), "{:?}", summary(&writes(&api)));
-
-    // A spec edit (new generation, new config) is a new input.
-    let mut edited = stored(&api, &db);
-    edited.metadata.generation = Some(2);
-    edited.spec.storage.config = Some(json!({"clusters": 1, "replicas": 3}));
-    reconcile(Arc::new(edited), Arc::clone(&ctx))
-        .await
-        .expect("the reconcile finishes");
-    assert_eq!(plugin_counts(&ctx, calls).0, 2, "the edit renders again");
-    assert!(!writes(&api).is_empty(), "and applies what changed");
-}
 
 /// The StoragePlugin publisher counts Databases in the controller's cache
 /// instead of listing them all, but only once the cache holds the initial

@@ -70,6 +70,15 @@ impl Pre {
         }
     }
 
+    /// The engine whose stores instantiate it.
+    pub(super) fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::V3(pre) => pre.engine(),
+            Pre::V2(pre) => pre.engine(),
+            Pre::V1(pre) => pre.engine(),
+        }
+    }
+
     /// A fresh instance in `store`.
     pub(super) fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Instance> {
         Ok(match self {

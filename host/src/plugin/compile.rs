@@ -58,6 +58,69 @@ pub(super) fn engine_config() -> wasmtime::Config {
     config
 }
 
+/// The engine configuration of baseline code (`plugin/tier.rs`): the same,
+/// compiled by Winch, which does not implement tail calls or relaxed SIMD
+/// (a component using them is compiled by Cranelift only).
+pub(super) fn baseline_config() -> wasmtime::Config {
+    let mut config = engine_config();
+    config
+        .strategy(wasmtime::Strategy::Winch)
+        .wasm_tail_call(false)
+        .wasm_relaxed_simd(false);
+    config
+}
+
+/// Which compiler runs, and how urgently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Cranelift, for a load that waits for it.
+    Optimize,
+    /// Winch: code within a fraction of Cranelift's time, slower to run.
+    Baseline,
+    /// Cranelift at a low CPU priority, replacing baseline code while it
+    /// serves: it must not slow what the reload set in motion.
+    TierUp,
+}
+
+impl Job {
+    /// The name the compiler child is given (`--job`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Job::Optimize => "optimize",
+            Job::Baseline => "baseline",
+            Job::TierUp => "tier-up",
+        }
+    }
+
+    /// The job named `name`, as [`Job::as_str`] gives it.
+    ///
+    /// # Errors
+    /// No job has that name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        [Job::Optimize, Job::Baseline, Job::TierUp]
+            .into_iter()
+            .find(|j| j.as_str() == name)
+            .ok_or_else(|| format!("unknown compile job {name:?}: optimize, baseline or tier-up"))
+    }
+
+    fn config(self) -> wasmtime::Config {
+        match self {
+            Job::Optimize | Job::TierUp => engine_config(),
+            Job::Baseline => baseline_config(),
+        }
+    }
+}
+
+/// Lower the calling thread (and the threads it starts afterwards) to nice
+/// 10: about a tenth of a busy core's share against normal threads, so a
+/// tier-up yields to the API work a reload sets off without starving on a
+/// loaded node. Best effort: without it a tier-up only competes harder.
+fn low_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+        tracing::debug!(error = %e, "cannot lower the compiler's priority");
+    }
+}
+
 /// The engine's compatibility hash, as the disk cache and seals name it.
 pub(super) fn engine_hash(engine: &Engine) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -85,10 +148,12 @@ pub(super) fn check_bytes(bytes: &[u8], limits: &CompileLimits) -> Result<(), St
     Ok(())
 }
 
-/// Compile `bytes` within `limits`, returning the component and its
-/// serialized form (for the disk cache).
+/// Compile `bytes` within `limits` as `job` (with `engine`, configured as
+/// the job's compiler), returning the component and its serialized form
+/// (for the disk cache).
 pub(super) fn compile(
     engine: &Engine,
+    job: Job,
     key: &SealKey,
     digest: Digest,
     bytes: &[u8],
@@ -101,9 +166,24 @@ pub(super) fn compile(
             std::thread::Builder::new()
                 .name("atoll-compile".into())
                 .spawn(move || {
-                    let result = Component::new(&engine2, &bytes)
-                        .map_err(|e| format!("{e:#}"))
-                        .and_then(|c| Ok((c.serialize().map_err(|e| format!("{e:#}"))?, c)));
+                    let compile = || {
+                        Component::new(&engine2, &bytes)
+                            .map_err(|e| format!("{e:#}"))
+                            .and_then(|c| Ok((c.serialize().map_err(|e| format!("{e:#}"))?, c)))
+                    };
+                    let result = if job == Job::TierUp {
+                        // Cranelift compiles functions in parallel on the
+                        // current rayon pool: here one low-priority thread.
+                        rayon::ThreadPoolBuilder::new()
+                            .num_threads(1)
+                            .thread_name(|_| "atoll-tier-up".into())
+                            .start_handler(|_| low_priority())
+                            .build()
+                            .map_err(|e| format!("cannot start the tier-up thread: {e}"))
+                            .and_then(|pool| pool.install(compile))
+                    } else {
+                        compile()
+                    };
                     let _ = tx.send(result);
                 })
                 .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
@@ -116,7 +196,7 @@ pub(super) fn compile(
             }
         }
         CompileWorker::Process { exe, memory_bytes } => {
-            let sealed = compile_in_child(exe, *memory_bytes, key, bytes, limits.timeout)?;
+            let sealed = compile_in_child(exe, *memory_bytes, job, key, bytes, limits.timeout)?;
             let hash = engine_hash(engine);
             let component = deserialize_sealed(engine, key, digest, &hash, &sealed)
                 .map_err(|e| format!("the compiler process's output is unusable: {e}"))?;
@@ -132,6 +212,7 @@ pub const CHILD_COMMAND: &str = "compile-plugin";
 fn compile_in_child(
     exe: &std::path::Path,
     memory_bytes: u64,
+    job: Job,
     key: &SealKey,
     bytes: &[u8],
     timeout: Duration,
@@ -140,6 +221,8 @@ fn compile_in_child(
         .arg(CHILD_COMMAND)
         .arg("--memory-bytes")
         .arg(memory_bytes.to_string())
+        .arg("--job")
+        .arg(job.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,13 +282,18 @@ fn compile_in_child(
 }
 
 /// The compiler child's `main`: read `[key length u32 LE][key][component]`
-/// from stdin, compile, write the sealed serialized component to stdout.
-/// Limits itself first: address space to `memory_bytes`, OOM score to the
-/// maximum. Errors go to stderr and a non-zero exit.
-pub fn child_main(memory_bytes: u64) -> ! {
+/// from stdin, compile as `job`, write the sealed serialized component to
+/// stdout. Limits itself first: address space to `memory_bytes`, OOM score
+/// to the maximum, and for a tier-up CPU priority to low. Errors go
+/// to stderr and a non-zero exit.
+pub fn child_main(memory_bytes: u64, job: Job) -> ! {
     let result = (|| -> Result<Vec<u8>, String> {
         // Best effort: a kernel without /proc still gets the rlimit.
         let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+        if job == Job::TierUp {
+            // Before any compiler thread starts: they inherit it.
+            low_priority();
+        }
         let limit = rustix::process::Rlimit {
             current: Some(memory_bytes),
             maximum: Some(memory_bytes),
@@ -224,7 +312,7 @@ pub fn child_main(memory_bytes: u64) -> ! {
             .split_at_checked(len)
             .ok_or("the input is too short for its key")?;
         let key = SealKey::from_bytes(key.to_vec());
-        let engine = Engine::new(&engine_config()).map_err(|e| format!("{e:#}"))?;
+        let engine = Engine::new(&job.config()).map_err(|e| format!("{e:#}"))?;
         let component = Component::new(&engine, bytes).map_err(|e| format!("{e:#}"))?;
         let body = component.serialize().map_err(|e| format!("{e:#}"))?;
         Ok(key.sealed(Digest::of(bytes), &engine_hash(&engine), &body))

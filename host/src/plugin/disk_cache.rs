@@ -181,6 +181,12 @@ impl DiskCache {
         ))
     }
 
+    /// Whether a file for `digest` exists (not yet verified: [`DiskCache::load`]
+    /// checks its seal).
+    pub(super) fn holds(&self, digest: Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
     /// The component cached for `digest`, if a file sealed with this key
     /// exists. A file that does not verify is removed.
     pub(super) fn load(&self, engine: &Engine, digest: Digest) -> Option<Component> {

@@ -7,8 +7,9 @@
 //!   [`compile`] bounding compilation (and an LRU of compiled components),
 //!   `disk_cache` keeping compiled components sealed on disk, `budget`
 //!   fitting the plugin slots into the container's memory limit, `sandbox`
-//!   the per-call state and `compat` the worlds a component may implement
-//!   (0.2, or 0.1 adapted);
+//!   the per-call state, `compat` the worlds a component may implement
+//!   (0.2, or 0.1 adapted) and `tier` the baseline code hot reloads start
+//!   with;
 //! - [`registry`]: every loaded version of each plugin, which one is the
 //!   default, and which one a Database renders with;
 //! - [`source`]: plugins from labelled ConfigMaps, hot-reloaded;
@@ -35,6 +36,7 @@ pub(crate) mod reload;
 pub mod runtime;
 mod sandbox;
 pub mod source;
+mod tier;
 
 pub use disk_cache::{SealKey, SealKeyError};
 pub use limiter::StoreCounts;

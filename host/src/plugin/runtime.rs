@@ -1,7 +1,11 @@
 //! The plugin runtime: sandboxed wasmtime components.
 //!
-//! - One [`Engine`] per [`Runtime`], with an epoch ticker thread for deadlines.
-//! - Each component is compiled once per sha256 digest and reused.
+//! - One [`Engine`] per [`Runtime`] (and, once a hot reload needs it, a
+//!   baseline one: `plugin/tier.rs`), each with an epoch ticker thread for
+//!   deadlines.
+//! - Each component is compiled once per sha256 digest and reused. Hot
+//!   reloads ([`Runtime::load_tiered`]) serve baseline code first and
+//!   optimized code once it is ready (`plugin/tier.rs`).
 //! - Each plugin gets an [`InstancePre`](wasmtime::component::InstancePre)
 //!   (linking done once); every call runs in a fresh [`Store`] and instance, so
 //!   no state leaks between Databases or calls.
@@ -27,7 +31,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -39,12 +43,13 @@ use crate::error::PluginError;
 
 use super::bounds;
 use super::compat::{Instance, Pre};
-use super::compile::{self, Compiled};
+use super::compile::{self, Compiled, Job};
 use super::configmap;
 use super::disk_cache::{DiskCache, SealKey};
 use super::limiter::{Denied, Limiter};
 pub use super::limits::Limits;
 use super::sandbox::{CallState, forward_output};
+use super::tier::{Baseline, Code};
 use crate::contract::bindings::Plugin;
 use crate::contract::bindings_v0_1::Plugin as PluginV1;
 use crate::contract::bindings_v0_2::Plugin as PluginV2;
@@ -59,12 +64,16 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Compiles and runs plugins. Cheap to share behind an `Arc`.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<CallState>,
+    pub(super) linker: Linker<CallState>,
+    /// Winch, for [`Runtime::load_tiered`], made at its first use (a
+    /// runtime that never hot-reloads keeps none); `None` where it cannot
+    /// run.
+    pub(super) baseline: OnceLock<Option<Baseline>>,
     limits: Limits,
-    compiled: Mutex<Compiled>,
-    disk_cache: Option<DiskCache>,
+    pub(super) compiled: Mutex<Compiled>,
+    pub(super) disk_cache: Option<DiskCache>,
     /// Seals the disk cache and the compiler child's output.
-    key: SealKey,
+    pub(super) key: SealKey,
     /// Components compiled by Cranelift (not found in memory or on disk).
     compilations: AtomicUsize,
     /// One permit per instance allowed at once ([`Limits::concurrent_calls`]).
@@ -81,32 +90,13 @@ impl Runtime {
     pub fn new(limits: Limits) -> Result<Self, PluginError> {
         let engine = Engine::new(&compile::engine_config()).map_err(PluginError::engine)?;
         let key = SealKey::random().map_err(|e| PluginError::Engine(e.to_string()))?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
-        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
-        // Older worlds' imports have other names (`atoll:storage/host@0.2.0`,
-        // `@0.1.0`): 0.x minor versions are not semver-compatible.
-        PluginV2::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(PluginError::engine)?;
-        PluginV1::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(PluginError::engine)?;
-
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("atoll-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        let linker = new_linker(&engine)?;
+        start_ticker(&engine)?;
 
         Ok(Runtime {
             engine,
             linker,
+            baseline: OnceLock::new(),
             slots: tokio::sync::Semaphore::new(limits.concurrent_calls.max(1)),
             compiled: Mutex::new(Compiled::new(limits.compiled_in_memory)),
             limits,
@@ -175,14 +165,21 @@ impl Runtime {
     pub fn load(self: &Arc<Self>, origin: &str, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
         let digest = Digest::of(bytes);
         let component = self.compile(origin, digest, bytes)?;
-        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
-            origin: origin.to_string(),
-            reason: format!("{e:#}"),
-        };
-        let pre = Pre::new(&self.linker, &component).map_err(wrong_world)?;
+        let pre = Pre::new(&self.linker, &component).map_err(|e| wrong_world(origin, e))?;
+        self.describe(origin, digest, bytes.len(), Code::new(pre, true))
+    }
+
+    /// Call `metadata()` through `code` and check it: the plugin loaded.
+    pub(super) fn describe(
+        self: &Arc<Self>,
+        origin: &str,
+        digest: Digest,
+        size: usize,
+        code: Arc<Code>,
+    ) -> Result<LoadedPlugin, PluginError> {
         let mut plugin = LoadedPlugin {
             runtime: Arc::clone(self),
-            pre,
+            code,
             name: Arc::from(origin),
             metadata: Metadata {
                 name: String::new(),
@@ -191,7 +188,7 @@ impl Runtime {
                 config_schema: String::new(),
             },
             digest,
-            size: bytes.len(),
+            size,
             native: None,
             peak_memory: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -202,8 +199,21 @@ impl Runtime {
         Ok(plugin)
     }
 
+    /// The optimized component of `bytes`: from memory, from disk, or
+    /// compiled now.
     fn compile(
         &self,
+        origin: &str,
+        digest: Digest,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
+        self.compile_as(Job::Optimize, origin, digest, bytes)
+    }
+
+    /// [`Runtime::compile`] as `job` ([`Job::Optimize`] or [`Job::TierUp`]).
+    pub(super) fn compile_as(
+        &self,
+        job: Job,
         origin: &str,
         digest: Digest,
         bytes: &[u8],
@@ -226,9 +236,15 @@ impl Runtime {
             Some(component) => component,
             None => {
                 let started = std::time::Instant::now();
-                let (component, body) =
-                    compile::compile(&self.engine, &self.key, digest, bytes, &self.limits.compile)
-                        .map_err(not_component)?;
+                let (component, body) = compile::compile(
+                    &self.engine,
+                    job,
+                    &self.key,
+                    digest,
+                    bytes,
+                    &self.limits.compile,
+                )
+                .map_err(not_component)?;
                 tracing::info!(origin, bytes = bytes.len(), elapsed = ?started.elapsed(), "compiled a plugin component");
                 self.compilations.fetch_add(1, Ordering::Relaxed);
                 if let Some(cache) = &self.disk_cache {
@@ -241,7 +257,11 @@ impl Runtime {
         Ok(component)
     }
 
-    fn store(&self, plugin: &Arc<str>) -> (Store<CallState>, [MemoryOutputPipe; 2]) {
+    fn store(
+        &self,
+        engine: &Engine,
+        plugin: &Arc<str>,
+    ) -> (Store<CallState>, [MemoryOutputPipe; 2]) {
         let stdout = MemoryOutputPipe::new(self.limits.output_bytes);
         let stderr = MemoryOutputPipe::new(self.limits.output_bytes);
         let wasi = WasiCtxBuilder::new()
@@ -250,7 +270,7 @@ impl Runtime {
             .build();
         let limiter = Limiter::new(self.limits.memory_bytes, self.limits.store);
         let state = CallState::new(wasi, limiter, Arc::clone(plugin));
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticks = self
             .limits
@@ -259,6 +279,42 @@ impl Runtime {
             .div_ceil(EPOCH_TICK.as_nanos());
         store.set_epoch_deadline(ticks.max(1) as u64);
         (store, [stdout, stderr])
+    }
+}
+
+/// Advance `engine`'s epoch every [`EPOCH_TICK`] until it is dropped.
+pub(super) fn start_ticker(engine: &Engine) -> Result<(), PluginError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("atoll-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))
+}
+
+/// WASI (with the empty context of `plugin/sandbox.rs`) and the host
+/// functions of every contract version, for `engine`'s components.
+pub(super) fn new_linker(engine: &Engine) -> Result<Linker<CallState>, PluginError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
+    Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
+    // Older worlds' imports have other names (`atoll:storage/host@0.2.0`,
+    // `@0.1.0`): 0.x minor versions are not semver-compatible.
+    PluginV2::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
+    PluginV1::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(PluginError::engine)?;
+    Ok(linker)
+}
+
+pub(super) fn wrong_world(origin: &str, e: wasmtime::Error) -> PluginError {
+    PluginError::WrongWorld {
+        origin: origin.to_string(),
+        reason: format!("{e:#}"),
     }
 }
 
@@ -304,7 +360,7 @@ pub struct NativeCalls {
 /// A plugin ready to call: compiled, linked, and described by its metadata.
 pub struct LoadedPlugin {
     runtime: Arc<Runtime>,
-    pre: Pre,
+    pub(super) code: Arc<Code>,
     name: Arc<str>,
     metadata: Metadata,
     digest: Digest,
@@ -319,7 +375,8 @@ impl std::fmt::Debug for LoadedPlugin {
         f.debug_struct("LoadedPlugin")
             .field("name", &self.name)
             .field("version", &self.metadata.version)
-            .field("contract", &self.pre.contract())
+            .field("contract", &self.contract())
+            .field("optimized", &self.is_optimized())
             .field("digest", &self.digest.to_string())
             .finish()
     }
@@ -337,7 +394,13 @@ impl LoadedPlugin {
     /// The contract version the component implements: `0.3`, or `0.2` or
     /// `0.1` (adapted: see `plugin/compat.rs`).
     pub fn contract(&self) -> &'static str {
-        self.pre.contract()
+        self.code.current().contract()
+    }
+
+    /// Whether calls run optimized code (Cranelift's), or still the
+    /// baseline code a hot reload started with ([`Runtime::load_tiered`]).
+    pub fn is_optimized(&self) -> bool {
+        self.code.is_optimized()
     }
 
     /// Size of the component in bytes.
@@ -440,9 +503,9 @@ impl LoadedPlugin {
         let acquire = tokio::task::unconstrained(self.runtime.slots.acquire());
         let _slot =
             futures::executor::block_on(acquire).expect("the call semaphore is never closed");
-        let (mut store, pipes) = self.runtime.store(&self.name);
-        let result = self
-            .pre
+        let pre = self.code.current();
+        let (mut store, pipes) = self.runtime.store(pre.engine(), &self.name);
+        let result = pre
             .instantiate(&mut store)
             .and_then(|instance| f(&instance, &mut store));
         let [stdout, stderr] = pipes;

@@ -10,10 +10,12 @@
 //! ```
 //!
 //! On add or change: decode, hash, compile (or reuse the component compiled
-//! for that digest, in memory or on disk) and call `metadata()` off the
-//! reconcile path; check the name against the label; render every Database
-//! that uses the plugin with the serving and the new version (the shadow
-//! render, reported in the StoragePlugin status and an Event); then swap
+//! for that digest, in memory or on disk; a new one starts on baseline
+//! code: `plugin/tier.rs`) and call `metadata()` off the reconcile path;
+//! check the name against the label; render every Database that uses the
+//! plugin with the serving and the new version (the shadow render, on every
+//! core, through the controller's render memo so the reconciles that follow
+//! reuse it; reported in the StoragePlugin status and an Event); then swap
 //! atomically — calls in flight finish on the old version — and requeue
 //! those Databases.
 //!
@@ -217,9 +219,10 @@ impl PluginSource {
                 );
                 self.registry
                     .insert_arc(Arc::clone(&loaded), source, Some(shadow));
+                // Reconciles first: the Event is a write they need not wait for.
+                self.requeue(&plugin).await;
                 self.event(cm, EventType::Normal, "PluginLoaded", note)
                     .await;
-                self.requeue(&plugin).await;
             }
             Err(error) => {
                 tracing::warn!(configmap = %source, plugin, %error, "refused a plugin");
@@ -296,7 +299,7 @@ impl PluginSource {
         }
         let runtime = Arc::clone(self.registry.runtime());
         let origin = source.to_string();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&origin, &bytes))
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_tiered(&origin, &bytes))
             .await
             .map_err(|e| format!("{source}: loading panicked: {e}"))?
             .map_err(|e| e.to_string())?;
@@ -326,23 +329,27 @@ impl PluginSource {
                 databases: databases.len() as u32,
                 ..ShadowRender::default()
             };
-            for db in &databases {
-                let old = current.as_ref().map(|c| shadow.render_with(db, c));
-                match (old, shadow.render_with(db, &new)) {
-                    (Some(Ok(old)), Ok(new)) => {
-                        if old != new {
-                            report.changed += 1;
+            // One share per core: the reload waits for this. Calls still
+            // queue for the runtime's slots, so the plugin memory budget
+            // holds.
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let share = databases.len().div_ceil(cores).max(1);
+            std::thread::scope(|scope| {
+                let shares: Vec<_> = databases
+                    .chunks(share)
+                    .map(|dbs| scope.spawn(|| compare(&*shadow, dbs, current.as_ref(), &new)))
+                    .collect();
+                for share in shares {
+                    match share.join() {
+                        Ok((changed, failed, prunes)) => {
+                            report.changed += changed;
+                            report.failed += failed;
+                            report.prunes += prunes;
                         }
-                        if old.drops_objects_of(&new) {
-                            report.prunes += 1;
-                        }
+                        Err(panic) => std::panic::resume_unwind(panic),
                     }
-                    (Some(Ok(_)), Err(_)) => report.failed += 1,
-                    // It did not render before; any outcome is a change.
-                    (_, Ok(_)) => report.changed += 1,
-                    (_, Err(_)) => {}
                 }
-            }
+            });
             report
         })
         .await;
@@ -414,6 +421,35 @@ impl PluginSource {
             tracing::warn!(error = %e, "cannot record an Event on a plugin ConfigMap");
         }
     }
+}
+
+/// Render each of `databases` with `current` (the serving version) and
+/// `new`: how many change, fail with `new` only, and would lose objects.
+fn compare(
+    shadow: &dyn ShadowRenderer,
+    databases: &[Database],
+    current: Option<&Arc<LoadedPlugin>>,
+    new: &Arc<LoadedPlugin>,
+) -> (u32, u32, u32) {
+    let (mut changed, mut failed, mut prunes) = (0, 0, 0);
+    for db in databases {
+        let old = current.map(|c| shadow.render_with(db, c));
+        match (old, shadow.render_with(db, new)) {
+            (Some(Ok(old)), Ok(new)) => {
+                if old != new {
+                    changed += 1;
+                }
+                if old.drops_objects_of(&new) {
+                    prunes += 1;
+                }
+            }
+            (Some(Ok(_)), Err(_)) => failed += 1,
+            // It did not render before; any outcome is a change.
+            (_, Ok(_)) => changed += 1,
+            (_, Err(_)) => {}
+        }
+    }
+    (changed, failed, prunes)
 }
 
 fn source_of(key: &ObjectRef<ConfigMap>) -> Source {

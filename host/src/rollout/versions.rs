@@ -276,10 +276,11 @@ impl SpecLoader {
     ) -> Result<Arc<LoadedPlugin>, String> {
         let runtime = Arc::clone(self.registry.runtime());
         let origin_owned = origin.to_string();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&origin_owned, &bytes))
-            .await
-            .map_err(|e| format!("{origin}: loading panicked: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let loaded =
+            tokio::task::spawn_blocking(move || runtime.load_tiered(&origin_owned, &bytes))
+                .await
+                .map_err(|e| format!("{origin}: loading panicked: {e}"))?
+                .map_err(|e| e.to_string())?;
         let name = &loaded.metadata().name;
         if name != plugin {
             return Err(format!(

@@ -282,7 +282,7 @@ pub async fn load(
     let runtime = Arc::clone(runtime);
     let bytes = artifact.bytes.clone();
     let origin_for_task = origin.clone();
-    tokio::task::spawn_blocking(move || runtime.load(&origin_for_task, &bytes))
+    tokio::task::spawn_blocking(move || runtime.load_tiered(&origin_for_task, &bytes))
         .await
         .map_err(|e| PluginError::Read {
             origin,
