@@ -174,8 +174,8 @@ fn main() {
 
 /// A hot reload starts on baseline code (`host/src/plugin/tier.rs`): raft's
 /// cold compile by each compiler (fresh runtimes, no disk cache), then
-/// renders on the baseline code while the tier-up compiles beside them, and
-/// as many on optimized code; medians and their ratio.
+/// renders on the baseline code while the tier-up compiles beside them,
+/// alternating with renders on optimized code; medians and their ratio.
 fn tiers(db: &PluginDatabase, optimized: &LoadedPlugin, calls: usize) {
     let bytes = atoll::plugin::builtin::BUILTIN
         .iter()
@@ -205,23 +205,22 @@ fn tiers(db: &PluginDatabase, optimized: &LoadedPlugin, calls: usize) {
         times.sort();
         times[times.len() / 2]
     };
-    let mut on_baseline = Vec::new();
-    while !baseline.is_optimized() && on_baseline.len() < calls {
+    // Alternating, so that the tier-up compiling beside them and any other
+    // load weigh on both alike.
+    let timed = |plugin: &LoadedPlugin| {
         let start = Instant::now();
-        black_box(wasm(&baseline, db));
-        on_baseline.push(start.elapsed());
+        black_box(wasm(plugin, db));
+        start.elapsed()
+    };
+    let (mut on_baseline, mut on_optimized) = (Vec::new(), Vec::new());
+    while !baseline.is_optimized() && on_baseline.len() < calls {
+        on_baseline.push(timed(&baseline));
+        on_optimized.push(timed(optimized));
     }
     while !baseline.is_optimized() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let tier_up = tiered_at.elapsed();
-    let on_optimized: Vec<Duration> = (0..on_baseline.len().max(1))
-        .map(|_| {
-            let start = Instant::now();
-            black_box(wasm(optimized, db));
-            start.elapsed()
-        })
-        .collect();
     let (slow, fast) = (median(on_baseline.clone()), median(on_optimized));
     println!(
         "

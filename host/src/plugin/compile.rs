@@ -148,6 +148,26 @@ pub(super) fn check_bytes(bytes: &[u8], limits: &CompileLimits) -> Result<(), St
     Ok(())
 }
 
+/// Why a compile produced nothing.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// The compiler refused the component: invalid, or using a feature it
+    /// does not implement. Another compiler may take it.
+    Refused(String),
+    /// A bound stopped it (the deadline, or the compiler child's death,
+    /// most likely of its memory limit), or it could not run: another
+    /// compiler would fare no better.
+    Stopped(String),
+}
+
+impl Failed {
+    pub(super) fn into_reason(self) -> String {
+        match self {
+            Failed::Refused(reason) | Failed::Stopped(reason) => reason,
+        }
+    }
+}
+
 /// Compile `bytes` within `limits` as `job` (with `engine`, configured as
 /// the job's compiler), returning the component and its serialized form
 /// (for the disk cache).
@@ -158,7 +178,7 @@ pub(super) fn compile(
     digest: Digest,
     bytes: &[u8],
     limits: &CompileLimits,
-) -> Result<(Component, Vec<u8>), String> {
+) -> Result<(Component, Vec<u8>), Failed> {
     match &limits.worker {
         CompileWorker::Thread => {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -167,9 +187,9 @@ pub(super) fn compile(
                 .name("atoll-compile".into())
                 .spawn(move || {
                     let compile = || {
-                        Component::new(&engine2, &bytes)
-                            .map_err(|e| format!("{e:#}"))
-                            .and_then(|c| Ok((c.serialize().map_err(|e| format!("{e:#}"))?, c)))
+                        let refused = |e: wasmtime::Error| Failed::Refused(format!("{e:#}"));
+                        let c = Component::new(&engine2, &bytes).map_err(refused)?;
+                        Ok((c.serialize().map_err(refused)?, c))
                     };
                     let result = if job == Job::TierUp {
                         // Cranelift compiles functions in parallel on the
@@ -179,27 +199,31 @@ pub(super) fn compile(
                             .thread_name(|_| "atoll-tier-up".into())
                             .start_handler(|_| low_priority())
                             .build()
-                            .map_err(|e| format!("cannot start the tier-up thread: {e}"))
+                            .map_err(|e| {
+                                Failed::Stopped(format!("cannot start the tier-up thread: {e}"))
+                            })
                             .and_then(|pool| pool.install(compile))
                     } else {
                         compile()
                     };
                     let _ = tx.send(result);
                 })
-                .map_err(|e| format!("cannot start a compiler thread: {e}"))?;
+                .map_err(|e| Failed::Stopped(format!("cannot start a compiler thread: {e}")))?;
             match rx.recv_timeout(limits.timeout) {
                 Ok(result) => result.map(|(body, c)| (c, body)),
-                Err(_) => Err(format!(
+                Err(_) => Err(Failed::Stopped(format!(
                     "compiling took over {:?} and was given up",
                     limits.timeout
-                )),
+                ))),
             }
         }
         CompileWorker::Process { exe, memory_bytes } => {
             let sealed = compile_in_child(exe, *memory_bytes, job, key, bytes, limits.timeout)?;
             let hash = engine_hash(engine);
-            let component = deserialize_sealed(engine, key, digest, &hash, &sealed)
-                .map_err(|e| format!("the compiler process's output is unusable: {e}"))?;
+            let component =
+                deserialize_sealed(engine, key, digest, &hash, &sealed).map_err(|e| {
+                    Failed::Stopped(format!("the compiler process's output is unusable: {e}"))
+                })?;
             let body = sealed[32..].to_vec();
             Ok((component, body))
         }
@@ -216,7 +240,8 @@ fn compile_in_child(
     key: &SealKey,
     bytes: &[u8],
     timeout: Duration,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Failed> {
+    let stopped = Failed::Stopped;
     let mut child = Command::new(exe)
         .arg(CHILD_COMMAND)
         .arg("--memory-bytes")
@@ -227,7 +252,12 @@ fn compile_in_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the compiler process {}: {e}", exe.display()))?;
+        .map_err(|e| {
+            stopped(format!(
+                "cannot start the compiler process {}: {e}",
+                exe.display()
+            ))
+        })?;
     let mut input = Vec::with_capacity(4 + key.bytes().len() + bytes.len());
     input.extend_from_slice(&(key.bytes().len() as u32).to_le_bytes());
     input.extend_from_slice(key.bytes());
@@ -253,29 +283,31 @@ fn compile_in_child(
                 // Our own child, by its handle.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
+                return Err(stopped(format!(
                     "compiling took over {timeout:?}; the compiler process was killed"
-                ));
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for the compiler process: {e}")),
+            Err(e) => return Err(stopped(format!("waiting for the compiler process: {e}"))),
         }
     };
     let _ = writer.join();
     let out = reader
         .join()
-        .map_err(|_| "the compiler output reader panicked".to_string())?
-        .map_err(|e| format!("reading the compiler process's output: {e}"))?;
+        .map_err(|_| stopped("the compiler output reader panicked".to_string()))?
+        .map_err(|e| stopped(format!("reading the compiler process's output: {e}")))?;
     let errors = errors.join().unwrap_or_default();
     if !status.success() {
         let why = errors.trim();
         return Err(match (status.code(), why.is_empty()) {
-            (None, _) => format!(
+            (None, _) => stopped(format!(
                 "the compiler process was killed ({status}); most likely it ran out of memory (its own limit is {} MiB of address space; the OOM killer stops it first when the container runs short)",
                 memory_bytes >> 20
-            ),
-            (Some(_), false) => why.to_string(),
-            (Some(_), true) => format!("the compiler process failed ({status})"),
+            )),
+            // `child_main`'s own refusal: what the compiler said.
+            (Some(1), false) => Failed::Refused(why.to_string()),
+            (Some(_), false) => stopped(why.to_string()),
+            (Some(_), true) => stopped(format!("the compiler process failed ({status})")),
         });
     }
     Ok(out)

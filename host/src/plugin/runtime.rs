@@ -244,7 +244,7 @@ impl Runtime {
                     bytes,
                     &self.limits.compile,
                 )
-                .map_err(not_component)?;
+                .map_err(|failed| not_component(failed.into_reason()))?;
                 tracing::info!(origin, bytes = bytes.len(), elapsed = ?started.elapsed(), "compiled a plugin component");
                 self.compilations.fetch_add(1, Ordering::Relaxed);
                 if let Some(cache) = &self.disk_cache {

@@ -23,32 +23,39 @@
 //!   deadline, the compiler child's memory limit).
 //! - A component Winch refuses (tail calls, relaxed SIMD, or any other
 //!   reason) is compiled by Cranelift before the load returns, as without
-//!   tiers. If the tier-up fails, the baseline code keeps serving (logged).
+//!   tiers; one whose baseline compile a bound stopped (deadline, the
+//!   compiler child's memory) is refused as it is, since Cranelift needs
+//!   more of both. If the tier-up fails, the baseline code keeps serving
+//!   (logged), and the next load of that digest tries again.
 //!
 //! Caveat: until the tier-up lands, calls take longer (see BENCHMARKS.md for
 //! the measured ratio); a call near its deadline on optimized code may
 //! exceed it on baseline code and is retried by the next reconcile
 //! (timeouts are never memoized).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use super::compat::Pre;
-use super::compile::{self, Job};
+use super::compile::{self, Failed, Job};
 use super::runtime::{LoadedPlugin, Runtime, new_linker, start_ticker, wrong_world};
 use super::sandbox::CallState;
 use crate::contract::Digest;
 use crate::error::PluginError;
 use crate::sync::{MutexExt, RwLockExt};
 
-/// The baseline compiler's engine and linker; components it compiles run
-/// only in stores of this engine.
+/// The baseline compiler's engine and linker (components it compiles run
+/// only in stores of this engine), and the code of each digest being tiered
+/// up, so that loading it again meanwhile shares it rather than compiling
+/// twice.
 pub(super) struct Baseline {
-    pub(super) engine: Engine,
-    pub(super) linker: Linker<CallState>,
+    engine: Engine,
+    linker: Linker<CallState>,
+    tiering: Mutex<HashMap<Digest, Weak<Code>>>,
 }
 
 /// The code a plugin's calls run: baseline code until the optimized code
@@ -105,6 +112,14 @@ impl Runtime {
         {
             return self.load(origin, bytes);
         }
+        let tiering = baseline
+            .tiering
+            .locked()
+            .get(&digest)
+            .and_then(Weak::upgrade);
+        if let Some(code) = tiering {
+            return self.describe(origin, digest, bytes.len(), code);
+        }
         compile::check_bytes(bytes, &self.limits().compile).map_err(|reason| {
             PluginError::NotAComponent {
                 origin: origin.to_string(),
@@ -122,14 +137,25 @@ impl Runtime {
         );
         let component = match compiled {
             Ok((component, _)) => component,
-            Err(reason) => {
+            Err(Failed::Refused(reason)) => {
                 tracing::info!(origin, %reason, "the baseline compiler refused a component; compiling it optimized");
                 return self.load(origin, bytes);
+            }
+            // Cranelift takes longer and more memory still.
+            Err(Failed::Stopped(reason)) => {
+                return Err(PluginError::NotAComponent {
+                    origin: origin.to_string(),
+                    reason,
+                });
             }
         };
         tracing::info!(origin, bytes = bytes.len(), elapsed = ?started.elapsed(), "compiled a plugin component (baseline)");
         let pre = Pre::new(&baseline.linker, &component).map_err(|e| wrong_world(origin, e))?;
         let plugin = self.describe(origin, digest, bytes.len(), Code::new(pre, false))?;
+        baseline
+            .tiering
+            .locked()
+            .insert(digest, Arc::downgrade(&plugin.code));
         self.tier_up(origin, digest, bytes, &plugin.code);
         Ok(plugin)
     }
@@ -144,6 +170,7 @@ impl Runtime {
                         Ok(Baseline {
                             linker: new_linker(&engine)?,
                             engine,
+                            tiering: Mutex::default(),
                         })
                     });
                 made.inspect_err(|e| {
@@ -181,6 +208,11 @@ impl Runtime {
                     (Err(error), _) => {
                         tracing::warn!(origin, %error, "the optimizing compile failed; baseline code keeps serving");
                     }
+                }
+                // Loads from now on find the optimized component kept, or
+                // (after a failure) try again.
+                if let Some(Some(baseline)) = runtime.baseline.get() {
+                    baseline.tiering.locked().remove(&digest);
                 }
             });
         if let Err(e) = spawned {
@@ -243,6 +275,9 @@ mod tests {
             !plugin.is_optimized(),
             "a component compiled nowhere yet starts on baseline code (Winch runs on x86_64)"
         );
+        // Loaded again before the tier-up lands: the same code, no second
+        // compile of either kind (the first load's counts are checked below).
+        let twin = runtime.load_tiered("raft", raft()).expect("raft loads");
         let described = |p: &LoadedPlugin| {
             let m = p.metadata();
             (m.name.clone(), m.version.clone(), m.config_schema.clone())
@@ -251,12 +286,16 @@ mod tests {
         assert_eq!(render(&plugin), expected, "baseline code answers the same");
 
         let deadline = Instant::now() + Duration::from_secs(600);
-        while !plugin.is_optimized() {
+        while !(plugin.is_optimized() && twin.is_optimized()) {
             assert!(Instant::now() < deadline, "no tier-up within 600 s");
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(render(&plugin), expected, "optimized code answers the same");
-        assert_eq!(runtime.compilations(), 1, "Cranelift compiled it once");
+        assert_eq!(
+            runtime.compilations(),
+            1,
+            "Cranelift compiled it once: the second load shared the tier-up"
+        );
 
         // Reloaded again: the optimized component is kept, so no baseline.
         let again = runtime.load_tiered("raft", raft()).expect("raft loads");

@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use atoll::contract::Digest;
 use atoll::plugin::oci::{self, Credentials, InsecurePolicy, OciError, Reference};
 use atoll::plugin::{Limits, Runtime};
 use atoll_e2e::padded;
-use atoll_testenv::{Registries, TestNamespace};
+use atoll_testenv::{Registries, TestNamespace, wait_for};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
@@ -122,6 +123,7 @@ async fn a_component_too_big_for_a_configmap_loads_by_tag_and_by_digest() {
         .unwrap();
     let by_digest = with(&tagged, &format!("@{}", pushed.manifest_digest));
     let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let mut loaded = Vec::new();
     for reference in [&tagged, &by_digest] {
         let artifact = pull(reference, None).await.unwrap();
         assert!(artifact.bytes == big, "{reference}: other bytes");
@@ -131,8 +133,17 @@ async fn a_component_too_big_for_a_configmap_loads_by_tag_and_by_digest() {
         assert_eq!(plugin.metadata().name, "raft");
         assert_eq!(plugin.digest(), Digest::of(&big));
         assert_eq!(plugin.size(), big.len());
+        loaded.push(plugin);
     }
-    // The second load reused the compiled component (same digest).
+    // Both serve optimized code once the tier-up lands, and the second
+    // load reused the first's (same digest): Cranelift compiled once.
+    let optimized = || loaded.iter().all(|p| p.is_optimized());
+    wait_for("the optimized code", Duration::from_secs(300), || async {
+        optimized()
+            .then_some(())
+            .ok_or_else(|| "baseline code".to_string())
+    })
+    .await;
     assert_eq!(runtime.compilations(), 1);
     ns.cleanup().await;
 }
