@@ -177,11 +177,7 @@ fn main() {
 /// renders on the baseline code while the tier-up compiles beside them,
 /// alternating with renders on optimized code; medians and their ratio.
 fn tiers(db: &PluginDatabase, optimized: &LoadedPlugin, calls: usize) {
-    let bytes = atoll::plugin::builtin::BUILTIN
-        .iter()
-        .find(|(name, _)| *name == "raft")
-        .unwrap()
-        .1;
+    let bytes = atoll::plugin::builtin::bytes("raft").unwrap();
     let cold = |tiered: bool| {
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
         let start = Instant::now();

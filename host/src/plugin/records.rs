@@ -379,10 +379,7 @@ mod tests {
 
     fn cache_entry() -> Entry {
         let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
-        let (_, bytes) = crate::plugin::builtin::BUILTIN
-            .iter()
-            .find(|(name, _)| *name == "cache")
-            .unwrap();
+        let bytes = crate::plugin::builtin::bytes("cache").unwrap();
         Entry {
             plugin: Arc::new(runtime.load("cache", bytes).unwrap()),
             source: Source::Builtin,

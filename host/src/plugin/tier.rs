@@ -1,11 +1,11 @@
 //! Tiered compilation of hot-reloaded components: serve a new version from
 //! baseline code first, then from optimized code.
 //!
-//! Cranelift takes over a second for a built-in plugin (an 800 KB raft
+//! Cranelift takes about a second for a built-in plugin (the 865 KB raft
 //! component) on two cores, and a hot reload waits for it before its shadow
 //! render, its swap and its first apply. Winch, wasmtime's baseline
-//! compiler, compiles the same component within a fraction of that, into
-//! code that runs slower. [`Runtime::load_tiered`](super::Runtime::load_tiered)
+//! compiler, compiles the same component in a fifth of that (BENCHMARKS.md
+//! §8), into code that runs slower. [`Runtime::load_tiered`](super::Runtime::load_tiered)
 //! compiles with Winch, links and checks the plugin as any load does, and
 //! returns it serving baseline code; a background job compiles it with
 //! Cranelift at a low CPU priority (so it does not slow the reconciles
@@ -28,10 +28,11 @@
 //!   more of both. If the tier-up fails, the baseline code keeps serving
 //!   (logged), and the next load of that digest tries again.
 //!
-//! Caveat: until the tier-up lands, calls take longer (see BENCHMARKS.md for
-//! the measured ratio); a call near its deadline on optimized code may
-//! exceed it on baseline code and is retried by the next reconcile
-//! (timeouts are never memoized).
+//! Caveat: until the tier-up lands, calls take longer (a raft render 1.18×,
+//! BENCHMARKS.md §8), and the tier-up, yielding to everything else, may
+//! take many seconds on a busy node; a call near its deadline on optimized
+//! code may exceed it on baseline code and is retried by the next
+//! reconcile (timeouts are never memoized).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,15 +229,11 @@ mod tests {
 
     use crate::contract::PluginDatabase;
     use crate::error::PluginError;
-    use crate::plugin::builtin::BUILTIN;
+    use crate::plugin::builtin;
     use crate::plugin::{Limits, LoadedPlugin, Runtime};
 
     fn raft() -> &'static [u8] {
-        BUILTIN
-            .iter()
-            .find(|(name, _)| *name == "raft")
-            .map(|(_, bytes)| *bytes)
-            .expect("raft is built in")
+        builtin::bytes("raft").expect("raft is built in")
     }
 
     fn database(partitions: u32) -> PluginDatabase {

@@ -80,11 +80,9 @@ async fn a_reload_renders_each_database_once_with_the_new_version() {
 
     // A new release: the same component with one more custom section (id
     // 0, size, name, payload), so another digest.
-    let mut bytes = crate::plugin::builtin::BUILTIN
-        .iter()
-        .find(|(name, _)| *name == "raft")
-        .map(|(_, bytes)| bytes.to_vec())
-        .expect("raft is built in");
+    let mut bytes = crate::plugin::builtin::bytes("raft")
+        .expect("raft is built in")
+        .to_vec();
     bytes.extend_from_slice(&[0, 15, 10]);
     bytes.extend_from_slice(b"atoll-testnext");
     let next = Arc::new(runtime.load("raft-next", &bytes).expect("it loads"));

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use super::{Registry, Removal, Source};
 use crate::contract::PluginDatabase;
-use crate::plugin::{Limits, Runtime, builtin::BUILTIN};
+use crate::plugin::{Limits, Runtime, builtin};
 
 /// One runtime for every test: each component compiles once.
 fn runtime() -> Arc<Runtime> {
@@ -12,11 +12,7 @@ fn runtime() -> Arc<Runtime> {
 }
 
 fn raft_bytes() -> &'static [u8] {
-    BUILTIN
-        .iter()
-        .find(|(name, _)| *name == "raft")
-        .map(|(_, bytes)| *bytes)
-        .expect("raft is built in")
+    builtin::bytes("raft").expect("raft is built in")
 }
 
 fn configmap(name: &str) -> Source {

@@ -379,11 +379,7 @@ async fn unavailable_registries() {
 
 #[tokio::test]
 async fn a_pulled_component_loads_like_a_configmap_one() {
-    let raft = crate::plugin::builtin::BUILTIN
-        .iter()
-        .find(|(name, _)| *name == "raft")
-        .map(|(_, bytes)| *bytes)
-        .unwrap();
+    let raft = crate::plugin::builtin::bytes("raft").unwrap();
     let (_, addr) = fake::start(Knobs::default()).await;
     let r = reference(addr, ":v1");
     push(&r, None, raft, &InsecurePolicy::default())
