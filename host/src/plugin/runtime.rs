@@ -65,9 +65,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Runtime {
     engine: Engine,
     pub(super) linker: Linker<CallState>,
-    /// Winch, for [`Runtime::load_tiered`], made at its first use (a
-    /// runtime that never hot-reloads keeps none); `None` where it cannot
-    /// run.
+    /// Winch, for [`Runtime::load_tiered`], made when it first has a
+    /// component to compile (a runtime that never hot-reloads a new one
+    /// keeps none); `None` where it cannot run.
     pub(super) baseline: OnceLock<Option<Baseline>>,
     limits: Limits,
     pub(super) compiled: Mutex<Compiled>,

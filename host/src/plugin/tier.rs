@@ -105,14 +105,15 @@ impl Runtime {
         bytes: &[u8],
     ) -> Result<LoadedPlugin, PluginError> {
         let digest = Digest::of(bytes);
-        let Some(baseline) = self.baseline() else {
-            return self.load(origin, bytes);
-        };
+        // Compiled already: nothing to wait for, and no baseline engine made.
         if self.compiled.locked().get(&digest).is_some()
             || self.disk_cache.as_ref().is_some_and(|c| c.holds(digest))
         {
             return self.load(origin, bytes);
         }
+        let Some(baseline) = self.baseline() else {
+            return self.load(origin, bytes);
+        };
         let tiering = baseline
             .tiering
             .locked()
