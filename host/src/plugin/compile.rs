@@ -170,7 +170,8 @@ impl Failed {
 
 /// Compile `bytes` within `limits` as `job` (with `engine`, configured as
 /// the job's compiler), returning the component and its serialized form
-/// (for the disk cache).
+/// (for the disk cache; a compiler thread leaves it empty for baseline
+/// code, which is never cached).
 pub(super) fn compile(
     engine: &Engine,
     job: Job,
@@ -189,7 +190,12 @@ pub(super) fn compile(
                     let compile = || {
                         let refused = |e: wasmtime::Error| Failed::Refused(format!("{e:#}"));
                         let c = Component::new(&engine2, &bytes).map_err(refused)?;
-                        Ok((c.serialize().map_err(refused)?, c))
+                        // Baseline code is never cached: nothing to serialize.
+                        let body = match job {
+                            Job::Baseline => Vec::new(),
+                            Job::Optimize | Job::TierUp => c.serialize().map_err(refused)?,
+                        };
+                        Ok((body, c))
                     };
                     let result = if job == Job::TierUp {
                         // Cranelift compiles functions in parallel on the
