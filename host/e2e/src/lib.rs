@@ -17,10 +17,12 @@
 //! Cargo hands a package's own tests its binaries (`CARGO_BIN_EXE_atoll`),
 //! but not another package's, and a build script cannot build it (the outer
 //! cargo holds the lock on the target directory while build scripts run).
-//! So [`atoll_bin`] runs `cargo build -p atoll --bin atoll` the first time a
-//! test asks for the binary: the cargo that runs the tests (`$CARGO`), from
-//! the workspace root, with the profile of this test binary and the atoll
-//! features this crate enables, so `CARGO_TARGET_DIR`, `.cargo/config.toml`
+//! So [`atoll_bin`] has cargo build it the first time a test asks for the
+//! binary: the cargo that runs the tests (`$CARGO`), from the workspace
+//! root, with the profile of this test binary and the atoll features this
+//! crate enables (with none, in the dev profile, as `cargo test
+//! --workspace` builds it for the atoll package's tests, so that run's
+//! dependencies are reused; else `cargo build -p atoll --bin atoll`), so `CARGO_TARGET_DIR`, `.cargo/config.toml`
 //! and `RUSTFLAGS` apply as they do to the tests (a `--target-dir` flag does
 //! not reach it: use `CARGO_TARGET_DIR`). Cargo's JSON messages name the
 //! executable. The first build after a change compiles the binary; when
@@ -691,11 +693,7 @@ pub fn atoll_bin() -> &'static Path {
 fn build_atoll() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut command = Command::new(cargo);
-    command
-        .current_dir(workspace())
-        .args(["build", "--package", "atoll", "--bin", "atoll"])
-        .args(["--message-format", "json-render-diagnostics"])
-        .args(["--profile", &profile()]);
+    command.current_dir(workspace());
     let features: Vec<&str> = [
         ("native-plugins", cfg!(feature = "native-plugins")),
         ("observe-by-listing", cfg!(feature = "observe-by-listing")),
@@ -703,9 +701,23 @@ fn build_atoll() -> PathBuf {
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))
     .collect();
-    if !features.is_empty() {
-        command.args(["--features", &features.join(",")]);
+    let profile = profile();
+    if features.is_empty() && profile == "dev" {
+        // The binary `cargo test --workspace` (`cargo xtask test`) builds
+        // for the atoll package's own tests: resolved for the whole
+        // workspace with its dev-dependencies, so its dependencies have
+        // the features that run gave them and nothing is compiled again.
+        // `cargo build -p atoll` would build most of them a second time.
+        command.args(["test", "--workspace", "--no-run", "--test", "all"]);
+    } else {
+        command
+            .args(["build", "--package", "atoll", "--bin", "atoll"])
+            .args(["--profile", &profile]);
+        if !features.is_empty() {
+            command.args(["--features", &features.join(",")]);
+        }
     }
+    command.args(["--message-format", "json-render-diagnostics"]);
     let out = command
         .stdin(Stdio::null())
         .output()
@@ -718,7 +730,12 @@ fn build_atoll() -> PathBuf {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "atoll")
+        .filter(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == "atoll"
+                && m["target"]["kind"] == serde_json::json!(["bin"])
+                && m["profile"]["test"] == false
+        })
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("{command:?} named no atoll executable:\n{stderr}"))
 }

@@ -197,51 +197,61 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    // The real clock, not tokio's paused one (its `test-util` feature would
+    // build tokio, and everything on it, twice: once for `cargo run`, once
+    // for `cargo test`). Every bound below is one-sided, so a slow machine
+    // cannot fail them: a fence may not fall early, and must fall.
+
+    #[tokio::test]
     async fn a_fence_falls_at_its_deadline_and_when_closed() {
         let fence = Fence::closed();
         assert!(!fence.is_up(), "down until a renewal");
-        fence.extend(Instant::now() + Duration::from_secs(10));
-        assert!(fence.is_up());
-        tokio::time::advance(Duration::from_millis(9_999)).await;
-        assert!(fence.is_up());
-        tokio::time::advance(Duration::from_millis(1)).await;
+        fence.extend(Instant::now() + Duration::from_secs(3600));
+        assert!(fence.is_up(), "up before its deadline");
+        fence.extend(Instant::now());
         assert!(!fence.is_up(), "down at the deadline, with no renewal");
-        fence.extend(Instant::now() + Duration::from_secs(10));
-        assert!(fence.is_up());
+        fence.extend(Instant::now() + Duration::from_secs(3600));
+        assert!(fence.is_up(), "a renewal raises it again");
         fence.close();
         assert!(!fence.is_up());
         assert!(Fence::open().is_up());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn lapsed_follows_extensions_and_closing() {
+        const STEP: Duration = Duration::from_secs(1);
         let fence = Fence::closed();
-        fence.extend(Instant::now() + Duration::from_secs(10));
         let start = Instant::now();
+        fence.extend(start + STEP);
         let waiter = tokio::spawn({
             let fence = fence.clone();
             async move { fence.lapsed().await }
         });
-        // A renewal at 5 s moves the deadline to 15 s.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        fence.extend(Instant::now() + Duration::from_secs(10));
+        // The waiter runs (this runtime has one thread) until it sleeps
+        // toward the first deadline; a renewal then moves it to 2 steps.
+        tokio::task::yield_now().await;
+        fence.extend(start + 2 * STEP);
         waiter.await.unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        assert!(
+            start.elapsed() >= 2 * STEP,
+            "lapsed at the extended deadline, not the first"
+        );
+        assert!(!fence.is_up());
 
-        fence.extend(Instant::now() + Duration::from_secs(60));
+        fence.extend(Instant::now() + Duration::from_secs(3600));
         let waiter = tokio::spawn({
             let fence = fence.clone();
             async move { fence.lapsed().await }
         });
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
         fence.close();
-        let closed_at = Instant::now();
-        waiter.await.unwrap();
-        assert_eq!(closed_at.elapsed(), Duration::ZERO, "closing wakes at once");
+        tokio::time::timeout(Duration::from_secs(60), waiter)
+            .await
+            .expect("closing wakes the waiter, an hour before its deadline")
+            .unwrap();
 
         let open = Fence::open();
-        let never = tokio::time::timeout(Duration::from_secs(3600), open.lapsed()).await;
+        let never = tokio::time::timeout(STEP, open.lapsed()).await;
         assert!(never.is_err(), "an open fence never lapses");
     }
 

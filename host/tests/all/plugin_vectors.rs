@@ -20,14 +20,11 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(REPO).join("target"))
 }
 
-/// Run `atoll args...` with compiled components cached under the target
-/// directory (an 18 MB Python component takes long to compile).
+/// Run `atoll args...` with compiled components cached across runs (an
+/// 18 MB Python component takes long to compile).
 fn atoll(args: &[&str]) -> Output {
-    let cache = target_dir().join("test-plugin-cache");
-    Command::new(env!("CARGO_BIN_EXE_atoll"))
+    crate::support::atoll()
         .args(args)
-        .arg("--plugin-cache-dir")
-        .arg(&cache)
         .current_dir(REPO)
         .output()
         .unwrap()
@@ -352,7 +349,7 @@ fn plugin_new_scaffolds_a_rust_plugin_whose_tests_and_golden_case_pass() {
         .output()
         .unwrap();
     assert!(unit.status.success(), "cargo test: {}", text(&unit));
-    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
+    let out = crate::support::atoll()
         .args(["plugin", "test"])
         .arg(&dir)
         .env("CARGO_TARGET_DIR", &scaffold_target)
