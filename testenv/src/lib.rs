@@ -16,6 +16,8 @@
 //!   records of Services, as Pods would resolve them).
 //! - [`registries`] finds the OCI registries beside it (one anonymous, one
 //!   with basic auth).
+//! - [`plugin_cache::env`] lets the `atoll` processes tests start share
+//!   their compiled plugins.
 //!
 //! The control plane is shared by every test process: tests must only touch
 //! their own namespace and cluster-scoped objects they name uniquely (CRDs are
@@ -25,6 +27,7 @@
 //! the PersistentVolumes it binds to claims of the default StorageClass.
 
 mod dns;
+pub mod plugin_cache;
 mod private;
 mod registry;
 

@@ -667,10 +667,27 @@ pub fn atoll_command(ns: &str) -> Command {
         // atoll's own namespace: its instance Lease goes there (and the
         // leader Lease, with --leader-elect).
         .env("POD_NAMESPACE", ns)
+        // One compiled-plugin cache for every `atoll run` of the tests, so
+        // each start does not compile the built-ins again.
+        .envs(plugin_cache_env())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
+}
+
+/// [`atoll_testenv::plugin_cache::env`] in a directory beside the atoll
+/// binary (`<target>/<profile>/e2e-plugin-cache`).
+pub fn plugin_cache_env() -> [(&'static str, PathBuf); 2] {
+    static ENV: OnceLock<[(&str, PathBuf); 2]> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = atoll_bin()
+            .parent()
+            .expect("the atoll binary is in a directory")
+            .join("e2e-plugin-cache");
+        atoll_testenv::plugin_cache::env(&dir)
+    })
+    .clone()
 }
 
 /// The address `atoll run --log-json` logged with `message` (e.g. `serving

@@ -239,6 +239,20 @@ async fn a_claim_made_by_hand_with_a_rendered_name_is_left_alone() {
   "metadata": {"name": "taken-claim", "labels": {"mine": "yes"}},
   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}}"#;
     k(n, &["apply", "-f", "-"], Some(claim)).await;
+    // kube-controller-manager and kwok bind the claim just after it is
+    // made, writing its metadata; the snapshot waits for that, so it can
+    // only differ later if atoll writes to the claim.
+    k(
+        n,
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Bound",
+            "pvc/taken-claim",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await;
     let original = k(
         n,
         &["get", "pvc", "taken-claim", "-o", "jsonpath={.metadata}"],

@@ -40,6 +40,7 @@ fn diff(ns: &str, manifest: &str) -> (i32, String, String) {
     let mut child = Command::new(atoll_bin())
         .args(["diff", "-f", "-"])
         .env("KUBECONFIG", atoll_testenv::kubeconfig_env())
+        .envs(atoll_e2e::plugin_cache_env())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
