@@ -36,6 +36,8 @@ pub use registry::{
     REGISTRY_AUTH_ENV, REGISTRY_ENV, REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, Registries,
     registries,
 };
+/// Runs cargo from a test without the test's package variables.
+pub use xtask::nested_cargo;
 
 pub use private::{PrivateControlPlane, Restart};
 

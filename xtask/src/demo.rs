@@ -45,8 +45,7 @@ pub fn run() -> Result<()> {
     };
 
     step("building atoll (cargo build -p atoll)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let status = xtask::nested_cargo()
         .current_dir(workspace)
         .args(["build", "-p", "atoll"])
         .status()

@@ -81,7 +81,10 @@ fn plugins() -> anyhow::Result<()> {
 /// invocation started it, so a developer's running cluster is left alone.
 fn test() -> Result<()> {
     let cluster = cluster::ensure_up()?;
-    let status = std::process::Command::new(env!("CARGO"))
+    // Without xtask's package variables: they would rebuild ring and what
+    // is built on it, which a plain `cargo test` built without them.
+    let mut cargo = xtask::nested_cargo();
+    let status = cargo
         .args(["test", "--workspace"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env(cluster::DNS_ENV, &cluster.dns)

@@ -24,8 +24,7 @@ pub fn run() -> Result<()> {
         .parent()
         .expect("xtask/ is inside the workspace");
     let cluster = cluster::ensure_up()?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let status = xtask::nested_cargo()
         .current_dir(workspace)
         .args(["build", "--release", "-p", "atoll"])
         .status()

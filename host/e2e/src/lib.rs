@@ -22,9 +22,10 @@
 //! root, with the profile of this test binary and the atoll features this
 //! crate enables (with none, in the dev profile, as `cargo test
 //! --workspace` builds it for the atoll package's tests, so that run's
-//! dependencies are reused; else `cargo build -p atoll --bin atoll`), so `CARGO_TARGET_DIR`, `.cargo/config.toml`
-//! and `RUSTFLAGS` apply as they do to the tests (a `--target-dir` flag does
-//! not reach it: use `CARGO_TARGET_DIR`). Cargo's JSON messages name the
+//! dependencies are reused; else `cargo build -p atoll --bin atoll`), so
+//! `CARGO_TARGET_DIR`, `.cargo/config.toml` and `RUSTFLAGS` apply as they
+//! do to the tests (a `--target-dir` flag does not reach it: use
+//! `CARGO_TARGET_DIR`). Cargo's JSON messages name the
 //! executable. The first build after a change compiles the binary; when
 //! it is up to date this takes about a second. Cargo releases its lock
 //! before it runs tests, so the nested build never waits for the outer one.
@@ -708,8 +709,9 @@ pub fn atoll_bin() -> &'static Path {
 }
 
 fn build_atoll() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut command = Command::new(cargo);
+    // Without this test's package variables, which would make cargo rerun
+    // ring's build script and rebuild what is built on it.
+    let mut command = atoll_testenv::nested_cargo();
     command.current_dir(workspace());
     let features: Vec<&str> = [
         ("native-plugins", cfg!(feature = "native-plugins")),
