@@ -83,8 +83,7 @@ fn test() -> Result<()> {
     let cluster = cluster::ensure_up()?;
     // Without xtask's package variables: they would rebuild ring and what
     // is built on it, which a plain `cargo test` built without them.
-    let mut cargo = xtask::nested_cargo();
-    let status = cargo
+    let status = xtask::nested_cargo()
         .args(["test", "--workspace"])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env(cluster::DNS_ENV, &cluster.dns)
